@@ -1,0 +1,5 @@
+import sys
+
+from ocrheads.cli import main
+
+sys.exit(main())

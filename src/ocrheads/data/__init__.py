@@ -1,0 +1,1 @@
+"""Synthetic text-in-image tasks with exact character boxes."""

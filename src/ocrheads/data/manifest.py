@@ -1,0 +1,108 @@
+"""The dataset manifest: one JSON record per sample, enough to score heads without re-rendering anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from ocrheads.data.render import Box
+from ocrheads.errors import DataError
+
+MANIFEST = "manifest.jsonl"
+GENERATOR_VERSION = "1"
+
+
+class CharBox(BaseModel):
+    """One answer character: its offset in the sample context and, when it has ink, its box on its page."""
+
+    model_config = ConfigDict(frozen=True)
+    char: str
+    offset: int
+    page: int | None = None
+    box: Box | None = None
+
+
+class WordBox(BaseModel):
+    """A word of the answer on one line: the union of its characters' ink boxes."""
+
+    model_config = ConfigDict(frozen=True)
+    word: str
+    offset: int
+    page: int
+    box: Box
+
+
+class RenderSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    font: str
+    font_file: str
+    font_size: int
+    wrap_width: int | None  # None for laid-out documents, which are not wrapped
+    line_height: int
+    lines_per_page: int
+    margin: int
+    generator_version: str = GENERATOR_VERSION
+
+
+class Sample(BaseModel):
+    """A question about a context, answered by the span `answer_span` of that context.
+
+    Image samples show the context on `pages` (PNG paths relative to the dataset folder, in reading order);
+    text samples give it as plain text.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    task: str
+    modality: Literal["image", "text"]
+    question: str
+    answer: str
+    context: str
+    answer_span: tuple[int, int]
+    pages: list[str] = []
+    page_sizes: list[tuple[int, int]] = []
+    evidence_pages: list[int] = []
+    answer_chars: list[CharBox] = []
+    answer_words: list[WordBox] = []
+    render: RenderSettings | None = None
+    meta: dict[str, float | int | str] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Sample:
+        start, end = self.answer_span
+        if not 0 <= start < end <= len(self.context) or self.context[start:end] != self.answer:
+            raise ValueError(f"answer_span {self.answer_span} does not hold the answer {self.answer!r} in the context")
+        if len(self.page_sizes) != len(self.pages):
+            raise ValueError("page_sizes must give one (width, height) per page")
+        for item in (*self.answer_chars, *self.answer_words):
+            if item.page is None:
+                continue
+            if not 0 <= item.page < len(self.pages):
+                raise ValueError(f"a box points at page {item.page}, but the sample has {len(self.pages)} pages")
+            width, height = self.page_sizes[item.page]
+            x0, y0, x1, y1 = item.box
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                raise ValueError(f"box {item.box} is empty or outside its {width}x{height} page {item.page}")
+        return self
+
+
+def sample_line(sample: Sample) -> str:
+    return sample.model_dump_json() + "\n"
+
+
+def read_manifest(folder: str | Path) -> list[Sample]:
+    """Read and validate every record; a bad record is reported with its line number."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{folder} has no {MANIFEST}; create a dataset with `ocrheads data ...`")
+    samples = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                samples.append(Sample.model_validate(json.loads(line)))
+            except (json.JSONDecodeError, ValidationError) as err:
+                raise DataError(f"{path}:{number}: malformed sample record ({err}); regenerate the dataset") from None
+    return samples

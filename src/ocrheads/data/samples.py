@@ -1,0 +1,151 @@
+"""Turn a generator's decision about one sample (its `Content`) into a manifest record and page images."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from ocrheads.data.fonts import load_font
+from ocrheads.data.layout import prose_runs
+from ocrheads.data.manifest import CharBox, RenderSettings, Sample, WordBox
+from ocrheads.data.render import Box, GlyphAtlas, Run, render_runs
+from ocrheads.errors import DataError
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a generator decides about one sample, before any rendering."""
+
+    id: str
+    task: str
+    question: str
+    answer: str
+    context: str
+    answer_start: int
+    meta: dict[str, float | int | str] = field(default_factory=dict)
+    runs: tuple[Run, ...] | None = None  # a fixed layout (documents); None means wrap the context as prose
+
+    def __post_init__(self) -> None:
+        end = self.answer_start + len(self.answer)
+        if not self.answer or self.context[self.answer_start : end] != self.answer:
+            raise DataError(
+                f"sample {self.id}: the answer {self.answer!r} does not occur in its context at offset "
+                f"{self.answer_start}; make sure the needle or document contains the answer verbatim"
+            )
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    font: str = "dejavu-sans"
+    font_size: int = 16
+    wrap_width: int = 50
+    lines_per_page: int = 15
+    margin: int = 15
+
+    def __post_init__(self) -> None:
+        for name in ("font_size", "wrap_width", "lines_per_page"):
+            if getattr(self, name) < 1:
+                raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.margin < 0:
+            raise DataError(f"--margin must be zero or more pixels, got {self.margin}")
+
+    def atlas(self) -> GlyphAtlas:
+        return GlyphAtlas(load_font(self.font, self.font_size))
+
+
+def page_path(sample_id: str, index: int) -> str:
+    """Zero-padded, so a plain listing is also reading order."""
+    return f"pages/{sample_id}/page_{index:03d}.png"
+
+
+def text_sample(content: Content) -> Sample:
+    return Sample(
+        id=content.id,
+        task=content.task,
+        modality="text",
+        question=content.question,
+        answer=content.answer,
+        context=content.context,
+        answer_span=(content.answer_start, content.answer_start + len(content.answer)),
+        meta=content.meta,
+    )
+
+
+def _union(boxes: list[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _word_boxes(content: Content, runs: list[Run], boxes: dict[int, tuple[int, Box]]) -> list[WordBox]:
+    """One box per answer word and line it sits on (a word broken across lines gets one box per piece)."""
+    words = []
+    for match in _WORD.finditer(content.answer):
+        start = content.answer_start + match.start()
+        end = content.answer_start + match.end()
+        for run in runs:
+            lo, hi = max(start, run.start), min(end, run.start + len(run.text))
+            inked = [boxes[offset] for offset in range(lo, hi) if offset in boxes]
+            if inked:
+                words.append(
+                    WordBox(
+                        word=content.context[lo:hi],
+                        offset=lo,
+                        page=inked[0][0],
+                        box=_union([box for _, box in inked]),
+                    )
+                )
+    return words
+
+
+def image_sample(
+    content: Content, atlas: GlyphAtlas, style: RenderStyle, blank: frozenset[int] = frozenset()
+) -> tuple[Sample, list[Image.Image]]:
+    """Render the context to pages; record every answer character's box, word boxes and evidence pages."""
+    if content.runs is None:
+        runs = prose_runs(
+            content.context, wrap_width=style.wrap_width, lines_per_page=style.lines_per_page, margin=style.margin
+        )
+        lines_per_page, wrap_width = style.lines_per_page, style.wrap_width
+    else:
+        runs = list(content.runs)
+        lines_per_page, wrap_width = max(run.line for run in runs) + 1, None
+    rendering = render_runs(
+        runs, atlas, margin=style.margin, lines_per_page=lines_per_page, blank=blank, sample_id=content.id
+    )
+    chars = []
+    for offset in range(content.answer_start, content.answer_start + len(content.answer)):
+        page, box = rendering.boxes.get(offset, (None, None))
+        chars.append(CharBox(char=content.context[offset], offset=offset, page=page, box=box))
+    evidence = sorted({char.page for char in chars if char.page is not None})
+    if not evidence:
+        raise DataError(f"sample {content.id}: the answer {content.answer!r} has no visible ink; pick another answer")
+    font = atlas.font
+    settings = RenderSettings(
+        font=font.name,
+        font_file=font.file,
+        font_size=font.size,
+        wrap_width=wrap_width,
+        line_height=rendering.line_height,
+        lines_per_page=lines_per_page,
+        margin=style.margin,
+    )
+    sample = Sample(
+        id=content.id,
+        task=content.task,
+        modality="image",
+        question=content.question,
+        answer=content.answer,
+        context=content.context,
+        answer_span=(content.answer_start, content.answer_start + len(content.answer)),
+        pages=[page_path(content.id, index) for index in range(len(rendering.pages))],
+        page_sizes=[page.size for page in rendering.pages],
+        evidence_pages=evidence,
+        answer_chars=chars,
+        answer_words=_word_boxes(content, runs, rendering.boxes),
+        render=settings,
+        meta=content.meta,
+    )
+    return sample, rendering.pages
