@@ -1,0 +1,145 @@
+"""The one registered attention function: SDPA for the output, plus row captures and head edits on request.
+
+It receives query/key/value after the model's own rotary embedding and norms, so it needs no model knowledge.
+Probabilities are recomputed only for the rows being captured and, chunk by chunk, for the heads being edited;
+a full heads x T x T matrix is never built.
+
+Masks: transformers hands this function the same masks as SDPA (`sdpa_mask`): None where causal attention may
+be implied (then the query at index i sits at absolute position K - Q + i and sees keys up to it, which also
+covers cached decoding), or a boolean / additive (batch, 1, Q, K) mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from ocrheads.attention.requests import Capture, CapturedRows, SinkRedistribution
+from ocrheads.attention.session import current_session
+from ocrheads.errors import OcrHeadsError
+
+ATTENTION_NAME = "ocrheads"
+EDIT_CHUNK_ROWS = 512
+_MASKED = torch.finfo(torch.float32).min
+
+
+class _Call:
+    """One attention call's tensors and the geometry shared by captures and edits."""
+
+    def __init__(self, query, key, value, attention_mask, scaling, softcap):
+        self.query, self.key, self.value = query, key, value
+        self.mask = attention_mask
+        self.batch, self.heads, self.q_len, _ = query.shape
+        self.kv_heads, self.k_len = key.shape[1], key.shape[2]
+        self.group = self.heads // self.kv_heads
+        self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+        self.softcap = softcap
+        if attention_mask is None and 1 < self.q_len < self.k_len:
+            raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
+
+    def bias(self, local_rows: torch.Tensor) -> torch.Tensor:
+        """Additive float32 mask (batch, 1, R, K) for query rows given as indices into this call's queries."""
+        if self.mask is None:
+            absolute = local_rows + (self.k_len - self.q_len)
+            allowed = torch.arange(self.k_len, device=local_rows.device) <= absolute[:, None, :, None]
+            return torch.where(allowed, 0.0, _MASKED)
+        mask = self.mask[..., : self.k_len].expand(self.batch, -1, -1, -1)
+        index = local_rows[:, None, :, None].expand(-1, mask.shape[1], -1, self.k_len)
+        rows = mask.gather(2, index)
+        return torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows.float()
+
+    def scores(self, query_rows: torch.Tensor, kv_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled logits (batch, h, R, K) in float32 for query rows (batch, h, R, D).
+
+        Without kv_index all heads are given and grouped onto their key heads without copying keys (GQA);
+        with it, kv_index[i] is the key head of query head i.
+        """
+        key = self.key.float()
+        if kv_index is None:
+            grouped = query_rows.float().unflatten(1, (self.kv_heads, self.group))
+            logits = (grouped @ key.unsqueeze(2).transpose(-1, -2)).flatten(1, 2)
+        else:
+            logits = query_rows.float() @ key[:, kv_index].transpose(-1, -2)
+        logits = logits * self.scaling
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
+    rows = capture.rows.to(call.query.device)
+    local = rows - (call.k_len - call.q_len)
+    valid = (rows >= 0) & (local >= 0) & (local < call.q_len)
+    if not bool(valid.any()):
+        return None
+    local = local.clamp(0, call.q_len - 1)
+    head_dim = call.query.shape[-1]
+    query_rows = call.query.gather(2, local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
+    probs = (call.scores(query_rows) + call.bias(local)).softmax(-1)
+    mass = None
+    if capture.key_sets is not None:
+        key_sets = capture.key_sets.to(probs.device)[..., : call.k_len].float()
+        mass = torch.einsum("bhrk,bsk->bhrs", probs, key_sets)
+    return CapturedRows(
+        layer=layer,
+        positions=torch.where(valid, rows, -1),
+        argmax=probs.argmax(-1),
+        mass=mass,
+        probs=probs if capture.keep_probs else None,
+    )
+
+
+def _redistribute_sink(probs: torch.Tensor, sink: SinkRedistribution, k_len: int) -> torch.Tensor:
+    sinks = sink.sinks.to(probs.device)[:, None, None, :k_len]
+    receivers = ~sinks if sink.receivers is None else sink.receivers.to(probs.device)[:, None, None, :k_len] & ~sinks
+    sink_mass = (probs * sinks).sum(-1, keepdim=True)
+    receiver_mass = (probs * receivers).sum(-1, keepdim=True)
+    has_receivers = receiver_mass > 0
+    factor = 1 + (1 - sink.beta) * sink_mass / torch.where(has_receivers, receiver_mass, 1.0)
+    edited = torch.where(sinks, probs * sink.beta, torch.where(receivers, probs * factor, probs))
+    return torch.where(has_receivers, edited, probs)
+
+
+def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution | None) -> torch.Tensor:
+    """Outputs (batch, Q, h, D) of `heads` with their attention replaced: uniform, or sink-redistributed."""
+    device = call.query.device
+    head_index = torch.tensor(heads, device=device)
+    kv_index = head_index // call.group
+    value = call.value.float()[:, kv_index]
+    outputs = []
+    for start in range(0, call.q_len, EDIT_CHUNK_ROWS):
+        local = torch.arange(start, min(start + EDIT_CHUNK_ROWS, call.q_len), device=device).expand(call.batch, -1)
+        bias = call.bias(local)
+        if sink is None:
+            probs = bias.expand(-1, len(heads), -1, -1).softmax(-1)
+        else:
+            query_rows = call.query[:, head_index, start : start + local.shape[1]]
+            probs = _redistribute_sink((call.scores(query_rows, kv_index) + bias).softmax(-1), sink, call.k_len)
+        outputs.append((probs @ value).transpose(1, 2))
+    return torch.cat(outputs, dim=1)
+
+
+def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Registered under ATTENTION_NAME; identical to SDPA unless a session asks for captures or edits."""
+    output, _ = sdpa_attention_forward(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+    )
+    session = current_session()
+    if session is None:
+        return output, None
+    layer = module.layer_idx
+    capture, edits = session.capture, session.edits
+    wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
+    if not wants_capture and layer not in edits.layers():
+        return output, None
+    call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"))
+    session.saw_keys(call.k_len)
+    if wants_capture and (captured := _capture(call, capture, layer)) is not None:
+        session.record(captured)
+    for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):
+        if heads:
+            replaced = _edited_heads(call, heads, sink).to(output.dtype)
+            output = output.index_copy(2, torch.tensor(heads, device=output.device), replaced)
+    if heads := edits.zero.get(layer):
+        output = output.index_fill(2, torch.tensor(heads, device=output.device), 0.0)
+    return output, None

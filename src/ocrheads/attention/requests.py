@@ -1,0 +1,76 @@
+"""What a forward pass should capture from, or change in, the text model's attention heads.
+
+Requests are plain data. The registered attention function (function.py) reads them from the active session
+(session.py); nothing else touches attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+HeadMap = dict[int, tuple[int, ...]]  # layer -> query-head indices
+
+
+def head_map(heads: dict[int, list[int]] | HeadMap | None) -> HeadMap:
+    """Normalise {layer: heads} to sorted, de-duplicated tuples with int keys."""
+    return {int(layer): tuple(sorted({int(h) for h in hs})) for layer, hs in (heads or {}).items() if hs}
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Record per-head attention for chosen query rows, without ever building a heads x T x T tensor.
+
+    rows: (batch, R) absolute positions in the padded sequence (the key index of the query token); -1 pads a
+        batch item that has fewer rows. A row is captured by whichever forward call computes it: the prefill,
+        or the decoding step that processes that position.
+    key_sets: optional (batch, S, T) boolean masks over keys; the attention mass each head puts on each set is
+        recorded (T may exceed the keys of a call: only the first K columns are used).
+    keep_probs: also keep the full probability rows (batch, heads, R, K); off by default to save memory.
+    layers: restrict to these layers (None = all).
+    """
+
+    rows: torch.Tensor
+    key_sets: torch.Tensor | None = None
+    keep_probs: bool = False
+    layers: frozenset[int] | None = None
+
+
+@dataclass(frozen=True)
+class SinkRedistribution:
+    """Move (1 - beta) of the attention on sink keys to receiver keys, in proportion to what they already get.
+
+    This is the paper's edit (METHOD.md 5.2) with beta kept on the sink. sinks/receivers: (batch, T) boolean
+    key masks; receivers default to every key that is not a sink (the paper), and may be image keys only
+    (VAR-style). Rows whose receivers have no attention at all are left unchanged.
+    """
+
+    heads: HeadMap
+    beta: float
+    sinks: torch.Tensor
+    receivers: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Edits:
+    """Head interventions. zero: the head's output is 0 (paper's masking); uniform: the head attends evenly to
+    every key it may see (Retrieval Head paper's masking); sink: redistribute sink mass."""
+
+    zero: HeadMap = field(default_factory=dict)
+    uniform: HeadMap = field(default_factory=dict)
+    sink: SinkRedistribution | None = None
+
+    def layers(self) -> set[int]:
+        return set(self.zero) | set(self.uniform) | (set(self.sink.heads) if self.sink else set())
+
+
+@dataclass
+class CapturedRows:
+    """What one forward call captured in one layer."""
+
+    layer: int
+    positions: torch.Tensor  # (batch, R) absolute row positions, -1 where no row was captured in this call
+    argmax: torch.Tensor  # (batch, heads, R) key index with the highest probability
+    mass: torch.Tensor | None  # (batch, heads, R, S) probability mass on each key set
+    probs: torch.Tensor | None  # (batch, heads, R, K) when keep_probs

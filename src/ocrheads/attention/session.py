@@ -1,0 +1,145 @@
+"""The context object that carries capture and edit requests to the registered attention function.
+
+A session is active inside `with attention_session(model, ...)`; forward passes and `generate` calls made
+inside it are captured and edited, everything outside runs as plain SDPA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from ocrheads.attention.requests import Capture, CapturedRows, Edits, HeadMap
+from ocrheads.errors import OcrHeadsError
+
+_ACTIVE: ContextVar[AttentionSession | None] = ContextVar("ocrheads_attention_session", default=None)
+
+
+def current_session() -> AttentionSession | None:
+    return _ACTIVE.get()
+
+
+class AttentionSession:
+    def __init__(self, capture: Capture | None, edits: Edits):
+        self.capture = capture
+        self.edits = edits
+        self._records: dict[int, list[CapturedRows]] = {}
+        self._max_keys = 0
+
+    def saw_keys(self, k_len: int) -> None:
+        self._max_keys = max(self._max_keys, k_len)
+
+    def record(self, captured: CapturedRows) -> None:
+        self._records.setdefault(captured.layer, []).append(captured)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self._records)
+
+    def captured(self, layer: int) -> CapturedRows:
+        """Everything captured in `layer`, merged over forward calls (prefill and decoding steps).
+
+        Probability rows from calls with fewer keys are padded with zeros on the right (keys that did not
+        exist yet), so rows of all calls stack into one (batch, heads, R, K_max) tensor.
+        """
+        records = self._records.get(layer)
+        if not records:
+            raise OcrHeadsError(f"nothing was captured in layer {layer}; captured layers: {self.layers}")
+        merged = records[0]
+        positions, argmax, mass = merged.positions.clone(), merged.argmax.clone(), merged.mass
+        probs = merged.probs
+        k_max = max(record.probs.shape[-1] for record in records) if probs is not None else 0
+        if probs is not None:
+            probs = torch.nn.functional.pad(probs, (0, k_max - probs.shape[-1]))
+        for record in records[1:]:
+            here = record.positions >= 0
+            positions = torch.where(here, record.positions, positions)
+            argmax = torch.where(here[:, None], record.argmax, argmax)
+            if mass is not None:
+                mass = torch.where(here[:, None, :, None], record.mass, mass)
+            if probs is not None:
+                padded = torch.nn.functional.pad(record.probs, (0, k_max - record.probs.shape[-1]))
+                probs = torch.where(here[:, None, :, None], padded, probs)
+        return CapturedRows(layer, positions, argmax, mass, probs)
+
+    def check_rows_seen(self) -> None:
+        """Fail if a requested row was never computed (e.g. a position beyond the sequence)."""
+        if self.capture is None or not self._records:
+            if self.capture is not None and bool((self.capture.rows >= 0).any()):
+                raise OcrHeadsError("no requested row was computed: did the forward pass run inside the session?")
+            return
+        seen = self.captured(self.layers[0]).positions >= 0
+        missing = (self.capture.rows >= 0) & ~seen.to(self.capture.rows.device)
+        if bool(missing.any()):
+            batch_item, row = (int(v) for v in missing.nonzero()[0])
+            position = int(self.capture.rows[batch_item, row])
+            raise OcrHeadsError(
+                f"row {position} of batch item {batch_item} was never computed: the sequence has "
+                f"{self._max_keys} positions (rows count from 0)"
+            )
+
+
+def install(model: PreTrainedModel) -> PreTrainedModel:
+    """Route the text model's attention through the registered function; vision towers keep their own."""
+    from ocrheads.attention.function import ATTENTION_NAME, ocrheads_attention
+
+    AttentionInterface.register(ATTENTION_NAME, ocrheads_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    text_key = "text_config" if "text_config" in getattr(model.config, "sub_configs", {}) else None
+    model.set_attn_implementation({text_key: ATTENTION_NAME} if text_key else ATTENTION_NAME)
+    return model
+
+
+def _text_shape(model: PreTrainedModel) -> tuple[int, int]:
+    text = model.config.get_text_config()
+    return text.num_hidden_layers, text.num_attention_heads
+
+
+def _check_heads(heads: HeadMap, n_layers: int, n_heads: int, what: str) -> None:
+    for layer, hs in heads.items():
+        if not 0 <= layer < n_layers:
+            raise OcrHeadsError(f"{what}: layer {layer} is outside the model (layers 0..{n_layers - 1})")
+        bad = [h for h in hs if not 0 <= h < n_heads]
+        if bad:
+            raise OcrHeadsError(f"{what}: head(s) {bad} of layer {layer} outside the model (heads 0..{n_heads - 1})")
+
+
+def _check_installed(model: PreTrainedModel) -> None:
+    from ocrheads.attention.function import ATTENTION_NAME
+
+    if model.config.get_text_config()._attn_implementation != ATTENTION_NAME:
+        raise OcrHeadsError("the model's text attention is not ocrheads'; call ocrheads.attention.install(model) first")
+
+
+@contextmanager
+def attention_session(
+    model: PreTrainedModel, *, capture: Capture | None = None, edits: Edits | None = None
+) -> Iterator[AttentionSession]:
+    """Capture and/or edit attention in every forward pass of `model` run inside the block."""
+    _check_installed(model)
+    n_layers, n_heads = _text_shape(model)
+    edits = edits or Edits()
+    _check_heads(edits.zero, n_layers, n_heads, "zeroed heads")
+    _check_heads(edits.uniform, n_layers, n_heads, "uniform heads")
+    if edits.sink is not None:
+        _check_heads(edits.sink.heads, n_layers, n_heads, "sink heads")
+        if not 0.0 <= edits.sink.beta <= 1.0:
+            raise OcrHeadsError(f"sink beta must lie in [0, 1], got {edits.sink.beta}")
+    if capture is not None:
+        bad_layers = sorted(layer for layer in capture.layers or () if not 0 <= layer < n_layers)
+        if bad_layers:
+            raise OcrHeadsError(f"capture: layer(s) {bad_layers} outside the model (layers 0..{n_layers - 1})")
+        if capture.rows.dim() != 2:
+            raise OcrHeadsError(f"capture rows must be a (batch, rows) tensor, got shape {tuple(capture.rows.shape)}")
+    session = AttentionSession(capture, edits)
+    token = _ACTIVE.set(session)
+    try:
+        yield session
+    finally:
+        _ACTIVE.reset(token)
+    session.check_rows_seen()

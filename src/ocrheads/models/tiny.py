@@ -1,0 +1,291 @@
+"""Tiny random-weight VLMs of every supported family, built from configs with an offline tokenizer.
+
+They read nothing, but every code path (processor, image tokens, masks, rotary variants, GQA, sliding windows)
+is the real one, so tests and benchmarks run offline on them. Recipes: ../shared/RECIPES.md section 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import transformers as tf
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3")
+
+
+def image_only(processor_class: type) -> type:
+    """A processor subclass without the video processor, which cannot load without torchvision."""
+
+    class ImageOnly(processor_class):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    ImageOnly.__name__ = f"ImageOnly{processor_class.__name__}"
+    return ImageOnly
+
+
+def byte_tokenizer(specials: list[str], named: dict[str, str] | None = None) -> tf.PreTrainedTokenizerBase:
+    """A byte-level tokenizer with no merges (each byte one token, digits split) plus special tokens."""
+    vocab = {char: index for index, char in enumerate(sorted(bytes_to_unicode().values(), key=ord))}
+    vocab["<|endoftext|>"] = len(vocab)
+    named = named or {}
+    tokenizer = tf.Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_specific_special_tokens=named,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": [*specials, *named.values()]})
+    return tokenizer
+
+
+def text_config(vocab_size: int, **extra) -> dict:
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        **extra,
+    )
+
+
+@dataclass
+class Tiny:
+    model: tf.PreTrainedModel
+    processor: tf.ProcessorMixin
+    image_placeholder: str  # what a prompt writes where an image goes
+
+
+QWEN_SPECIALS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+
+def _qwen(model_class, config_class, processor_class, vision: dict, text_extra: dict, patch: int) -> Tiny:
+    tokenizer = byte_tokenizer(QWEN_SPECIALS)
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIALS}
+    config = config_class(
+        text_config=text_config(len(tokenizer), **text_extra),
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    image_processor = tf.Qwen2VLImageProcessorPil(
+        patch_size=patch,
+        merge_size=2,
+        size={"shortest_edge": 4 * (2 * patch) ** 2, "longest_edge": 256 * (2 * patch) ** 2},
+    )
+    processor = image_only(processor_class)(image_processor=image_processor, tokenizer=tokenizer)
+    return Tiny(model_class(config).eval(), processor, "<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def qwen2_vl() -> Tiny:
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+    vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2)
+    return _qwen(
+        tf.Qwen2VLForConditionalGeneration, tf.Qwen2VLConfig, tf.Qwen2VLProcessor, vision, {"rope_parameters": rope}, 14
+    )
+
+
+def qwen2_5_vl() -> Tiny:
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        window_size=56,
+        fullatt_block_indexes=[1],
+    )
+    return _qwen(
+        tf.Qwen2_5_VLForConditionalGeneration,
+        tf.Qwen2_5_VLConfig,
+        tf.Qwen2_5_VLProcessor,
+        vision,
+        {"rope_parameters": rope},
+        14,
+    )
+
+
+def qwen3_vl() -> Tiny:
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6, "mrope_interleaved": True}
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0],
+        patch_size=16,
+    )
+    return _qwen(
+        tf.Qwen3VLForConditionalGeneration,
+        tf.Qwen3VLConfig,
+        tf.Qwen3VLProcessor,
+        vision,
+        {"rope_parameters": rope, "head_dim": 16},
+        16,
+    )
+
+
+def internvl() -> Tiny:
+    named = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
+    tokenizer = byte_tokenizer(["<|im_start|>", "<|im_end|>"], named)
+    config = tf.InternVLConfig(
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=[56, 56],
+            patch_size=[14, 14],
+        ),
+        text_config=dict(model_type="qwen2", **text_config(len(tokenizer))),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=4,
+        downsample_ratio=0.5,
+    )
+    image_processor = tf.GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True, max_patches=6)
+    processor = image_only(tf.InternVLProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4
+    )
+    return Tiny(tf.InternVLForConditionalGeneration(config).eval(), processor, "<IMG_CONTEXT>")
+
+
+def llava() -> Tiny:
+    tokenizer = byte_tokenizer(["<image>"])
+    config = tf.LlavaConfig(
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+        ),
+        text_config=dict(model_type="llama", **text_config(len(tokenizer))),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=16,
+        vision_feature_layer=-1,
+    )
+    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = tf.LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return Tiny(tf.LlavaForConditionalGeneration(config).eval(), processor, "<image>")
+
+
+IDEFICS_SPECIALS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
+    f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)
+]
+
+
+def _idefics(model_class, config_class, processor_class, image_processor_class) -> Tiny:
+    tokenizer = byte_tokenizer(IDEFICS_SPECIALS)
+    config = config_class(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        ),
+        text_config=dict(model_type="llama", **text_config(len(tokenizer))),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+    )
+    image_processor = image_processor_class(
+        size={"longest_edge": 128}, max_image_size={"longest_edge": 64}, do_image_splitting=True
+    )
+    kwargs = {"image_seq_len": 4}
+    processor_class = image_only(processor_class) if processor_class is tf.SmolVLMProcessor else processor_class
+    processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+    return Tiny(model_class(config).eval(), processor, "<image>")
+
+
+def smolvlm() -> Tiny:
+    return _idefics(
+        tf.SmolVLMForConditionalGeneration, tf.SmolVLMConfig, tf.SmolVLMProcessor, tf.SmolVLMImageProcessorPil
+    )
+
+
+def idefics3() -> Tiny:
+    return _idefics(
+        tf.Idefics3ForConditionalGeneration, tf.Idefics3Config, tf.Idefics3Processor, tf.Idefics3ImageProcessorPil
+    )
+
+
+def gemma3() -> Tiny:
+    named = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tokenizer = byte_tokenizer(["<start_of_turn>", "<end_of_turn>"], named)
+    extra = dict(
+        head_dim=16, query_pre_attn_scalar=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"]
+    )
+    config = tf.Gemma3Config(
+        text_config=dict(model_type="gemma3_text", **text_config(len(tokenizer), **extra)),
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        ),
+        mm_tokens_per_image=4,
+        boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
+    )
+    image_processor = tf.Gemma3ImageProcessorPil(size={"height": 64, "width": 64})
+    processor = tf.Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
+    return Tiny(tf.Gemma3ForConditionalGeneration(config).eval(), processor, "<start_of_image>")
+
+
+BUILDERS: dict[str, Callable[[], Tiny]] = {
+    "qwen2_vl": qwen2_vl,
+    "qwen2_5_vl": qwen2_5_vl,
+    "qwen3_vl": qwen3_vl,
+    "internvl": internvl,
+    "llava": llava,
+    "smolvlm": smolvlm,
+    "idefics3": idefics3,
+    "gemma3": gemma3,
+}
+
+
+def build_tiny(family: str, seed: int = 0) -> Tiny:
+    """A tiny random model and processor of `family` (one of FAMILIES), with seeded weights."""
+    torch.manual_seed(seed)
+    return BUILDERS[family]()
