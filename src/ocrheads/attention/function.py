@@ -4,9 +4,13 @@ It receives query/key/value after the model's own rotary embedding and norms, so
 Probabilities are recomputed only for the rows being captured and, chunk by chunk, for the heads being edited;
 a full heads x T x T matrix is never built.
 
+Positions: rows and key sets are given in absolute sequence positions. A call's keys are the last K positions
+before the end of what has been processed (sliding-window caches keep fewer keys than positions), and its
+queries the last Q; the session counts the end (see AttentionSession.advance).
+
 Masks: transformers hands this function the same masks as SDPA (`sdpa_mask`): None where causal attention may
-be implied (then the query at index i sits at absolute position K - Q + i and sees keys up to it, which also
-covers cached decoding), or a boolean / additive (batch, 1, Q, K) mask.
+be implied (then query i sees keys up to K - Q + i, which also covers cached decoding), or a boolean /
+additive (batch, 1, Q, K) mask.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ _MASKED = torch.finfo(torch.float32).min
 class _Call:
     """One attention call's tensors and the geometry shared by captures and edits."""
 
-    def __init__(self, query, key, value, attention_mask, scaling, softcap):
+    def __init__(self, query, key, value, attention_mask, scaling, softcap, end):
         self.query, self.key, self.value = query, key, value
         self.mask = attention_mask
         self.batch, self.heads, self.q_len, _ = query.shape
         self.kv_heads, self.k_len = key.shape[1], key.shape[2]
         self.group = self.heads // self.kv_heads
+        self.key_offset = end - self.k_len  # absolute position of key 0
+        self.query_offset = end - self.q_len  # absolute position of query 0
         self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         self.softcap = softcap
         if attention_mask is None and 1 < self.q_len < self.k_len:
@@ -68,7 +74,7 @@ class _Call:
 
 def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
     rows = capture.rows.to(call.query.device)
-    local = rows - (call.k_len - call.q_len)
+    local = rows - call.query_offset
     valid = (rows >= 0) & (local >= 0) & (local < call.q_len)
     if not bool(valid.any()):
         return None
@@ -78,20 +84,20 @@ def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
     probs = (call.scores(query_rows) + call.bias(local)).softmax(-1)
     mass = None
     if capture.key_sets is not None:
-        key_sets = capture.key_sets.to(probs.device)[..., : call.k_len].float()
+        key_sets = capture.key_sets.to(probs.device)[..., call.key_offset : call.key_offset + call.k_len].float()
         mass = torch.einsum("bhrk,bsk->bhrs", probs, key_sets)
     return CapturedRows(
         layer=layer,
         positions=torch.where(valid, rows, -1),
-        argmax=probs.argmax(-1),
+        argmax=probs.argmax(-1) + call.key_offset,
         mass=mass,
-        probs=probs if capture.keep_probs else None,
+        probs=torch.nn.functional.pad(probs, (call.key_offset, 0)) if capture.keep_probs else None,
     )
 
 
-def _redistribute_sink(probs: torch.Tensor, sink: SinkRedistribution, k_len: int) -> torch.Tensor:
-    sinks = sink.sinks.to(probs.device)[:, None, None, :k_len]
-    receivers = ~sinks if sink.receivers is None else sink.receivers.to(probs.device)[:, None, None, :k_len] & ~sinks
+def _redistribute_sink(probs: torch.Tensor, sink: SinkRedistribution, keys: slice) -> torch.Tensor:
+    sinks = sink.sinks.to(probs.device)[:, None, None, keys]
+    receivers = ~sinks if sink.receivers is None else sink.receivers.to(probs.device)[:, None, None, keys] & ~sinks
     sink_mass = (probs * sinks).sum(-1, keepdim=True)
     receiver_mass = (probs * receivers).sum(-1, keepdim=True)
     has_receivers = receiver_mass > 0
@@ -114,7 +120,8 @@ def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution 
             probs = bias.expand(-1, len(heads), -1, -1).softmax(-1)
         else:
             query_rows = call.query[:, head_index, start : start + local.shape[1]]
-            probs = _redistribute_sink((call.scores(query_rows, kv_index) + bias).softmax(-1), sink, call.k_len)
+            keys = slice(call.key_offset, call.key_offset + call.k_len)
+            probs = _redistribute_sink((call.scores(query_rows, kv_index) + bias).softmax(-1), sink, keys)
         outputs.append((probs @ value).transpose(1, 2))
     return torch.cat(outputs, dim=1)
 
@@ -128,12 +135,12 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
     if session is None:
         return output, None
     layer = module.layer_idx
+    end = session.advance(layer, query.shape[2], key.shape[2])
     capture, edits = session.capture, session.edits
     wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
     if not wants_capture and layer not in edits.layers():
         return output, None
-    call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"))
-    session.saw_keys(call.k_len)
+    call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"), end)
     if wants_capture and (captured := _capture(call, capture, layer)) is not None:
         session.record(captured)
     for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):

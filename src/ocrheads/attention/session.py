@@ -29,10 +29,19 @@ class AttentionSession:
         self.capture = capture
         self.edits = edits
         self._records: dict[int, list[CapturedRows]] = {}
-        self._max_keys = 0
+        self._end = 0  # positions processed so far in the current sequence
+        self._first_layer: int | None = None
 
-    def saw_keys(self, k_len: int) -> None:
-        self._max_keys = max(self._max_keys, k_len)
+    def advance(self, layer: int, q_len: int, k_len: int) -> int:
+        """Count positions: the first layer of each forward call moves the end by its query length.
+
+        A call without cached keys (K == Q) starts a new sequence. Returns the end after this call.
+        """
+        if self._first_layer is None:
+            self._first_layer = layer
+        if layer == self._first_layer:
+            self._end = q_len if k_len == q_len else self._end + q_len
+        return self._end
 
     def record(self, captured: CapturedRows) -> None:
         self._records.setdefault(captured.layer, []).append(captured)
@@ -80,7 +89,7 @@ class AttentionSession:
             position = int(self.capture.rows[batch_item, row])
             raise OcrHeadsError(
                 f"row {position} of batch item {batch_item} was never computed: the sequence has "
-                f"{self._max_keys} positions (rows count from 0)"
+                f"{self._end} positions (rows count from 0)"
             )
 
 

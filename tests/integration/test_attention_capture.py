@@ -1,0 +1,86 @@
+"""Captured rows equal transformers' own eager `output_attentions` rows, in prefill and cached decoding."""
+
+import pytest
+import torch
+
+from ocrheads.attention import Capture, attention_session, install
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models.tiny import FAMILIES, build_tiny
+
+from .tiny_inputs import extend_for, padded_batch
+
+TOLERANCE = 1e-5
+
+
+def _eager_attentions(model, batch):
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(**batch, output_attentions=True)
+    return out.logits, out.attentions
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefill_rows_equal_eager_rows_and_logits_are_unchanged(family):
+    tiny = build_tiny(family)
+    model, batch = tiny.model, padded_batch(tiny)
+    eager_logits, eager = _eager_attentions(model, batch)
+    model.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        sdpa_logits = model(**batch).logits
+    install(model)
+    length = batch["input_ids"].shape[1]
+    real = batch["attention_mask"].bool()
+    rows = torch.where(real, torch.arange(length), -1)  # every non-padding query row
+    key_sets = torch.stack([real, ~real], dim=1)
+    with torch.no_grad(), attention_session(model, capture=Capture(rows, key_sets=key_sets, keep_probs=True)) as s:
+        logits = model(**batch).logits
+    assert (logits - sdpa_logits).abs().max() < TOLERANCE
+    # Padding rows differ between eager and SDPA themselves (fully masked rows); compare the real ones.
+    assert (logits - eager_logits)[real].abs().max() < 1e-4
+    assert s.layers == list(range(len(eager)))
+    for layer, reference in enumerate(eager):
+        captured = s.captured(layer)
+        assert torch.equal(captured.positions, rows)
+        for item in range(2):
+            valid = rows[item] >= 0
+            got = captured.probs[item][:, valid]
+            want = reference[item][:, rows[item][valid]]
+            assert (got - want).abs().max() < TOLERANCE, f"layer {layer} item {item}"
+            assert torch.equal(captured.argmax[item][:, valid], got.argmax(-1))
+            real_mass = captured.mass[item][:, valid, 0]
+            assert (real_mass - want[..., real[item]].sum(-1)).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
+    tiny = build_tiny(family)
+    model, batch = tiny.model, padded_batch(tiny)
+    install(model)
+    length = batch["input_ids"].shape[1]
+    steps = 3
+    # The last prompt row (prefill) and the rows of the generated tokens that are fed back (decoding steps).
+    rows = torch.arange(length - 1, length + steps - 1).expand(2, -1)
+    with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
+        sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
+    _, eager = _eager_attentions(model, extend_for(batch, sequences))
+    for layer, reference in enumerate(eager):
+        captured = s.captured(layer)
+        keys = captured.probs.shape[-1]
+        want = reference[:, :, rows[0], :keys]
+        assert (captured.probs - want).abs().max() < TOLERANCE, f"layer {layer}"
+
+
+def test_bad_requests_name_the_fix():
+    tiny = build_tiny("qwen2_vl")
+    model, batch = tiny.model, padded_batch(tiny)
+    with pytest.raises(OcrHeadsError, match="install"), attention_session(model):
+        pass
+    install(model)
+    far_layer = Capture(torch.zeros(2, 1, dtype=torch.long), layers=frozenset({7}))
+    with pytest.raises(OcrHeadsError, match=r"layer\(s\) \[7\] outside the model \(layers 0..1\)"):
+        attention_session(model, capture=far_layer).__enter__()
+    length = batch["input_ids"].shape[1]
+    beyond = Capture(torch.tensor([[length - 1], [length + 5]]))
+    message = rf"row {length + 5} of batch item 1 was never computed: the sequence has {length} positions"
+    with pytest.raises(OcrHeadsError, match=message), torch.no_grad(), attention_session(model, capture=beyond):
+        model(**batch)

@@ -1,0 +1,31 @@
+"""Padded two-sample batches with images for the tiny models of every family."""
+
+import torch
+from PIL import Image, ImageDraw
+
+from ocrheads.models.tiny import Tiny
+
+
+def page(width: int, height: int, text: str) -> Image.Image:
+    image = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(image).text((4, 4), text, fill="black")
+    return image
+
+
+def padded_batch(tiny: Tiny) -> dict[str, torch.Tensor]:
+    """Two prompts of different lengths, left-padded as for generation, each with one page image."""
+    tiny.processor.tokenizer.padding_side = "left"
+    texts = [f"{tiny.image_placeholder}What is the pass key?", f"{tiny.image_placeholder}Key?"]
+    images = [[page(120, 80, "12345")], [page(96, 64, "678")]]
+    return dict(tiny.processor(text=texts, images=images, padding=True, return_tensors="pt"))
+
+
+def extend_for(batch: dict[str, torch.Tensor], sequences: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same batch with generated tokens appended (text tokens: type 0, attended)."""
+    extra = sequences.shape[1] - batch["input_ids"].shape[1]
+    extended = dict(batch, input_ids=sequences)
+    for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
+        if name in batch:
+            fill = torch.ones if name == "attention_mask" else torch.zeros
+            extended[name] = torch.cat([batch[name], fill(batch[name].shape[0], extra, dtype=batch[name].dtype)], 1)
+    return extended
