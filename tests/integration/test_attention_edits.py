@@ -1,0 +1,158 @@
+"""Head edits equal independent references: projection hooks, and the paper's sink formula computed eagerly."""
+
+import pytest
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models.tiny import FAMILIES, build_tiny
+
+from .tiny_inputs import padded_batch
+
+TOLERANCE = 1e-5
+
+
+def text_attention_modules(model):
+    """The text model's attention modules by layer (vision attention has no layer_idx)."""
+    found = {m.layer_idx: m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "o_proj")}
+    return [found[i] for i in sorted(found)]
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny_batch(request):
+    tiny = build_tiny(request.param)
+    batch = padded_batch(tiny)
+    return install(tiny.model), batch, batch["attention_mask"].bool()
+
+
+def test_zeroing_every_head_of_a_layer_removes_its_attention_output(tiny_batch):
+    model, batch, real = tiny_batch
+    attention = text_attention_modules(model)[1]
+    heads = model.config.get_text_config().num_attention_heads
+    with attention_session(model, edits=Edits(zero={1: tuple(range(heads))})):
+        edited = logits(model, batch)
+    hook = attention.register_forward_hook(lambda module, args, out: (torch.zeros_like(out[0]), *out[1:]))
+    try:
+        reference = logits(model, batch)
+    finally:
+        hook.remove()
+    assert (edited - reference)[real].abs().max() < TOLERANCE
+    assert (edited - logits(model, batch))[real].abs().max() > 1e-3, "the edit must change something"
+
+
+def test_zeroing_one_head_equals_zeroing_its_slice_before_o_proj(tiny_batch):
+    model, batch, real = tiny_batch
+    attention = text_attention_modules(model)[0]
+    head, dim = 1, attention.head_dim
+
+    def zero_slice(module, args):
+        hidden = args[0].clone()
+        hidden[..., head * dim : (head + 1) * dim] = 0
+        return (hidden,)
+
+    with attention_session(model, edits=Edits(zero={0: (head,)})):
+        edited = logits(model, batch)
+    hook = attention.o_proj.register_forward_pre_hook(zero_slice)
+    try:
+        reference = logits(model, batch)
+    finally:
+        hook.remove()
+    assert (edited - reference)[real].abs().max() < TOLERANCE
+    assert (edited - logits(model, batch))[real].abs().max() > 1e-4
+
+
+def test_uniform_head_equals_a_zeroed_query(tiny_batch):
+    """A head whose query is 0 scores every key equally: uniform attention over what the mask allows."""
+    model, batch, real = tiny_batch
+    attention = text_attention_modules(model)[1]
+    head, dim = 2, attention.head_dim
+
+    def zero_query(module, args, out):
+        out = out.clone()
+        out[..., head * dim : (head + 1) * dim] = 0
+        return out
+
+    with attention_session(model, edits=Edits(uniform={1: (head,)})):
+        edited = logits(model, batch)
+    hook = attention.q_proj.register_forward_hook(zero_query)
+    try:
+        reference = logits(model, batch)
+    finally:
+        hook.remove()
+    assert (edited - reference)[real].abs().max() < TOLERANCE
+    assert (edited - logits(model, batch))[real].abs().max() > 1e-4
+
+
+def _paper_sink_reference(heads, beta, sink_index):
+    """Eager attention with METHOD.md 5.2 written out: p0' = beta p0, pj' = pj + (1 - beta) p0 pj / S."""
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        key, value = repeat_kv(key, module.num_key_value_groups), repeat_kv(value, module.num_key_value_groups)
+        scores = (query.float() @ key.float().transpose(2, 3)) * scaling + attention_mask.float()
+        probs = scores.softmax(-1)
+        for item, sink in enumerate(sink_index):
+            for h in heads.get(module.layer_idx, ()):
+                row = probs[item, h]
+                p0 = row[:, sink].clone()
+                others = torch.ones(row.shape[-1], dtype=torch.bool)
+                others[sink] = False
+                rest = row[:, others].sum(-1)
+                edited = row.clone()
+                edited[:, sink] = beta * p0
+                share = torch.where(rest > 0, (1 - beta) * p0 / torch.where(rest > 0, rest, 1), 0)
+                edited[:, others] = row[:, others] + share[:, None] * row[:, others]
+                probs[item, h] = torch.where(rest[:, None] > 0, edited, row)
+        return (probs @ value.float()).to(value.dtype).transpose(1, 2).contiguous(), probs
+
+    return attention
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_sink_redistribution_equals_the_papers_formula_computed_eagerly(tiny_batch, beta):
+    model, batch, real = tiny_batch
+    heads = {0: (0, 3), 1: (1,)}
+    first_real = real.int().argmax(-1)
+    sinks = torch.zeros_like(real)
+    sinks[torch.arange(2), first_real] = True
+    with attention_session(model, edits=Edits(sink=SinkRedistribution(heads, beta, sinks))):
+        edited = logits(model, batch)
+    AttentionInterface.register("paper_sink", _paper_sink_reference(heads, beta, first_real.tolist()))
+    AttentionMaskInterface.register("paper_sink", eager_mask)
+    model.set_attn_implementation({"text_config": "paper_sink"})
+    try:
+        reference = logits(model, batch)
+    finally:
+        install(model)
+    assert (edited - reference)[real].abs().max() < TOLERANCE
+    assert (edited - logits(model, batch))[real].abs().max() > 1e-5
+
+
+def test_sink_with_beta_one_changes_nothing(tiny_batch):
+    model, batch, real = tiny_batch
+    sinks = torch.zeros_like(real)
+    sinks[:, 0] = True
+    with attention_session(model, edits=Edits(sink=SinkRedistribution({0: (0, 1, 2, 3)}, 1.0, sinks))):
+        edited = logits(model, batch)
+    assert (edited - logits(model, batch))[real].abs().max() < TOLERANCE
+
+
+def test_edits_outside_the_model_are_refused():
+    model = install(build_tiny("llava").model)
+    with pytest.raises(
+        OcrHeadsError, match=r"zeroed heads: head\(s\) \[4\] of layer 0 outside the model \(heads 0..3\)"
+    ):
+        attention_session(model, edits=Edits(zero={0: (4,)})).__enter__()
+    with pytest.raises(OcrHeadsError, match=r"uniform heads: layer 2 is outside the model"):
+        attention_session(model, edits=Edits(uniform={2: (0,)})).__enter__()
+    with pytest.raises(OcrHeadsError, match="beta must lie in"):
+        attention_session(
+            model, edits=Edits(sink=SinkRedistribution({0: (0,)}, 1.5, torch.ones(1, 4, dtype=torch.bool)))
+        ).__enter__()
