@@ -1,0 +1,115 @@
+"""What every model family adapter knows: loading, prompts with N images, and where image tokens sit.
+
+Family knowledge lives only in subclasses (one small file per family); everything else in ocrheads talks
+to a model through this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, ProcessorMixin
+
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models.geometry import ImageTokens
+
+
+def chat_template_of(name_or_path: str | Path, tokenizer) -> str | None:
+    """The checkpoint's chat template: the tokenizer's own, or the processor's chat_template file."""
+    if tokenizer.chat_template:
+        return tokenizer.chat_template
+    folder = Path(name_or_path)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        if (folder / name).is_file():
+            text = (folder / name).read_text(encoding="utf-8")
+            if name.endswith(".json"):
+                import json
+
+                return json.loads(text)["chat_template"]
+            return text
+    return None
+
+
+class ModelAdapter(ABC):
+    family: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter recognises
+    image_placeholder: ClassVar[str]  # what the processor expands into an image's tokens
+
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
+        self.model = model
+        self.processor = processor
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, dtype: Any = "auto", device: str = "cpu", **pixels) -> ModelAdapter:
+        """Model and processor from a hub id or a local folder; `pixels` are the family's processor bounds."""
+        model = cls.model_class().from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        return cls(
+            model, cls.build_processor(name_or_path, tokenizer, chat_template_of(name_or_path, tokenizer), **pixels)
+        )
+
+    @classmethod
+    @abstractmethod
+    def model_class(cls) -> type[PreTrainedModel]: ...
+
+    @classmethod
+    @abstractmethod
+    def build_processor(cls, name_or_path, tokenizer, chat_template: str | None, **pixels) -> ProcessorMixin: ...
+
+    def prompt(self, question: str, n_images: int) -> str:
+        """The user turn with n images then the question, through the chat template where there is one."""
+        template = getattr(self.processor, "chat_template", None)
+        if template:
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
+            messages = [{"role": "user", "content": content}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.image_placeholder * n_images + question
+
+    def encode(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> BatchEncoding:
+        """Tokenise a batch (left-padded for generation), checking each prompt has one placeholder per image."""
+        if len(prompts) != len(images):
+            raise OcrHeadsError(f"{len(prompts)} prompts but {len(images)} image lists; give one list per prompt")
+        for index, (prompt, pages) in enumerate(zip(prompts, images, strict=True)):
+            found = prompt.count(self.image_placeholder)
+            if found != len(pages):
+                raise OcrHeadsError(
+                    f"prompt {index} has {found} image placeholder(s) but {len(pages)} image(s); "
+                    f"build it with adapter.prompt(question, n_images={len(pages)})"
+                )
+        self.processor.tokenizer.padding_side = "left"
+        has_images = any(images)
+        return self.processor(
+            text=list(prompts),
+            images=[list(p) for p in images] if has_images else None,
+            padding=True,
+            return_tensors="pt",
+        )
+
+    def image_tokens(self, batch: BatchEncoding, sizes: Sequence[Sequence[tuple[int, int]]]) -> list[list[ImageTokens]]:
+        """For each batch item, each image's token positions and grid; `sizes` are the original (w, h)."""
+        result = []
+        for item, item_sizes in enumerate(sizes):
+            images = self._image_tokens(batch, item, list(item_sizes))
+            if len(images) != len(item_sizes):
+                raise OcrHeadsError(
+                    f"batch item {item}: found {len(images)} images in input_ids, expected {len(item_sizes)}"
+                )
+            result.append(images)
+        return result
+
+    @abstractmethod
+    def _image_tokens(self, batch: BatchEncoding, item: int, sizes: list[tuple[int, int]]) -> list[ImageTokens]: ...
+
+
+def runs_of(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:
+    """(start, length) of each maximal run of `token_id` in a 1-D id tensor."""
+    hits = (ids == token_id).int()
+    edges = torch.diff(torch.cat([torch.zeros(1, dtype=torch.int), hits, torch.zeros(1, dtype=torch.int)]))
+    starts = torch.nonzero(edges == 1).flatten().tolist()
+    ends = torch.nonzero(edges == -1).flatten().tolist()
+    return [(start, end - start) for start, end in zip(starts, ends, strict=True)]

@@ -1,0 +1,82 @@
+"""Image-token geometry: which token positions in `input_ids` see a given box of an original image.
+
+Every family reduces to tiles: a tile is a row-major grid of tokens that together see one rectangle of the
+original image (the whole image for Qwen-VL and Gemma 3; crops plus a thumbnail for InternVL and SmolVLM; the
+centre crop for LLaVA). Each token of a tile sees an equal cell of that rectangle, because processors resize
+a tile's region linearly onto the token grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ocrheads.errors import OcrHeadsError
+
+Rule = Literal["any", "coverage", "iou"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    token_start: int  # position in input_ids of the tile's first token
+    rows: int
+    cols: int
+    region: tuple[float, float, float, float]  # (x0, y0, x1, y1) of the original image this tile sees
+
+    @property
+    def token_count(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """Where one image's tokens sit and what they see."""
+
+    image: int  # index of the image in the prompt
+    size: tuple[int, int]  # original (width, height)
+    tiles: tuple[Tile, ...]
+
+    def positions(self) -> list[int]:
+        return [tile.token_start + k for tile in self.tiles for k in range(tile.token_count)]
+
+
+def _overlaps(box: tuple[float, float, float, float], tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token overlap area with the box (rows, cols) and each token cell's area."""
+    x0, y0, x1, y1 = tile.region
+    xs = np.linspace(x0, x1, tile.cols + 1)
+    ys = np.linspace(y0, y1, tile.rows + 1)
+    width = np.clip(np.minimum(xs[1:], box[2]) - np.maximum(xs[:-1], box[0]), 0, None)
+    height = np.clip(np.minimum(ys[1:], box[3]) - np.maximum(ys[:-1], box[1]), 0, None)
+    cell = np.outer(np.diff(ys), np.diff(xs))
+    return np.outer(height, width), cell
+
+
+def box_tokens(
+    box: tuple[float, float, float, float], image: ImageTokens, rule: Rule = "any", threshold: float = 0.0
+) -> list[int]:
+    """Positions of the tokens of `image` that see `box` (original-image pixels, ends exclusive).
+
+    rule "any": any overlap; "coverage": overlap / box area >= threshold (the paper's code used > 0.1 %, i.e.
+    any overlap in practice); "iou": overlap / union with the token cell >= threshold. A token is counted in
+    every tile that sees the box (a crop and the thumbnail, say).
+    """
+    width, height = image.size
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise OcrHeadsError(f"box {box} is empty or outside its {width}x{height} image {image.image}")
+    if rule not in ("any", "coverage", "iou"):
+        raise OcrHeadsError(f"unknown evidence rule {rule!r}; use any, coverage or iou")
+    area = (x1 - x0) * (y1 - y0)
+    positions = []
+    for tile in image.tiles:
+        overlap, cell = _overlaps(box, tile)
+        if rule == "any":
+            hit = overlap > 0
+        elif rule == "coverage":
+            hit = (overlap > 0) & (overlap / area >= threshold)
+        else:
+            hit = (overlap > 0) & (overlap / (area + cell - overlap) >= threshold)
+        positions += [tile.token_start + int(k) for k in np.flatnonzero(hit)]
+    return positions

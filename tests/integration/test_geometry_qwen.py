@@ -1,0 +1,108 @@
+"""Box -> token geometry against the truth read from the processor's own pixel patches (Qwen-VL families)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from ocrheads.data.fonts import load_font
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models import adapter_class, load_adapter
+from ocrheads.models.geometry import box_tokens
+from ocrheads.models.tiny import build_tiny
+
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+BLOCK = "\u2588"  # a glyph whose ink fills its box, so "tokens that see the box" and "tokens with ink" coincide
+
+
+def _adapter(family):
+    tiny = build_tiny(family)
+    return adapter_class(tiny.model.config)(tiny.model, tiny.processor)
+
+
+def _darkness_per_token(adapter, batch):
+    """For every merged token: the darkest pixel's darkness in [0 white, 1 black], from pixel_values."""
+    processor = adapter.processor.image_processor
+    mean, std = torch.tensor(processor.image_mean), torch.tensor(processor.image_std)
+    shape = (3, processor.temporal_patch_size, processor.patch_size, processor.patch_size)
+    patches = batch["pixel_values"].view(-1, *shape)
+    white, black = ((1 - mean) / std).view(1, 3, 1, 1, 1), ((0 - mean) / std).view(1, 3, 1, 1, 1)
+    darkness = ((patches - white) / (black - white)).mean(1).flatten(1).amax(-1)
+    return darkness.view(-1, processor.merge_size**2).amax(-1)
+
+
+def _render_block(width, height, x, y):
+    image = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(image).text((x, y), BLOCK, font=load_font("dejavu-sans", 16).face, fill="black")
+    ys, xs = np.nonzero(np.asarray(image.convert("L")) < 255)
+    return image, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+@pytest.mark.parametrize("family", QWEN)
+def test_box_tokens_equal_the_tokens_whose_patches_hold_ink(family):
+    adapter = _adapter(family)
+    cell = adapter.processor.image_processor.patch_size * adapter.processor.image_processor.merge_size
+    exact = resampled = 0
+    for width, height in [
+        (16 * cell, 8 * cell),
+        (20 * cell, 10 * cell),
+        (500, 210),
+        (300, 500),
+        (333, 777),
+        (1000, 90),
+    ]:
+        for trial in range(8):
+            image, box = _render_block(width, height, 5 + trial * 53 % (width - 30), 5 + trial * 37 % (height - 30))
+            batch = adapter.encode([adapter.prompt("Read it.", 1)], [[image]])
+            [[tokens]] = adapter.image_tokens(batch, [[image.size]])
+            darkness = _darkness_per_token(adapter, batch)
+            start = tokens.tiles[0].token_start
+            any_ink = {start + int(k) for k in torch.nonzero(darkness > 1e-3).flatten()}
+            mostly_ink = {start + int(k) for k in torch.nonzero(darkness >= 0.5).flatten()}
+            found = set(box_tokens(box, tokens))
+            grid = (tokens.tiles[0].cols * cell, tokens.tiles[0].rows * cell)
+            if grid == (width, height):  # no resampling: pixel-exact
+                assert found == any_ink, (width, height, trial)
+                exact += 1
+            else:  # resampling blurs edges: every mostly-inked token is found, nothing without ink is
+                assert mostly_ink <= found <= any_ink, (width, height, trial)
+                resampled += 1
+    assert exact == 16 and resampled == 32
+
+
+def test_tokens_of_two_images_and_a_padded_batch():
+    adapter = _adapter("qwen2_vl")
+    pages = [Image.new("RGB", (448, 224), "white"), Image.new("RGB", (224, 448), "white")]
+    prompts = [adapter.prompt("Which page?", 2), adapter.prompt("One?", 1)]
+    batch = adapter.encode(prompts, [pages, pages[:1]])
+    [first, second] = adapter.image_tokens(batch, [[p.size for p in pages], [pages[0].size]])
+    image_token = adapter.model.config.image_token_id
+    for item, images in enumerate((first, second)):
+        expected = torch.nonzero(batch["input_ids"][item] == image_token).flatten().tolist()
+        assert [p for image in images for p in image.positions()] == expected
+    assert [(t.rows, t.cols) for image in first for t in image.tiles] == [(8, 16), (16, 8)]
+    # The last token of the second page sees its bottom-right pixel.
+    assert box_tokens((223, 447, 224, 448), first[1]) == [first[1].positions()[-1]]
+
+
+def test_image_count_must_match_the_prompt():
+    adapter = _adapter("qwen2_vl")
+    page = Image.new("RGB", (56, 56), "white")
+    with pytest.raises(OcrHeadsError, match=r"prompt 0 has 1 image placeholder\(s\) but 2 image\(s\)"):
+        adapter.encode([adapter.prompt("q", 1)], [[page, page]])
+
+
+def test_checkpoints_load_offline_from_a_folder_and_unknown_families_are_named(tmp_path):
+    tiny = build_tiny("qwen2_vl")
+    tiny.model.save_pretrained(tmp_path / "ckpt")
+    tiny.processor.tokenizer.save_pretrained(tmp_path / "ckpt")
+    tiny.processor.image_processor.save_pretrained(tmp_path / "ckpt")
+    adapter = load_adapter(tmp_path / "ckpt", min_pixels=56 * 56, max_pixels=56 * 56 * 4, dtype=torch.float32)
+    assert adapter.processor.image_processor.size["longest_edge"] == 56 * 56 * 4
+    page = Image.new("RGB", (400, 400), "white")
+    batch = adapter.encode([adapter.prompt("q", 1)], [[page]])
+    with torch.no_grad():
+        assert torch.equal(adapter.model(**batch).logits, tiny.model(**batch).logits)
+    tiny.model.config.model_type = "mystery_vl"
+    with pytest.raises(OcrHeadsError, match="model type 'mystery_vl' is not supported; supported: qwen2_vl"):
+        adapter_class(tiny.model.config)
