@@ -87,7 +87,8 @@ def worker(method: str, length: int) -> dict:
         times.append(time.perf_counter() - start)
         del result
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"method": method, "length": length, "seconds": statistics.median(times), "peak_mib": (peak - baseline) / 1024}
+    seconds = statistics.median(times)
+    return {"method": method, "length": length, "seconds": seconds, "peak_mib": (peak - baseline) / 1024}
 
 
 def main() -> None:
@@ -103,12 +104,16 @@ def main() -> None:
         for method in ("sdpa", "capture", "eager"):
             if method == "eager" and length > EAGER_LIMIT:
                 continue
-            out = subprocess.run([sys.executable, __file__, "--worker", method, str(length)], capture_output=True, text=True)
+            command = [sys.executable, __file__, "--worker", method, str(length)]
+            out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode:
                 sys.exit(out.stderr)
             results[method, length] = json.loads(out.stdout.strip().splitlines()[-1])
             print(results[method, length], file=sys.stderr)
-    print("| tokens | SDPA | capture | eager + output_attentions | capture / SDPA time | eager / capture time | eager / capture peak memory |")
+    print(
+        "| tokens | SDPA | capture | eager + output_attentions "
+        "| capture / SDPA time | eager / capture time | eager / capture peak memory |"
+    )
     print("|---|---|---|---|---|---|---|")
     for length in args.lengths:
         sdpa, capture = results["sdpa", length], results["capture", length]
