@@ -26,6 +26,15 @@ def logits(model, batch):
         return model(**batch).logits
 
 
+def hooked_logits(model, batch, register):
+    """Logits with one hook in place: the independent reference an edit is compared with."""
+    hook = register()
+    try:
+        return logits(model, batch)
+    finally:
+        hook.remove()
+
+
 @pytest.fixture(params=FAMILIES)
 def tiny_batch(request):
     tiny = build_tiny(request.param)
@@ -39,11 +48,11 @@ def test_zeroing_every_head_of_a_layer_removes_its_attention_output(tiny_batch):
     heads = model.config.get_text_config().num_attention_heads
     with attention_session(model, edits=Edits(zero={1: tuple(range(heads))})):
         edited = logits(model, batch)
-    hook = attention.register_forward_hook(lambda module, args, out: (torch.zeros_like(out[0]), *out[1:]))
-    try:
-        reference = logits(model, batch)
-    finally:
-        hook.remove()
+
+    def remove_output(module, args, out):
+        return (torch.zeros_like(out[0]), *out[1:])
+
+    reference = hooked_logits(model, batch, lambda: attention.register_forward_hook(remove_output))
     assert (edited - reference)[real].abs().max() < TOLERANCE
     assert (edited - logits(model, batch))[real].abs().max() > 1e-3, "the edit must change something"
 
@@ -60,11 +69,7 @@ def test_zeroing_one_head_equals_zeroing_its_slice_before_o_proj(tiny_batch):
 
     with attention_session(model, edits=Edits(zero={0: (head,)})):
         edited = logits(model, batch)
-    hook = attention.o_proj.register_forward_pre_hook(zero_slice)
-    try:
-        reference = logits(model, batch)
-    finally:
-        hook.remove()
+    reference = hooked_logits(model, batch, lambda: attention.o_proj.register_forward_pre_hook(zero_slice))
     assert (edited - reference)[real].abs().max() < TOLERANCE
     assert (edited - logits(model, batch))[real].abs().max() > 1e-4
 
@@ -82,11 +87,7 @@ def test_uniform_head_equals_a_zeroed_query(tiny_batch):
 
     with attention_session(model, edits=Edits(uniform={1: (head,)})):
         edited = logits(model, batch)
-    hook = attention.q_proj.register_forward_hook(zero_query)
-    try:
-        reference = logits(model, batch)
-    finally:
-        hook.remove()
+    reference = hooked_logits(model, batch, lambda: attention.q_proj.register_forward_hook(zero_query))
     assert (edited - reference)[real].abs().max() < TOLERANCE
     assert (edited - logits(model, batch))[real].abs().max() > 1e-4
 

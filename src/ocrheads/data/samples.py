@@ -62,17 +62,21 @@ def page_path(sample_id: str, index: int) -> str:
     return f"pages/{sample_id}/page_{index:03d}.png"
 
 
-def text_sample(content: Content) -> Sample:
-    return Sample(
+def _fields(content: Content) -> dict:
+    """The record fields that image and text samples share."""
+    return dict(
         id=content.id,
         task=content.task,
-        modality="text",
         question=content.question,
         answer=content.answer,
         context=content.context,
         answer_span=(content.answer_start, content.answer_start + len(content.answer)),
         meta=content.meta,
     )
+
+
+def text_sample(content: Content) -> Sample:
+    return Sample(modality="text", **_fields(content))
 
 
 def _union(boxes: list[Box]) -> Box:
@@ -133,19 +137,13 @@ def image_sample(
         margin=style.margin,
     )
     sample = Sample(
-        id=content.id,
-        task=content.task,
         modality="image",
-        question=content.question,
-        answer=content.answer,
-        context=content.context,
-        answer_span=(content.answer_start, content.answer_start + len(content.answer)),
         pages=[page_path(content.id, index) for index in range(len(rendering.pages))],
         page_sizes=[page.size for page in rendering.pages],
         evidence_pages=evidence,
         answer_chars=chars,
         answer_words=_word_boxes(content, runs, rendering.boxes),
         render=settings,
-        meta=content.meta,
+        **_fields(content),
     )
     return sample, rendering.pages

@@ -59,6 +59,19 @@ def text_config(vocab_size: int, **extra) -> dict:
     )
 
 
+def vision_tower(image_size, patch_size, **extra) -> dict:
+    """A two-layer, 32-wide ViT config (CLIP, SigLIP, InternViT and Idefics3 share these field names)."""
+    return dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        **extra,
+    )
+
+
 @dataclass
 class Tiny:
     model: tf.PreTrainedModel
@@ -157,14 +170,7 @@ def internvl() -> Tiny:
     }
     tokenizer = byte_tokenizer(["<|im_start|>", "<|im_end|>"], named)
     config = tf.InternVLConfig(
-        vision_config=dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=[56, 56],
-            patch_size=[14, 14],
-        ),
+        vision_config=vision_tower([56, 56], [14, 14]),
         text_config=dict(model_type="qwen2", **text_config(len(tokenizer))),
         image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
         image_seq_length=4,
@@ -180,15 +186,7 @@ def internvl() -> Tiny:
 def llava() -> Tiny:
     tokenizer = byte_tokenizer(["<image>"])
     config = tf.LlavaConfig(
-        vision_config=dict(
-            model_type="clip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=56,
-            patch_size=14,
-        ),
+        vision_config=vision_tower(56, 14, model_type="clip_vision_model"),
         text_config=dict(model_type="llama", **text_config(len(tokenizer))),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=16,
@@ -213,14 +211,7 @@ IDEFICS_SPECIALS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>"
 def _idefics(model_class, config_class, processor_class, image_processor_class) -> Tiny:
     tokenizer = byte_tokenizer(IDEFICS_SPECIALS)
     config = config_class(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-        ),
+        vision_config=vision_tower(64, 16),
         text_config=dict(model_type="llama", **text_config(len(tokenizer))),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
@@ -254,15 +245,7 @@ def gemma3() -> Tiny:
     )
     config = tf.Gemma3Config(
         text_config=dict(model_type="gemma3_text", **text_config(len(tokenizer), **extra)),
-        vision_config=dict(
-            model_type="siglip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-        ),
+        vision_config=vision_tower(64, 16, model_type="siglip_vision_model"),
         mm_tokens_per_image=4,
         boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
         eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
