@@ -110,53 +110,46 @@ def _qwen(model_class, config_class, processor_class, vision: dict, text_extra: 
     return Tiny(model_class(config).eval(), processor, "<|vision_start|><|image_pad|><|vision_end|>")
 
 
+MROPE = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+
+
+def _qwen_vision(**extra) -> dict:
+    """The Qwen2.5-VL / Qwen3-VL vision tower shape, two blocks deep."""
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, **extra)
+
+
 def qwen2_vl() -> Tiny:
-    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
     vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2)
     return _qwen(
-        tf.Qwen2VLForConditionalGeneration, tf.Qwen2VLConfig, tf.Qwen2VLProcessor, vision, {"rope_parameters": rope}, 14
+        tf.Qwen2VLForConditionalGeneration,
+        tf.Qwen2VLConfig,
+        tf.Qwen2VLProcessor,
+        vision,
+        {"rope_parameters": MROPE},
+        14,
     )
 
 
 def qwen2_5_vl() -> Tiny:
-    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
-    vision = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        out_hidden_size=64,
-        window_size=56,
-        fullatt_block_indexes=[1],
-    )
+    vision = _qwen_vision(window_size=56, fullatt_block_indexes=[1])
     return _qwen(
         tf.Qwen2_5_VLForConditionalGeneration,
         tf.Qwen2_5_VLConfig,
         tf.Qwen2_5_VLProcessor,
         vision,
-        {"rope_parameters": rope},
+        {"rope_parameters": MROPE},
         14,
     )
 
 
 def qwen3_vl() -> Tiny:
-    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6, "mrope_interleaved": True}
-    vision = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        out_hidden_size=64,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0],
-        patch_size=16,
-    )
+    vision = _qwen_vision(num_position_embeddings=64, deepstack_visual_indexes=[0], patch_size=16)
     return _qwen(
         tf.Qwen3VLForConditionalGeneration,
         tf.Qwen3VLConfig,
         tf.Qwen3VLProcessor,
         vision,
-        {"rope_parameters": rope, "head_dim": 16},
+        {"rope_parameters": {**MROPE, "mrope_interleaved": True}, "head_dim": 16},
         16,
     )
 
