@@ -15,6 +15,8 @@ additive (batch, 1, Q, K) mask.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -54,18 +56,21 @@ class _Call:
         rows = mask.gather(2, index)
         return torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows.float()
 
-    def scores(self, query_rows: torch.Tensor, kv_index: torch.Tensor | None = None) -> torch.Tensor:
+    @cached_property
+    def float_key(self) -> torch.Tensor:
+        return self.key.float()
+
+    def scores(self, query_rows: torch.Tensor, head_keys: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled logits (batch, h, R, K) in float32 for query rows (batch, h, R, D).
 
-        Without kv_index all heads are given and grouped onto their key heads without copying keys (GQA);
-        with it, kv_index[i] is the key head of query head i.
+        Without head_keys all heads are given and grouped onto their key heads without copying keys (GQA);
+        with it, head_keys[:, i] (float32) are the keys of query head i.
         """
-        key = self.key.float()
-        if kv_index is None:
+        if head_keys is None:
             grouped = query_rows.float().unflatten(1, (self.kv_heads, self.group))
-            logits = (grouped @ key.unsqueeze(2).transpose(-1, -2)).flatten(1, 2)
+            logits = (grouped @ self.float_key.unsqueeze(2).transpose(-1, -2)).flatten(1, 2)
         else:
-            logits = query_rows.float() @ key[:, kv_index].transpose(-1, -2)
+            logits = query_rows.float() @ head_keys.transpose(-1, -2)
         logits = logits * self.scaling
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -112,6 +117,8 @@ def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution 
     head_index = torch.tensor(heads, device=device)
     kv_index = head_index // call.group
     value = call.value.float()[:, kv_index]
+    head_keys = call.float_key[:, kv_index] if sink is not None else None
+    keys = slice(call.key_offset, call.key_offset + call.k_len)
     outputs = []
     for start in range(0, call.q_len, EDIT_CHUNK_ROWS):
         local = torch.arange(start, min(start + EDIT_CHUNK_ROWS, call.q_len), device=device).expand(call.batch, -1)
@@ -120,8 +127,7 @@ def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution 
             probs = bias.expand(-1, len(heads), -1, -1).softmax(-1)
         else:
             query_rows = call.query[:, head_index, start : start + local.shape[1]]
-            keys = slice(call.key_offset, call.key_offset + call.k_len)
-            probs = _redistribute_sink((call.scores(query_rows, kv_index) + bias).softmax(-1), sink, keys)
+            probs = _redistribute_sink((call.scores(query_rows, head_keys) + bias).softmax(-1), sink, keys)
         outputs.append((probs @ value).transpose(1, 2))
     return torch.cat(outputs, dim=1)
 
