@@ -1,0 +1,38 @@
+"""The evidence rules on a hand-checkable grid: a 40x20 image seen by a 2x4 grid of 10x10 cells."""
+
+import pytest
+
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models.geometry import ImageTokens, Tile, box_tokens
+
+IMAGE = ImageTokens(image=0, size=(40, 20), tiles=(Tile(token_start=5, rows=2, cols=4, region=(0, 0, 40, 20)),))
+# Box (8, 2, 22, 12): 14x10 = 140 px. Overlaps: cell (0,0) 2x8=16, (0,1) 10x8=80, (0,2) 2x8=16,
+# (1,0) 2x2=4, (1,1) 10x2=20, (1,2) 2x2=4. Tokens are 5 + row * 4 + col.
+BOX = (8, 2, 22, 12)
+
+
+def test_any_overlap():
+    assert box_tokens(BOX, IMAGE) == [5, 6, 7, 9, 10, 11]
+
+
+def test_coverage_is_the_share_of_the_box():
+    assert box_tokens(BOX, IMAGE, rule="coverage", threshold=0.1) == [5, 6, 7, 10]  # 16/140, 80/140, 20/140
+    assert box_tokens(BOX, IMAGE, rule="coverage", threshold=0.5) == [6]
+    # 0.15 separates share-of-box (only 80/140 passes) from share-of-cell (16/100 and 20/100 would pass too).
+    assert box_tokens(BOX, IMAGE, rule="coverage", threshold=0.15) == [6]
+
+
+def test_iou_is_overlap_over_union_with_the_cell():
+    # cell (0,1): 80 / (140 + 100 - 80) = 0.5; cell (1,1): 20 / 220 = 0.09; cell (0,0): 16 / 224 = 0.07
+    assert box_tokens(BOX, IMAGE, rule="iou", threshold=0.5) == [6]
+    assert box_tokens(BOX, IMAGE, rule="iou", threshold=0.08) == [6, 10]
+
+
+def test_a_tile_over_part_of_the_image_and_bad_boxes():
+    crop = ImageTokens(0, (40, 20), (Tile(0, 1, 2, (20, 0, 40, 20)),))  # e.g. the right half as one crop
+    assert box_tokens((0, 0, 19, 20), crop) == []
+    assert box_tokens((25, 5, 35, 6), crop) == [0, 1]
+    with pytest.raises(OcrHeadsError, match="outside its 40x20 image 0"):
+        box_tokens((30, 0, 41, 5), IMAGE)
+    with pytest.raises(OcrHeadsError, match="unknown evidence rule"):
+        box_tokens(BOX, IMAGE, rule="centre")
