@@ -28,7 +28,8 @@ def build(length: int):
     import transformers as tf
     from PIL import Image
 
-    from ocrheads.models.tiny import QWEN_SPECIALS, byte_tokenizer, image_only
+    from ocrheads.models.base import image_only
+    from ocrheads.models.tiny import QWEN_SPECIALS, byte_tokenizer
 
     tokenizer = byte_tokenizer(QWEN_SPECIALS)
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIALS}

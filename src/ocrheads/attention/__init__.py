@@ -1,6 +1,6 @@
 """One registered attention function that captures and edits heads, driven by an attention session."""
 
-from ocrheads.attention.requests import Capture, CapturedRows, Edits, SinkRedistribution, head_map
+from ocrheads.attention.requests import Capture, CapturedRows, Edits, SinkRedistribution
 from ocrheads.attention.session import AttentionSession, attention_session, install
 
 __all__ = [
@@ -10,6 +10,5 @@ __all__ = [
     "Edits",
     "SinkRedistribution",
     "attention_session",
-    "head_map",
     "install",
 ]

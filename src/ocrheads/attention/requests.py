@@ -13,11 +13,6 @@ import torch
 HeadMap = dict[int, tuple[int, ...]]  # layer -> query-head indices
 
 
-def head_map(heads: dict[int, list[int]] | HeadMap | None) -> HeadMap:
-    """Normalise {layer: heads} to sorted, de-duplicated tuples with int keys."""
-    return {int(layer): tuple(sorted({int(h) for h in hs})) for layer, hs in (heads or {}).items() if hs}
-
-
 @dataclass(frozen=True)
 class Capture:
     """Record per-head attention for chosen query rows, without ever building a heads x T x T tensor.
@@ -25,8 +20,8 @@ class Capture:
     rows: (batch, R) absolute positions in the padded sequence (the key index of the query token); -1 pads a
         batch item that has fewer rows. A row is captured by whichever forward call computes it: the prefill,
         or the decoding step that processes that position.
-    key_sets: optional (batch, S, T) boolean masks over keys; the attention mass each head puts on each set is
-        recorded (T may exceed the keys of a call: only the first K columns are used).
+    key_sets: optional (batch, S, T) boolean masks over absolute key positions; the attention mass each head
+        puts on each set is recorded (each call reads the columns of the keys it holds).
     keep_probs: also keep the full probability rows (batch, heads, R, K); off by default to save memory.
     layers: restrict to these layers (None = all).
     """

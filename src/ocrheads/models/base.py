@@ -6,6 +6,7 @@ to a model through this interface.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,17 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.models.geometry import ImageTokens
 
 
+def image_only(processor_class: type) -> type:
+    """A processor subclass without the video processor, which cannot load without torchvision."""
+
+    class ImageOnly(processor_class):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    ImageOnly.__name__ = f"ImageOnly{processor_class.__name__}"
+    return ImageOnly
+
+
 def chat_template_of(name_or_path: str | Path, tokenizer) -> str | None:
     """The checkpoint's chat template: the tokenizer's own, or the processor's chat_template file."""
     if tokenizer.chat_template:
@@ -28,8 +40,6 @@ def chat_template_of(name_or_path: str | Path, tokenizer) -> str | None:
         if (folder / name).is_file():
             text = (folder / name).read_text(encoding="utf-8")
             if name.endswith(".json"):
-                import json
-
                 return json.loads(text)["chat_template"]
             return text
     return None

@@ -11,9 +11,8 @@ import transformers as tf
 from transformers import BatchEncoding
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.base import ModelAdapter, runs_of
+from ocrheads.models.base import ModelAdapter, image_only, runs_of
 from ocrheads.models.geometry import ImageTokens, Tile
-from ocrheads.models.tiny import image_only
 
 
 class QwenVLAdapter(ModelAdapter):

@@ -13,18 +13,9 @@ import torch
 import transformers as tf
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from ocrheads.models.base import image_only
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3")
-
-
-def image_only(processor_class: type) -> type:
-    """A processor subclass without the video processor, which cannot load without torchvision."""
-
-    class ImageOnly(processor_class):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    ImageOnly.__name__ = f"ImageOnly{processor_class.__name__}"
-    return ImageOnly
 
 
 def byte_tokenizer(specials: list[str], named: dict[str, str] | None = None) -> tf.PreTrainedTokenizerBase:
