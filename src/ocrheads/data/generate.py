@@ -87,10 +87,9 @@ def generate(
                 sample, pages = image_sample(content, atlas, style)
                 (staging / sample.pages[0]).parent.mkdir(parents=True)
                 for path, page in zip(sample.pages, pages, strict=True):
-                    page.save(staging / path, compress_level=6)
+                    page.save(staging / path)
             manifest.write(sample_line(sample))
             samples.append(sample)
-        manifest.close()
         (staging / "dataset.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         if overlays and atlas is not None:
             write_overlays(staging, samples[:overlays], staging / OVERLAYS)
