@@ -1,23 +1,17 @@
 """Box -> token geometry against the truth read from the processor's own pixel patches (Qwen-VL families)."""
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from ocrheads.data.fonts import load_font
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import adapter_class, load_adapter
 from ocrheads.models.geometry import box_tokens
 from ocrheads.models.tiny import build_tiny
 
+from .tiny_inputs import render_block, tiny_adapter
+
 QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-BLOCK = "\u2588"  # a glyph whose ink fills its box, so "tokens that see the box" and "tokens with ink" coincide
-
-
-def _adapter(family):
-    tiny = build_tiny(family)
-    return adapter_class(tiny.model.config)(tiny.model, tiny.processor)
 
 
 def _darkness_per_token(adapter, batch):
@@ -31,16 +25,9 @@ def _darkness_per_token(adapter, batch):
     return darkness.view(-1, processor.merge_size**2).amax(-1)
 
 
-def _render_block(width, height, x, y):
-    image = Image.new("RGB", (width, height), "white")
-    ImageDraw.Draw(image).text((x, y), BLOCK, font=load_font("dejavu-sans", 16).face, fill="black")
-    ys, xs = np.nonzero(np.asarray(image.convert("L")) < 255)
-    return image, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-
-
 @pytest.mark.parametrize("family", QWEN)
 def test_box_tokens_equal_the_tokens_whose_patches_hold_ink(family):
-    adapter = _adapter(family)
+    adapter = tiny_adapter(family)
     cell = adapter.processor.image_processor.patch_size * adapter.processor.image_processor.merge_size
     exact = resampled = 0
     for width, height in [
@@ -52,7 +39,7 @@ def test_box_tokens_equal_the_tokens_whose_patches_hold_ink(family):
         (1000, 90),
     ]:
         for trial in range(8):
-            image, box = _render_block(width, height, 5 + trial * 53 % (width - 30), 5 + trial * 37 % (height - 30))
+            image, box = render_block(width, height, 5 + trial * 53 % (width - 30), 5 + trial * 37 % (height - 30))
             batch = adapter.encode([adapter.prompt("Read it.", 1)], [[image]])
             [[tokens]] = adapter.image_tokens(batch, [[image.size]])
             darkness = _darkness_per_token(adapter, batch)
@@ -71,7 +58,7 @@ def test_box_tokens_equal_the_tokens_whose_patches_hold_ink(family):
 
 
 def test_tokens_of_two_images_and_a_padded_batch():
-    adapter = _adapter("qwen2_vl")
+    adapter = tiny_adapter("qwen2_vl")
     pages = [Image.new("RGB", (448, 224), "white"), Image.new("RGB", (224, 448), "white")]
     prompts = [adapter.prompt("Which page?", 2), adapter.prompt("One?", 1)]
     batch = adapter.encode(prompts, [pages, pages[:1]])
@@ -86,7 +73,7 @@ def test_tokens_of_two_images_and_a_padded_batch():
 
 
 def test_image_count_must_match_the_prompt():
-    adapter = _adapter("qwen2_vl")
+    adapter = tiny_adapter("qwen2_vl")
     page = Image.new("RGB", (56, 56), "white")
     with pytest.raises(OcrHeadsError, match=r"prompt 0 has 1 image placeholder\(s\) but 2 image\(s\)"):
         adapter.encode([adapter.prompt("q", 1)], [[page, page]])

@@ -1,9 +1,14 @@
-"""Padded two-sample batches with images for the tiny models of every family."""
+"""Inputs for the tiny models: padded two-sample batches with images, and pages with one solid glyph."""
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ocrheads.models.tiny import Tiny
+from ocrheads.data.fonts import load_font
+from ocrheads.models import ModelAdapter, adapter_class
+from ocrheads.models.tiny import Tiny, build_tiny
+
+BLOCK = "\u2588"  # a glyph whose ink fills its box, so "tokens that see the box" and "tokens with ink" coincide
 
 
 def page(width: int, height: int, text: str) -> Image.Image:
@@ -29,3 +34,16 @@ def extend_for(batch: dict[str, torch.Tensor], sequences: torch.Tensor) -> dict[
             fill = torch.ones if name == "attention_mask" else torch.zeros
             extended[name] = torch.cat([batch[name], fill(batch[name].shape[0], extra, dtype=batch[name].dtype)], 1)
     return extended
+
+
+def tiny_adapter(family: str) -> ModelAdapter:
+    tiny = build_tiny(family)
+    return adapter_class(tiny.model.config)(tiny.model, tiny.processor)
+
+
+def render_block(width: int, height: int, x: int, y: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A white page with one solid block glyph at (x, y), and the glyph's exact ink box."""
+    image = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(image).text((x, y), BLOCK, font=load_font("dejavu-sans", 16).face, fill="black")
+    ys, xs = np.nonzero(np.asarray(image.convert("L")) < 255)
+    return image, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)

@@ -8,9 +8,22 @@ from transformers import AutoConfig, PretrainedConfig
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
+from ocrheads.models.gemma3 import Gemma3Adapter
+from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
+from ocrheads.models.internvl import InternVLAdapter
+from ocrheads.models.llava import LlavaAdapter
 from ocrheads.models.qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter, QwenVLAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (QwenVLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    QwenVLAdapter,
+    Qwen2_5_VLAdapter,
+    Qwen3VLAdapter,
+    InternVLAdapter,
+    LlavaAdapter,
+    Idefics3Adapter,
+    SmolVLMAdapter,
+    Gemma3Adapter,
+)
 
 
 def adapter_class(config: PretrainedConfig) -> type[ModelAdapter]:

@@ -6,7 +6,7 @@ to a model through this interface.
 
 from __future__ import annotations
 
-import json
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,41 +14,42 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, BatchEncoding, PreTrainedModel, ProcessorMixin
+from transformers import BatchEncoding, PreTrainedModel, ProcessorMixin
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.geometry import ImageTokens
 
 
 def image_only(processor_class: type) -> type:
-    """A processor subclass without the video processor, which cannot load without torchvision."""
+    """A processor subclass without the video processor, which cannot load without torchvision.
+
+    It keeps the parent's name and every other init argument (image_seq_length, chat_template, ...), so it
+    loads from and saves to the same checkpoint files as the parent.
+    """
+    parent = inspect.signature(processor_class.__init__)
+    signature = parent.replace(parameters=[p for p in parent.parameters.values() if p.name != "video_processor"])
+    options = set(signature.parameters) - {"self", "image_processor", "tokenizer", "kwargs"}
 
     class ImageOnly(processor_class):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+        def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+            super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None, **kwargs)
 
-    ImageOnly.__name__ = f"ImageOnly{processor_class.__name__}"
+        @classmethod
+        def from_args_and_dict(cls, args, processor_dict, **kwargs):
+            return cls(*args, **{key: value for key, value in {**processor_dict, **kwargs}.items() if key in options})
+
+    ImageOnly.__init__.__signature__ = signature
+    ImageOnly.__name__ = ImageOnly.__qualname__ = processor_class.__name__
     return ImageOnly
-
-
-def chat_template_of(name_or_path: str | Path, tokenizer) -> str | None:
-    """The checkpoint's chat template: the tokenizer's own, or the processor's chat_template file."""
-    if tokenizer.chat_template:
-        return tokenizer.chat_template
-    folder = Path(name_or_path)
-    for name in ("chat_template.jinja", "chat_template.json"):
-        if (folder / name).is_file():
-            text = (folder / name).read_text(encoding="utf-8")
-            if name.endswith(".json"):
-                return json.loads(text)["chat_template"]
-            return text
-    return None
 
 
 class ModelAdapter(ABC):
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter recognises
     image_placeholder: ClassVar[str]  # what the processor expands into an image's tokens
+    model_class: ClassVar[type[PreTrainedModel]]
+    processor_class: ClassVar[type[ProcessorMixin]]
+    pixel_options: ClassVar[tuple[str, ...]] = ()  # processor bounds a user may set at load time
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
         self.model = model
@@ -57,27 +58,33 @@ class ModelAdapter(ABC):
     @classmethod
     def load(cls, name_or_path: str | Path, *, dtype: Any = "auto", device: str = "cpu", **pixels) -> ModelAdapter:
         """Model and processor from a hub id or a local folder; `pixels` are the family's processor bounds."""
-        model = cls.model_class().from_pretrained(name_or_path, dtype=dtype).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        return cls(
-            model, cls.build_processor(name_or_path, tokenizer, chat_template_of(name_or_path, tokenizer), **pixels)
-        )
+        unknown = sorted(set(pixels) - set(cls.pixel_options))
+        if unknown:
+            allowed = ", ".join(cls.pixel_options) or "none"
+            raise OcrHeadsError(f"{cls.family} has no pixel option(s) {', '.join(unknown)}; it takes: {allowed}")
+        model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+        processor = cls.processor_class.from_pretrained(name_or_path)
+        cls.set_pixel_options(processor.image_processor, **{k: v for k, v in pixels.items() if v is not None})
+        return cls(model, processor)
 
     @classmethod
-    @abstractmethod
-    def model_class(cls) -> type[PreTrainedModel]: ...
-
-    @classmethod
-    @abstractmethod
-    def build_processor(cls, name_or_path, tokenizer, chat_template: str | None, **pixels) -> ProcessorMixin: ...
+    def set_pixel_options(cls, image_processor, **options) -> None:
+        """Apply the user's processor bounds (names from `pixel_options`) to a loaded image processor."""
+        for name, value in options.items():
+            setattr(image_processor, name, value)
 
     def prompt(self, question: str, n_images: int) -> str:
-        """The user turn with n images then the question, through the chat template where there is one."""
-        template = getattr(self.processor, "chat_template", None)
+        """The user turn with n images then the question, through the chat template where there is one.
+
+        The template is rendered by the tokenizer: some processors' own renderers insist on a video processor.
+        """
+        template = getattr(self.processor, "chat_template", None) or self.processor.tokenizer.chat_template
         if template:
             content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
             messages = [{"role": "user", "content": content}]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.processor.tokenizer.apply_chat_template(
+                messages, chat_template=template, add_generation_prompt=True, tokenize=False
+            )
         return self.image_placeholder * n_images + question
 
     def encode(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]) -> BatchEncoding:

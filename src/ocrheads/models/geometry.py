@@ -8,6 +8,7 @@ a tile's region linearly onto the token grid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,7 @@ import numpy as np
 from ocrheads.errors import OcrHeadsError
 
 Rule = Literal["any", "coverage", "iou"]
+Region = tuple[float, float, float, float]  # (x0, y0, x1, y1) in original-image pixels; may reach past the image
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Tile:
     token_start: int  # position in input_ids of the tile's first token
     rows: int
     cols: int
-    region: tuple[float, float, float, float]  # (x0, y0, x1, y1) of the original image this tile sees
+    region: Region  # the rectangle of the original image this tile sees
 
     @property
     def token_count(self) -> int:
@@ -40,6 +42,28 @@ class ImageTokens:
 
     def positions(self) -> list[int]:
         return [tile.token_start + k for tile in self.tiles for k in range(tile.token_count)]
+
+
+def whole_image(size: tuple[int, int]) -> Region:
+    return (0.0, 0.0, float(size[0]), float(size[1]))
+
+
+def crop_regions(size: tuple[int, int], rows: int, cols: int) -> list[Region]:
+    """The rows x cols equal crops of a whole image, row-major (what tiling processors cut after resizing)."""
+    width, height = size
+    return [
+        (col * width / cols, row * height / rows, (col + 1) * width / cols, (row + 1) * height / rows)
+        for row in range(rows)
+        for col in range(cols)
+    ]
+
+
+def square_side(count: int, what: str) -> int:
+    """The side of a square token grid of `count` tokens."""
+    side = math.isqrt(count)
+    if side * side != count:
+        raise OcrHeadsError(f"{what}: {count} tokens do not form a square grid; is the processor config right?")
+    return side
 
 
 def _overlaps(box: tuple[float, float, float, float], tile: Tile) -> tuple[np.ndarray, np.ndarray]:

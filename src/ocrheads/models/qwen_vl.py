@@ -12,33 +12,26 @@ from transformers import BatchEncoding
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter, image_only, runs_of
-from ocrheads.models.geometry import ImageTokens, Tile
+from ocrheads.models.geometry import ImageTokens, Tile, whole_image
 
 
 class QwenVLAdapter(ModelAdapter):
     family = "qwen2_vl"
     model_types = ("qwen2_vl",)
     image_placeholder = "<|vision_start|><|image_pad|><|vision_end|>"
-    _model_class: type = tf.Qwen2VLForConditionalGeneration
-    _processor_class: type = tf.Qwen2VLProcessor
+    model_class = tf.Qwen2VLForConditionalGeneration
+    processor_class = image_only(tf.Qwen2VLProcessor)
+    pixel_options = ("min_pixels", "max_pixels")
 
     @classmethod
-    def model_class(cls):
-        return cls._model_class
-
-    @classmethod
-    def build_processor(cls, name_or_path, tokenizer, chat_template, min_pixels=None, max_pixels=None):
+    def set_pixel_options(cls, image_processor, min_pixels=None, max_pixels=None):
         """min_pixels/max_pixels bound the resized image area (the paper fixed both at 256 * 28 * 28)."""
-        image_processor = tf.Qwen2VLImageProcessorPil.from_pretrained(name_or_path)
         size = dict(image_processor.size)
         if min_pixels is not None:
             size["shortest_edge"] = min_pixels
         if max_pixels is not None:
             size["longest_edge"] = max_pixels
         image_processor.size = size
-        return image_only(cls._processor_class)(
-            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
-        )
 
     def _image_tokens(self, batch: BatchEncoding, item: int, sizes: list[tuple[int, int]]) -> list[ImageTokens]:
         ids = batch["input_ids"][item]
@@ -54,7 +47,7 @@ class QwenVLAdapter(ModelAdapter):
                     f"batch item {item}, image {index}: {length} image tokens but a {rows}x{cols} grid; "
                     "was the prompt built with a different processor?"
                 )
-            tile = Tile(start, rows, cols, (0.0, 0.0, float(size[0]), float(size[1])))
+            tile = Tile(start, rows, cols, whole_image(size))
             images.append(ImageTokens(index, size, (tile,)))
         return images
 
@@ -65,12 +58,12 @@ class QwenVLAdapter(ModelAdapter):
 class Qwen2_5_VLAdapter(QwenVLAdapter):
     family = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
-    _model_class = tf.Qwen2_5_VLForConditionalGeneration
-    _processor_class = tf.Qwen2_5_VLProcessor
+    model_class = tf.Qwen2_5_VLForConditionalGeneration
+    processor_class = image_only(tf.Qwen2_5_VLProcessor)
 
 
 class Qwen3VLAdapter(QwenVLAdapter):
     family = "qwen3_vl"
     model_types = ("qwen3_vl",)
-    _model_class = tf.Qwen3VLForConditionalGeneration
-    _processor_class = tf.Qwen3VLProcessor
+    model_class = tf.Qwen3VLForConditionalGeneration
+    processor_class = image_only(tf.Qwen3VLProcessor)

@@ -1,0 +1,47 @@
+"""Adapter prompts (with and without a chat template) and load-time pixel options, for every family."""
+
+import pytest
+import torch
+from PIL import Image
+
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models import load_adapter
+from ocrheads.models.tiny import FAMILIES
+
+from .tiny_inputs import tiny_adapter
+
+TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}PLACEHOLDER{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompts_hold_one_placeholder_per_image_with_or_without_a_chat_template(family):
+    adapter = tiny_adapter(family)
+    placeholder = adapter.image_placeholder
+    assert adapter.prompt("Key?", 2) == placeholder * 2 + "Key?"
+    adapter.processor.chat_template = TEMPLATE.replace("PLACEHOLDER", placeholder)
+    prompt = adapter.prompt("Key?", 2)
+    assert prompt == f"<user>{placeholder}{placeholder}Key?<assistant>"
+    pages = [Image.new("RGB", (120, 80), "white"), Image.new("RGB", (80, 120), "white")]
+    batch = adapter.encode([prompt], [pages])
+    [images] = adapter.image_tokens(batch, [[page.size for page in pages]])
+    assert [image.image for image in images] == [0, 1]
+
+
+def test_pixel_options_reach_the_processor_and_unknown_ones_are_refused(tmp_path):
+    adapter = tiny_adapter("internvl")
+    adapter.model.save_pretrained(tmp_path)
+    adapter.processor.save_pretrained(tmp_path)
+    wide = Image.new("RGB", (400, 60), "white")
+    tiles = {}
+    for max_patches in (2, 6):
+        loaded = load_adapter(tmp_path, dtype=torch.float32, max_patches=max_patches)
+        batch = loaded.encode([loaded.prompt("q", 1)], [[wide]])
+        [[image]] = loaded.image_tokens(batch, [[wide.size]])
+        tiles[max_patches] = len(image.tiles)
+    assert tiles == {2: 3, 6: 7}  # crops plus the thumbnail
+    with pytest.raises(OcrHeadsError, match=r"internvl has no pixel option.s. max_pixels; it takes: min_patches"):
+        load_adapter(tmp_path, max_pixels=1000)

@@ -1,0 +1,111 @@
+"""Box -> token geometry for the tiling and cropping families, against the truth read from pixel_values.
+
+Each tile's pixels come back from the processor as one square frame; a token of a tile sees an equal block
+of its frame. A token "has ink" when its block holds a dark pixel. Tiles whose frame is an unresampled copy
+of their region must match exactly; resampled tiles may blur edges, so there every mostly-inked token must
+be found and every found token must hold some ink.
+"""
+
+import pytest
+import torch
+from PIL import Image
+
+from ocrheads.models import load_adapter
+from ocrheads.models.geometry import box_tokens
+
+from .tiny_inputs import render_block, tiny_adapter
+
+SIZES = {
+    "internvl": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
+    "llava": [(56, 56), (56, 80), (80, 56), (100, 70), (70, 130), (300, 200)],
+    "smolvlm": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
+    "idefics3": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
+    "gemma3": [(64, 64), (100, 70), (70, 130), (300, 200)],
+}
+
+
+def _frames(batch) -> torch.Tensor:
+    """Every tile frame of the (single-item) batch, (frames, 3, H, W), in token order."""
+    pixels = batch["pixel_values"]
+    return pixels.reshape(-1, *pixels.shape[-3:])
+
+
+def _darkness(adapter, frame, rows, cols) -> torch.Tensor:
+    """Per token of a rows x cols tile: its darkest pixel, 0 white to 1 black."""
+    processor = adapter.processor.image_processor
+    mean = torch.tensor(processor.image_mean).view(3, 1, 1)
+    std = torch.tensor(processor.image_std).view(3, 1, 1)
+    white, black = (1 - mean) / std, (0 - mean) / std
+    dark = ((frame - white) / (black - white)).mean(0)
+    height, width = dark.shape
+    return dark.view(rows, height // rows, cols, width // cols).amax((1, 3)).flatten()
+
+
+def _unresampled(tile, frame) -> bool:
+    x0, y0, x1, y1 = tile.region
+    return all(float(v).is_integer() for v in tile.region) and (x1 - x0, y1 - y0) == tuple(frame.shape[-1:-3:-1])
+
+
+@pytest.mark.parametrize("family", sorted(SIZES))
+def test_box_tokens_equal_the_tokens_whose_pixels_hold_ink(family):
+    adapter = tiny_adapter(family)
+    counts = {"exact": 0, "resampled": 0}
+    for width, height in SIZES[family]:
+        for trial in range(6):
+            image, box = render_block(width, height, trial * 53 % (width - 13), trial * 37 % (height - 23))
+            batch = adapter.encode([adapter.prompt("Read it.", 1)], [[image]])
+            [[tokens]] = adapter.image_tokens(batch, [[image.size]])
+            frames = _frames(batch)
+            assert len(frames) == len(tokens.tiles)
+            found = set(box_tokens(box, tokens))
+            for tile, frame in zip(tokens.tiles, frames, strict=True):
+                darkness = _darkness(adapter, frame, tile.rows, tile.cols)
+                any_ink = {tile.token_start + int(k) for k in torch.nonzero(darkness > 1e-3).flatten()}
+                mostly_ink = {tile.token_start + int(k) for k in torch.nonzero(darkness >= 0.5).flatten()}
+                in_tile = found & set(range(tile.token_start, tile.token_start + tile.token_count))
+                where = (width, height, trial, tile)
+                if _unresampled(tile, frame):
+                    assert in_tile == any_ink, where
+                    counts["exact"] += 1
+                else:
+                    assert mostly_ink <= in_tile <= any_ink, where
+                    counts["resampled"] += 1
+    assert counts["exact"] >= 6 and counts["resampled"] >= 18, counts
+
+
+@pytest.mark.parametrize("family", sorted(SIZES))
+def test_two_images_cover_exactly_the_image_tokens(family):
+    adapter = tiny_adapter(family)
+    pages = [Image.new("RGB", SIZES[family][1], "white"), Image.new("RGB", SIZES[family][-1], "white")]
+    batch = adapter.encode([adapter.prompt("Which page?", 2)], [pages])
+    [images] = adapter.image_tokens(batch, [[p.size for p in pages]])
+    expected = torch.nonzero(batch["input_ids"][0] == adapter.model.config.image_token_id).flatten().tolist()
+    assert [p for image in images for p in image.positions()] == expected
+    assert [image.size for image in images] == [p.size for p in pages]
+
+
+def test_pixel_shuffle_keeps_each_tile_row_major():
+    """Token k of a tile merges the 2x2 patches under grid cell k (InternVL and Idefics3 connectors)."""
+    rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    patches = torch.stack([rows, cols], -1)  # a 4x4 patch grid whose features are their own coordinates
+    internvl = tiny_adapter("internvl").model.model.pixel_shuffle(patches[None], scale_factor=0.5)
+    idefics = tiny_adapter("idefics3").model.model.connector.pixel_shuffle(patches.view(1, 16, 2), 2)
+    for merged in (internvl.reshape(4, 4, 2), idefics.reshape(4, 4, 2)):
+        for token in range(4):
+            cell_rows, cell_cols = merged[token, :, 0], merged[token, :, 1]
+            assert set(cell_rows.tolist()) == {2 * (token // 2), 2 * (token // 2) + 1}
+            assert set(cell_cols.tolist()) == {2 * (token % 2), 2 * (token % 2) + 1}
+
+
+@pytest.mark.parametrize("family", sorted(SIZES))
+def test_checkpoint_folders_load_offline_with_their_processor_settings(family, tmp_path):
+    adapter = tiny_adapter(family)
+    adapter.model.save_pretrained(tmp_path)
+    adapter.processor.save_pretrained(tmp_path)
+    loaded = load_adapter(tmp_path, dtype=torch.float32)
+    assert type(loaded) is type(adapter)
+    page = Image.new("RGB", SIZES[family][3], "white")
+    batch = loaded.encode([loaded.prompt("q", 1)], [[page]])
+    assert torch.equal(batch["input_ids"], adapter.encode([adapter.prompt("q", 1)], [[page]])["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**batch).logits, adapter.model(**batch).logits)
