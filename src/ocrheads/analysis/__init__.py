@@ -1,0 +1,1 @@
+"""Pure analyses over head scores (sparsity, similarity, activation frequency, case study) and their figures."""

@@ -1,0 +1,59 @@
+"""The paper's three findings as numbers: sparsity, OCR vs retrieval similarity, static activation."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from ocrheads.heads import Head, HeadScores
+
+BIN_LABELS = ("0", "(0, 0.1]", "(0.1, 0.3]", "(0.3, 0.5]", "(0.5, 1]")
+
+
+def score_bins(values: np.ndarray) -> dict[str, int]:
+    """Counts of heads per score bin, as in the paper's donut charts (first bin: exactly zero)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    edges = [values == 0, (values > 0) & (values <= 0.1), (values > 0.1) & (values <= 0.3)]
+    edges += [(values > 0.3) & (values <= 0.5), values > 0.5]
+    return {label: int(mask.sum()) for label, mask in zip(BIN_LABELS, edges, strict=True)}
+
+
+def jaccard(a: set[Head], b: set[Head]) -> float:
+    """|A & B| / |A | B|, and 0 when both are empty (the paper's definition)."""
+    union = a | b
+    return len(a & b) / len(union) if union else 0.0
+
+
+def similarity(
+    selected_a: set[Head], selected_b: set[Head], ranked_a: list[Head], ranked_b: list[Head], scores_a, scores_b, k: int
+) -> dict[str, float]:
+    """How alike two head sets are: Jaccard of the selections, top-k overlap, Spearman of all head scores."""
+    overlap = len(set(ranked_a[:k]) & set(ranked_b[:k]))
+    rho = stats.spearmanr(np.ravel(scores_a), np.ravel(scores_b)).statistic
+    return {
+        "jaccard": jaccard(selected_a, selected_b),
+        "selected_a": len(selected_a),
+        "selected_b": len(selected_b),
+        "shared": len(selected_a & selected_b),
+        "top_k": k,
+        "top_k_overlap": overlap / k,
+        "spearman": float(rho),
+    }
+
+
+def activation(scores: HeadScores, threshold: float = 0.1) -> dict:
+    """Activation frequency (fraction of entries > threshold) against mean score, per head.
+
+    With 0/1 entries the two are equal by construction, so a correlation of 1 there says nothing on its own.
+    """
+    frequency, means = scores.frequency_above(threshold).ravel(), scores.means().ravel()
+    order = np.argsort(-frequency, kind="stable")
+    heads = scores.order()
+    constant = np.ptp(frequency) == 0 or np.ptp(means) == 0
+    return {
+        "pearson": float("nan") if constant else float(stats.pearsonr(frequency, means).statistic),
+        "spearman": float("nan") if constant else float(stats.spearmanr(frequency, means).statistic),
+        "heads": [heads[i].name for i in order],
+        "frequency": frequency[order].tolist(),
+        "mean": means[order].tolist(),
+    }

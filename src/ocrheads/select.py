@@ -1,0 +1,118 @@
+"""Which heads count as OCR (or retrieval) heads: three selection rules, and ranking for top-k.
+
+METHOD.md section 3: the paper states "mean > 0.1 and active (> 0.1) in at least 10% of entries" (`paper`);
+its code keeps a head only when it is zero in more than 10% of entries and its mean is >= 0.1 (`code`, whose
+filtered mean also ranks heads for masking and sink edits); `mean` is the mean alone. Ties in a ranking are
+broken layer-major, as the paper's code does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ocrheads.atomic import atomic_write_text
+from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import Head, HeadScores
+
+RULES = ("paper", "code", "mean")
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    name: Literal["paper", "code", "mean"] = "paper"
+    threshold: float = 0.1  # on the head's (filtered) mean
+    activation: float = 0.1  # `paper`: an entry is active above this
+    min_frequency: float = 0.1  # `paper`: active in at least this fraction of entries
+    zero_fraction: float = 0.1  # `code`: kept only when zero in more than this fraction of entries
+
+    def __post_init__(self):
+        if self.name not in RULES:
+            raise OcrHeadsError(f"unknown selection rule {self.name!r}; use one of {', '.join(RULES)}")
+
+
+def ranking_scores(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
+    """(layers, heads) value heads are ranked by: the mean, or under `code` the paper code's filtered mean."""
+    means = scores.means()
+    if rule.name == "code":
+        return np.where(scores.zero_fraction() > rule.zero_fraction, means, 0.0)
+    return means
+
+
+def selected(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
+    """(layers, heads) boolean: which heads the rule keeps."""
+    if rule.name == "paper":
+        active = scores.frequency_above(rule.activation) >= rule.min_frequency
+        return active & (scores.means() > rule.threshold)
+    return ranking_scores(scores, rule) >= rule.threshold
+
+
+def ranked(scores: HeadScores, rule: SelectionRule) -> list[Head]:
+    """Every head, best first; equal scores keep layer-major order."""
+    values = ranking_scores(scores, rule).flatten()
+    order = np.argsort(-values, kind="stable")
+    heads = scores.order()
+    return [heads[i] for i in order]
+
+
+def top_k(scores: HeadScores, k: int, rule: SelectionRule) -> list[Head]:
+    total = scores.layers * scores.heads
+    if not 0 < k <= total:
+        raise OcrHeadsError(f"k={k} heads asked for, but the model has {total} ({scores.layers}x{scores.heads})")
+    return ranked(scores, rule)[:k]
+
+
+@dataclass(frozen=True)
+class HeadSelection:
+    """A selected head set, best first, with the rule and source that made it."""
+
+    heads: tuple[Head, ...]
+    scores: tuple[float, ...]  # each head's ranking score
+    rule: SelectionRule
+    grid: tuple[int, int]
+    source: str
+
+    def by_layer(self) -> dict[int, list[int]]:
+        layers: dict[int, list[int]] = {}
+        for head in sorted(self.heads):
+            layers.setdefault(head.layer, []).append(head.head)
+        return layers
+
+    def to_json(self, path: str | Path) -> None:
+        record = {
+            "heads": [head.name for head in self.heads],
+            "by_layer": {str(layer): heads for layer, heads in self.by_layer().items()},
+            "scores": {head.name: round(score, 6) for head, score in zip(self.heads, self.scores, strict=True)},
+            "rule": asdict(self.rule),
+            "grid": list(self.grid),
+            "source": self.source,
+            "ocrheads_version": version("ocrheads"),
+        }
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> HeadSelection:
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+            heads = tuple(Head.parse(name) for name in record["heads"])
+            return cls(
+                heads,
+                tuple(float(record["scores"][head.name]) for head in heads),
+                SelectionRule(**record["rule"]),
+                tuple(record["grid"]),
+                record["source"],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise OcrHeadsError(f"{path} is not a head list written by `ocrheads select` ({err})") from None
+
+
+def select(scores: HeadScores, rule: SelectionRule, source: str = "") -> HeadSelection:
+    values = ranking_scores(scores, rule)
+    keep = selected(scores, rule)
+    heads = tuple(head for head in ranked(scores, rule) if keep[head.layer, head.head])
+    return HeadSelection(heads, tuple(float(values[h.layer, h.head]) for h in heads), rule, scores.grid, source)
