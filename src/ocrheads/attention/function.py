@@ -87,14 +87,17 @@ def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
     head_dim = call.query.shape[-1]
     query_rows = call.query.gather(2, local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
     probs = (call.scores(query_rows) + call.bias(local)).softmax(-1)
+    keys = slice(call.key_offset, call.key_offset + call.k_len)
     mass = None
     if capture.key_sets is not None:
-        key_sets = capture.key_sets.to(probs.device)[..., call.key_offset : call.key_offset + call.k_len].float()
-        mass = torch.einsum("bhrk,bsk->bhrs", probs, key_sets)
+        mass = torch.einsum("bhrk,bsk->bhrs", probs, capture.key_sets.to(probs.device)[..., keys].float())
+    eligible = probs
+    if capture.argmax_keys is not None:
+        eligible = probs.masked_fill(~capture.argmax_keys.to(probs.device)[:, None, None, keys], -1.0)
     return CapturedRows(
         layer=layer,
         positions=torch.where(valid, rows, -1),
-        argmax=probs.argmax(-1) + call.key_offset,
+        argmax=eligible.argmax(-1) + call.key_offset,
         mass=mass,
         probs=torch.nn.functional.pad(probs, (call.key_offset, 0)) if capture.keep_probs else None,
     )

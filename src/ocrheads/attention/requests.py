@@ -24,12 +24,17 @@ class Capture:
         puts on each set is recorded (each call reads the columns of the keys it holds).
     keep_probs: also keep the full probability rows (batch, heads, R, K); off by default to save memory.
     layers: restrict to these layers (None = all).
+    argmax_keys: optional (batch, T) boolean mask of the keys the argmax may pick (default: every visible key).
+    unseen_ok: rows may never be computed (generation stopped early, or a last token is never fed back);
+        such rows keep position -1 instead of failing the session.
     """
 
     rows: torch.Tensor
     key_sets: torch.Tensor | None = None
     keep_probs: bool = False
     layers: frozenset[int] | None = None
+    argmax_keys: torch.Tensor | None = None
+    unseen_ok: bool = False
 
 
 @dataclass(frozen=True)

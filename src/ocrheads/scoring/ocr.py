@@ -1,0 +1,86 @@
+"""OCR scores: while a model writes an answer character, does a head's top key see that character's ink?
+
+Per written answer token and head: hit when the argmax key of the token's row is an evidence token of the
+answer characters it writes; value = c * hit, c the fraction of the answer written (METHOD.md 2.3); mass =
+the row's attention on those evidence tokens (a soft score at no extra cost).
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from ocrheads.data.manifest import Sample
+from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.alignment import align_by_offsets, align_by_position
+from ocrheads.scoring.evidence import answer_units, evidence
+from ocrheads.scoring.options import ScoringOptions
+from ocrheads.scoring.passes import write_answers
+from ocrheads.scoring.table import EntryTable, Outcome
+
+
+def answer_tokens(adapter: ModelAdapter, sample: Sample, written: list[int], units: int, options: ScoringOptions):
+    """The written tokens that stand for answer units, c, and the written text."""
+    tokenizer = adapter.processor.tokenizer
+    text = tokenizer.decode(written, skip_special_tokens=True)
+    if options.alignment == "offsets":
+        prefixes = [tokenizer.decode(written[: n + 1], skip_special_tokens=True) for n in range(len(written))]
+        tokens, c = align_by_offsets(sample.answer, prefixes)
+    else:
+        tokens, c = align_by_position(tokenizer(sample.answer, add_special_tokens=False).input_ids, written, units)
+    return tokens, c, text
+
+
+def gold_tokens(adapter: ModelAdapter, samples: list[Sample], options: ScoringOptions) -> list[list[int]] | None:
+    if options.answers != "gold":
+        return None
+    return [adapter.processor.tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
+
+
+def score_ocr_batch(
+    adapter: ModelAdapter,
+    samples: list[Sample],
+    pages: list[list[Image.Image]],
+    options: ScoringOptions,
+    table: EntryTable,
+) -> list[Outcome]:
+    """Score one batch of image samples into `table`; returns each sample's outcome."""
+    prompts = [adapter.prompt(sample.question, len(sample.pages)) for sample in samples]
+    batch = adapter.encode(prompts, pages)
+    images = adapter.image_tokens(batch, [[page.size for page in item] for item in pages])
+    units = [answer_units(sample, options) for sample in samples]
+    evidences = [evidence(u, item, options) for u, item in zip(units, images, strict=True)]
+    length = batch["input_ids"].shape[1]
+    key_sets = torch.zeros(len(samples), max(1, *(len(e.atoms) for e in evidences)), length, dtype=torch.bool)
+    for item, found in enumerate(evidences):
+        for atom, positions in enumerate(found.positions):
+            key_sets[item, atom, list(positions)] = True
+    written = write_answers(adapter, batch, options, gold=gold_tokens(adapter, samples, options), key_sets=key_sets)
+    keys = written.prompt_length + written.computed.shape[1]
+    outcomes = []
+    for item, sample in enumerate(samples):
+        tokens, c, text = answer_tokens(adapter, sample, written.tokens[item], len(units[item]), options)
+        entries = 0
+        for token in tokens:
+            row = written.prompt_length + token.index - (1 if options.row == "producing" else 0)
+            column = row - written.row_base
+            touching = torch.from_numpy(evidences[item].touching(token.units))
+            if column >= written.computed.shape[1] or not written.computed[item, column] or not touching.any():
+                continue  # the last token's consuming row is never computed; blank characters have no evidence
+            argmax = written.argmax[:, item, :, column]
+            hit = evidences[item].hits(argmax, token.units, keys)
+            mass = written.mass[:, item, :, column, : len(touching)] @ touching.float()
+            pad = written.padding[item]
+            table.add(sample.id, token.index, row - pad, hit, argmax - pad, mass, c, c * hit.float())
+            entries += 1
+        reason = "" if entries else _why_nothing(sample, text, tokens)
+        outcomes.append(Outcome(sample.id, entries > 0, text, c, entries, reason))
+    return outcomes
+
+
+def _why_nothing(sample: Sample, text: str, tokens) -> str:
+    if not text:
+        return "the model wrote nothing"
+    if not tokens:
+        return f"the answer {sample.answer!r} is nowhere in what the model wrote ({text[:80]!r})"
+    return "no written answer token has evidence tokens (blank characters, or text outside what the model sees)"

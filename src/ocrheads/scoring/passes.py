@@ -1,0 +1,101 @@
+"""One pass per batch that writes (or teacher-forces) the answers while capturing the rows that write them.
+
+Capture rides on the generation itself: the rows from the last prompt token on are requested before any token
+exists, with per-sample key sets, so scoring costs one generate call and no second forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import BatchEncoding
+
+from ocrheads.attention import Capture, attention_session
+from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.options import ScoringOptions
+
+
+@dataclass
+class Written:
+    """What one batch wrote and what its heads did on the rows from the last prompt token on."""
+
+    prompt_length: int  # P, padded; row P - 1 + n writes token n
+    padding: list[int]  # left padding per item
+    tokens: list[list[int]]  # written token ids per item, up to the end of sequence
+    argmax: torch.Tensor  # (layers, batch, heads, rows) absolute key positions
+    mass: torch.Tensor | None  # (layers, batch, heads, rows, sets)
+    computed: torch.Tensor  # (batch, rows) whether each row was computed
+    row_base: int  # the captured column of absolute row r >= P - 1 is r - row_base
+
+
+def _extend(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The batch with tokens appended (text tokens: attended where `mask`, type 0)."""
+    extended = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
+    for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
+        if name in batch:
+            extra = mask.to(batch[name].dtype) if name == "attention_mask" else torch.zeros_like(tokens)
+            extended[name] = torch.cat([batch[name], extra.to(batch[name].dtype)], 1)
+    return extended
+
+
+def write_answers(
+    adapter: ModelAdapter,
+    batch: BatchEncoding,
+    options: ScoringOptions,
+    *,
+    gold: list[list[int]] | None = None,
+    key_sets: torch.Tensor | None = None,
+    extra_rows: torch.Tensor | None = None,
+) -> Written:
+    """Generate greedily (or teacher-force `gold` token ids) inside a capture session.
+
+    Rows P - 1 .. P + n are captured (plus `extra_rows`, (batch, E) absolute, -1 padded, e.g. prompt rows);
+    key_sets are (batch, S, P + n) masks whose attention mass is recorded.
+    """
+    model, tokenizer = adapter.model, adapter.processor.tokenizer
+    input_ids = batch["input_ids"]
+    size, prompt_length = input_ids.shape
+    new = max(len(ids) for ids in gold) if gold is not None else options.max_new_tokens
+    first_row = prompt_length - 1
+    rows = torch.arange(first_row, prompt_length + new).expand(size, -1)
+    if extra_rows is not None:
+        rows = torch.cat([extra_rows, rows], 1)
+    argmax_keys = None
+    if options.argmax_keys == "prompt":
+        argmax_keys = (torch.arange(prompt_length + new) < prompt_length - 1).expand(size, -1)
+    if key_sets is not None:
+        key_sets = torch.nn.functional.pad(key_sets, (0, prompt_length + new - key_sets.shape[-1]))
+    capture = Capture(rows, key_sets=key_sets, argmax_keys=argmax_keys, unseen_ok=True)
+    padding = (batch["attention_mask"].shape[1] - batch["attention_mask"].sum(1)).tolist()
+    with torch.no_grad(), attention_session(model, capture=capture) as session:
+        if gold is None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            sequences = model.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=pad)
+            written = [_until_end(ids, model, tokenizer) for ids in sequences[:, prompt_length:].tolist()]
+        else:
+            tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
+            mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
+            model(**_extend(batch, tokens, mask))
+            written = [list(ids) for ids in gold]
+    captured = [session.captured(layer) for layer in session.layers]
+    offset = 0 if extra_rows is None else extra_rows.shape[1]
+    return Written(
+        prompt_length=prompt_length,
+        padding=padding,
+        tokens=written,
+        argmax=torch.stack([c.argmax for c in captured]),
+        mass=torch.stack([c.mass for c in captured]) if key_sets is not None else None,
+        computed=captured[0].positions >= 0,
+        row_base=first_row - offset,
+    )
+
+
+def _until_end(ids: list[int], model, tokenizer) -> list[int]:
+    """Written tokens up to (not including) the first end-of-sequence or padding token."""
+    ends = model.generation_config.eos_token_id
+    ends = set(ends if isinstance(ends, list) else [ends]) | {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    for index, token in enumerate(ids):
+        if token in ends:
+            return ids[:index]
+    return ids

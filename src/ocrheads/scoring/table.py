@@ -1,0 +1,51 @@
+"""The tidy score table: one row per (sample, scored token, layer, head), and per-sample outcomes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+COLUMNS = ("sample", "token", "row", "layer", "head", "hit", "argmax_key", "mass", "c", "value")
+
+
+@dataclass
+class Outcome:
+    """What happened to one sample: scored (with how many entries), or why not."""
+
+    sample: str
+    scored: bool
+    written: str
+    c: float
+    entries: int = 0
+    reason: str = ""
+
+
+class EntryTable:
+    """Accumulates rows column by column; positions are relative to each sample's own first token."""
+
+    def __init__(self, layers: int, heads: int):
+        self.layer = np.repeat(np.arange(layers, dtype=np.int16), heads)
+        self.head = np.tile(np.arange(heads, dtype=np.int16), layers)
+        self.columns: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def add(self, sample: str, token: int, row: int, hit: torch.Tensor, argmax: torch.Tensor, mass, c, value) -> None:
+        """One scored token: hit/argmax/mass/value are (layers, heads) tensors."""
+        count = len(self.layer)
+        self.columns["sample"].append(np.full(count, sample, dtype=object))
+        self.columns["token"].append(np.full(count, token, dtype=np.int32))
+        self.columns["row"].append(np.full(count, row, dtype=np.int32))
+        self.columns["layer"].append(self.layer)
+        self.columns["head"].append(self.head)
+        self.columns["hit"].append(hit.flatten().numpy())
+        self.columns["argmax_key"].append(argmax.flatten().numpy().astype(np.int32))
+        self.columns["mass"].append(mass.flatten().numpy().astype(np.float32))
+        self.columns["c"].append(np.full(count, c, dtype=np.float32))
+        self.columns["value"].append(value.flatten().numpy().astype(np.float32))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if not self.columns:
+            return {name: np.array([]) for name in COLUMNS}
+        return {name: np.concatenate(self.columns[name]) for name in COLUMNS}

@@ -1,0 +1,121 @@
+"""OCR scores on tiny models of every family equal a slow reference computed from eager `output_attentions`."""
+
+import pytest
+import torch
+from PIL import Image
+
+from ocrheads.attention import install
+from ocrheads.data.generate import generate
+from ocrheads.models.geometry import box_tokens
+from ocrheads.models.tiny import FAMILIES
+from ocrheads.scoring.evidence import answer_units
+from ocrheads.scoring.ocr import score_ocr_batch
+from ocrheads.scoring.options import scoring_options
+from ocrheads.scoring.table import EntryTable
+
+from .tiny_inputs import tiny_adapter
+
+
+@pytest.fixture(scope="module")
+def passkeys(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("passkey")
+    samples = generate("passkey", folder / "data", n=2, lengths=(120, 200), digits=4, seed=3)
+    return [(s, [Image.open(folder / "data" / p).convert("RGB") for p in s.pages]) for s in samples]
+
+
+def _reference(adapter, sample, pages, written, options, token_index, units):
+    """Eager attention of the full written sequence: per layer and head, (argmax key, mass on evidence)."""
+    prompt = adapter.prompt(sample.question, len(pages))
+    batch = adapter.encode([prompt], [pages])
+    images = adapter.image_tokens(batch, [[p.size for p in pages]])[0]
+    length = batch["input_ids"].shape[1]
+    evidence = set()
+    for unit in units:
+        if (where := answer_units(sample, options)[unit]) is not None:
+            evidence |= set(box_tokens(where[1], images[where[0]], options.evidence_rule, options.evidence_threshold))
+    extended = dict(batch, input_ids=torch.cat([batch["input_ids"], torch.tensor([written])], 1))
+    for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
+        if name in batch:
+            fill = torch.ones if name == "attention_mask" else torch.zeros
+            extended[name] = torch.cat([batch[name], fill(1, len(written), dtype=batch[name].dtype)], 1)
+    adapter.model.set_attn_implementation("eager")
+    with torch.no_grad():
+        attentions = adapter.model(**extended, output_attentions=True).attentions
+    install(adapter.model)
+    row = length + token_index - (1 if options.row == "producing" else 0)
+    probs = torch.stack([a[0, :, row] for a in attentions])  # (layers, heads, keys)
+    eligible = probs if options.argmax_keys == "all" else probs[..., : length - 1]
+    mass = probs[..., sorted(evidence)].sum(-1)
+    return eligible.argmax(-1), mass, evidence, row
+
+
+def _check_against_reference(adapter, sample, pages, options):
+    table = EntryTable(*_grid(adapter))
+    [outcome] = score_ocr_batch(adapter, [sample], [pages], options, table)
+    assert outcome.scored, outcome.reason
+    rows = table.arrays()
+    tokenizer = adapter.processor.tokenizer
+    written = tokenizer(outcome.written, add_special_tokens=False).input_ids if options.answers == "gold" else None
+    checked = 0
+    for token in sorted(set(rows["token"].tolist())):
+        here = rows["token"] == token
+        ids = written or _written_ids(adapter, sample, pages, options)
+        units = tuple(sorted({u for u in range(len(sample.answer_chars))} & _units_of(sample, ids, token, tokenizer)))
+        argmax, mass, evidence, row = _reference(adapter, sample, pages, ids, options, token, units)
+        assert set(rows["row"][here]) == {row}
+        assert torch.equal(torch.from_numpy(rows["argmax_key"][here]).long(), argmax.flatten())
+        assert torch.allclose(torch.from_numpy(rows["mass"][here]), mass.flatten(), atol=1e-5)
+        hits = torch.tensor([int(k) in evidence for k in argmax.flatten()])
+        assert torch.equal(torch.from_numpy(rows["hit"][here]), hits)
+        checked += 1
+    return checked, rows
+
+
+def _grid(adapter):
+    text = adapter.model.config.get_text_config()
+    return text.num_hidden_layers, text.num_attention_heads
+
+
+def _written_ids(adapter, sample, pages, options):
+    prompt = adapter.prompt(sample.question, len(pages))
+    batch = adapter.encode([prompt], [pages])
+    with torch.no_grad():
+        out = adapter.model.generate(**batch, max_new_tokens=options.max_new_tokens, do_sample=False)
+    return out[0, batch["input_ids"].shape[1] :].tolist()
+
+
+def _units_of(sample, ids, token, tokenizer):
+    """Answer characters written by token `token` (by decoded prefix lengths)."""
+    before = len(tokenizer.decode(ids[:token], skip_special_tokens=True))
+    after = len(tokenizer.decode(ids[: token + 1], skip_special_tokens=True))
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    start = text.find(sample.answer)
+    return {g - start for g in range(before, after)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teacher_forced_answers_score_like_eager_attention(family, passkeys):
+    adapter = tiny_adapter(family)
+    install(adapter.model)
+    sample, pages = passkeys[0]
+    checked, rows = _check_against_reference(adapter, sample, pages, scoring_options(answers="gold"))
+    assert checked >= 2
+    layers, heads = _grid(adapter)
+    assert len(rows["sample"]) == checked * layers * heads
+    assert set(rows["c"]) == {1.0}
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl", "gemma3"])
+def test_generated_answers_score_like_eager_attention_under_both_presets(family, passkeys):
+    adapter = tiny_adapter(family)
+    install(adapter.model)
+    sample, pages = passkeys[1]
+    written = adapter.processor.tokenizer.decode(
+        _written_ids(adapter, sample, pages, scoring_options(max_new_tokens=6)), skip_special_tokens=True
+    )
+    answer = written[1:4]  # make the sample's answer what this random model writes, boxes of 3 digits
+    mimic = sample.model_copy(update={"answer": answer, "answer_chars": sample.answer_chars[:3]})
+    for preset in ("default", "paper-code"):
+        options = scoring_options(preset, max_new_tokens=6, alignment="offsets")
+        checked, _ = _check_against_reference(adapter, mimic, pages, options)
+        assert checked >= 1, preset
