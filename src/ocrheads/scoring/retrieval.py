@@ -1,0 +1,97 @@
+"""Retrieval scores on text samples: does a head copy the token being written from the answer's span?
+
+`needle` (default, Wu et al. 2024): for each written answer token, the head hits when its row's argmax key lies
+in the context's answer span and holds the very token being written; a sample scores hits / span tokens.
+`repeats` (the paper code, METHOD.md 2.4): every position of prompt and answer whose id is an answer token id,
+read on its own row, hits when its argmax key holds the same token; a sample scores hits / positions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ocrheads.data.manifest import Sample
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.ocr import answer_tokens, gold_tokens
+from ocrheads.scoring.options import ScoringOptions
+from ocrheads.scoring.passes import write_answers
+from ocrheads.scoring.table import EntryTable, Outcome
+
+
+def text_prompt(sample: Sample) -> str:
+    return f"{sample.context}\n\n{sample.question}"
+
+
+def needle_positions(adapter: ModelAdapter, prompts: list[str], samples: list[Sample], input_ids) -> list[list[int]]:
+    """Token positions (in the padded batch) whose text overlaps each sample's answer span in its context."""
+    tokenizer = adapter.processor.tokenizer
+    encoded = tokenizer(prompts, return_offsets_mapping=True, padding=True, return_tensors="pt")
+    if not torch.equal(encoded["input_ids"], input_ids):
+        raise OcrHeadsError("the tokenizer's ids differ from the processor's for a text prompt; cannot find the needle")
+    needles = []
+    for prompt, sample, offsets in zip(prompts, samples, encoded["offset_mapping"].tolist(), strict=True):
+        start = prompt.find(sample.context)
+        if start < 0:
+            raise OcrHeadsError(f"sample {sample.id}: the chat template changed the context text; cannot find it")
+        low, high = start + sample.answer_span[0], start + sample.answer_span[1]
+        needles.append([i for i, (a, b) in enumerate(offsets) if a < b and a < high and b > low])
+    return needles
+
+
+def score_retrieval_batch(
+    adapter: ModelAdapter, samples: list[Sample], options: ScoringOptions, table: EntryTable
+) -> list[Outcome]:
+    prompts = [adapter.prompt(text_prompt(sample), 0) for sample in samples]
+    batch = adapter.encode(prompts, [[] for _ in samples])
+    input_ids = batch["input_ids"]
+    needles = needle_positions(adapter, prompts, samples, input_ids)
+    key_sets = torch.zeros(len(samples), 1, input_ids.shape[1], dtype=torch.bool)
+    for item, positions in enumerate(needles):
+        key_sets[item, 0, positions] = True
+    extra = _repeat_rows(adapter, samples, input_ids) if options.retrieval == "repeats" else None
+    gold = gold_tokens(adapter, samples, options)
+    written = write_answers(adapter, batch, options, gold=gold, key_sets=key_sets, extra_rows=extra)
+    outcomes = []
+    for item, sample in enumerate(samples):
+        ids = input_ids[item].tolist() + written.tokens[item]
+        tokens, c, text = answer_tokens(adapter, sample, written.tokens[item], len(sample.answer), options)
+        if not tokens or c < options.min_correct:
+            reason = f"the model wrote {text[:80]!r}, {c:.0%} of the answer {sample.answer!r}"
+            outcomes.append(Outcome(sample.id, False, text, c, 0, reason))
+            continue
+        if options.retrieval == "needle":
+            rows = [(written.prompt_length + t.index - 1, written.prompt_length + t.index) for t in tokens]
+            denominator = len(needles[item])
+        else:
+            answer_ids = set(adapter.processor.tokenizer(sample.answer, add_special_tokens=False).input_ids)
+            prompt_rows = [r for r in extra[item].tolist() if r >= 0]
+            written_rows = [written.prompt_length + n for n, t in enumerate(written.tokens[item]) if t in answer_ids]
+            rows = [(r, r) for r in prompt_rows + written_rows]
+            denominator = len(rows)
+        entries = 0
+        for number, (row, target) in enumerate(rows):
+            column = number if options.retrieval == "repeats" and row < written.prompt_length - 1 else None
+            column = row - written.row_base if column is None else column
+            if column >= written.computed.shape[1] or not written.computed[item, column]:
+                continue
+            argmax = written.argmax[:, item, :, column]
+            copied = torch.tensor(ids)[argmax.clamp(max=len(ids) - 1)] == ids[target]
+            hit = copied & (torch.isin(argmax, torch.tensor(needles[item])) if options.retrieval == "needle" else True)
+            mass = written.mass[:, item, :, column, 0]
+            pad, token = written.padding[item], target - written.prompt_length  # token < 0: a prompt position
+            table.add(sample.id, token, row - pad, hit, argmax - pad, mass, c, hit / denominator)
+            entries += 1
+        outcomes.append(Outcome(sample.id, entries > 0, text, c, entries, "" if entries else "no row to score"))
+    return outcomes
+
+
+def _repeat_rows(adapter: ModelAdapter, samples: list[Sample], input_ids: torch.Tensor) -> torch.Tensor:
+    """Prompt positions holding an answer token id, per sample, -1 padded (the paper code reads those rows too)."""
+    tokenizer = adapter.processor.tokenizer
+    rows = []
+    for item, sample in enumerate(samples):
+        ids = torch.tensor(tokenizer(sample.answer, add_special_tokens=False).input_ids)
+        rows.append(torch.nonzero(torch.isin(input_ids[item], ids)).flatten().tolist())
+    width = max(1, *(len(r) for r in rows))
+    return torch.tensor([r + [-1] * (width - len(r)) for r in rows])

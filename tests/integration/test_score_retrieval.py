@@ -1,0 +1,77 @@
+"""Retrieval scores on tiny models equal a slow reference computed from eager `output_attentions`."""
+
+import pytest
+import torch
+
+from ocrheads.attention import install
+from ocrheads.data.generate import generate
+from ocrheads.scoring.options import scoring_options
+from ocrheads.scoring.retrieval import needle_positions, score_retrieval_batch, text_prompt
+from ocrheads.scoring.table import EntryTable
+
+from .tiny_inputs import tiny_adapter
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("passkey-text") / "data"
+    return generate("passkey", folder, n=2, lengths=(150, 250), digits=3, seed=5, modality="text")
+
+
+def _eager_rows(adapter, samples):
+    prompts = [adapter.prompt(text_prompt(s), 0) for s in samples]
+    batch = adapter.encode(prompts, [[] for _ in samples])
+    answers = [adapter.processor.tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
+    width = max(map(len, answers))
+    tokens = torch.tensor([a + [0] * (width - len(a)) for a in answers])
+    mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers])
+    full = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
+    full["attention_mask"] = torch.cat([batch["attention_mask"], mask], 1)
+    adapter.model.set_attn_implementation("eager")
+    with torch.no_grad():
+        attentions = adapter.model(**full, output_attentions=True).attentions
+    install(adapter.model)
+    needles = needle_positions(adapter, prompts, samples, batch["input_ids"])
+    return batch, full["input_ids"], torch.stack(attentions), needles
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+@pytest.mark.parametrize("preset", ["default", "paper-code"])
+def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, texts):
+    adapter = tiny_adapter(family)
+    install(adapter.model)
+    options = scoring_options(preset, answers="gold", alignment="offsets")
+    table = EntryTable(2, 4)
+    outcomes = score_retrieval_batch(adapter, texts, options, table)
+    assert all(o.scored for o in outcomes)
+    rows = table.arrays()
+    batch, ids, attentions, needles = _eager_rows(adapter, texts)
+    length = batch["input_ids"].shape[1]
+    for item, sample in enumerate(texts):
+        pad = int((batch["attention_mask"][item] == 0).sum())
+        mine = rows["sample"] == sample.id
+        expected_rows = []
+        if preset == "default":
+            expected_rows = [length - 1 + n for n in range(len(sample.answer))]
+            denominator = len(needles[item])
+        else:
+            answer_ids = set(adapter.processor.tokenizer(sample.answer, add_special_tokens=False).input_ids)
+            positions = [p for p in range(pad, ids.shape[1]) if int(ids[item, p]) in answer_ids]
+            expected_rows = positions  # teacher forcing computes every row, the last answer token's included
+            denominator = len(positions)
+        assert sorted(set(rows["row"][mine] + pad)) == expected_rows
+        for row in expected_rows:
+            here = mine & (rows["row"] + pad == row)
+            probs = attentions[:, item, :, row]  # (layers, heads, keys)
+            if preset == "paper-code":
+                probs = probs[..., : length - 1]
+            argmax = probs.argmax(-1).flatten()
+            assert torch.equal(torch.from_numpy(rows["argmax_key"][here]).long() + pad, argmax)
+            target = row + 1 if preset == "default" else row
+            copied = ids[item, argmax] == ids[item, target]
+            if preset == "default":
+                copied &= torch.isin(argmax, torch.tensor(needles[item]))
+            assert torch.equal(torch.from_numpy(rows["hit"][here]), copied)
+            assert torch.allclose(torch.from_numpy(rows["value"][here]), copied.float() / denominator)
+            needle_mass = attentions[:, item, :, row][..., needles[item]].sum(-1).flatten()
+            assert torch.allclose(torch.from_numpy(rows["mass"][here]), needle_mass, atol=1e-5)
