@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
+
 from ocrheads.errors import OcrHeadsError
 
 Command = Callable[[argparse.Namespace], None]
@@ -115,10 +117,139 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(run=_run_show)
 
 
+def _pixel_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs or []:
+        name, _, value = pair.partition("=")
+        if not value:
+            raise OcrHeadsError(f"--pixels takes NAME=VALUE pairs, got {pair!r}")
+        options[name] = yaml.safe_load(value)
+    return options
+
+
+def _run_score(args: argparse.Namespace) -> None:
+    from ocrheads.models import load_adapter
+    from ocrheads.scoring.options import scoring_options
+    from ocrheads.scoring.runner import score
+
+    choices = ("row", "alignment", "evidence_rule", "evidence_threshold", "argmax_keys", "retrieval", "answers")
+    overrides = {name: getattr(args, name) for name in (*choices, "max_new_tokens", "min_correct")}
+    options = scoring_options(args.preset, **overrides)
+    adapter = load_adapter(args.model, **_pixel_options(args.pixels))
+    folder = score(
+        args.kind,
+        adapter,
+        args.data,
+        args.out,
+        options,
+        model_name=args.model,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    _report_outcomes(folder)
+
+
+def _report_outcomes(folder: Path) -> None:
+    import json
+    from collections import Counter
+
+    outcomes = [json.loads(line) for line in (folder / "outcomes.jsonl").read_text(encoding="utf-8").splitlines()]
+    scored = sum(o["scored"] for o in outcomes)
+    print(f"scored {scored} of {len(outcomes)} samples into {folder}")
+    for reason, count in Counter(o["reason"].split(" (")[0] for o in outcomes if not o["scored"]).most_common():
+        print(f"  not scored ({count}): {reason}")
+
+
+def _run_import(args: argparse.Namespace) -> None:
+    from ocrheads.atomic import atomic_write_text
+    from ocrheads.heads import HeadScores
+
+    scores = HeadScores.from_reference(args.file)
+    folder = args.out / args.kind
+    scores.to_reference(folder / "scores.json")
+    config = {"kind": args.kind, "imported_from": str(args.file), "grid": list(scores.grid)}
+    atomic_write_text(folder / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    print(f"imported {scores.layers}x{scores.heads} head scores into {folder}")
+
+
+def _run_select(args: argparse.Namespace) -> None:
+    from ocrheads.analysis.runs import select_run
+
+    for kind, selection in select_run(args.run_dir, _rule(args)).items():
+        print(f"{kind}: {len(selection.heads)} heads -> {args.run_dir / f'{kind}_heads.json'}")
+        print("  top: " + ", ".join(head.name for head in selection.heads[:10]))
+
+
+def _rule(args: argparse.Namespace):
+    from ocrheads.select import SelectionRule
+
+    return SelectionRule(args.rule, threshold=args.threshold)
+
+
+def _run_analyze(args: argparse.Namespace) -> None:
+    from ocrheads.analysis.runs import analyze_run
+
+    found = analyze_run(args.run_dir, _rule(args), top_k=args.top_k)
+    for kind in ("ocr", "retrieval"):
+        if kind in found:
+            print(f"{kind}: {found[kind]['selected']} heads above the rule; bins {found[kind]['bins']}")
+    if "similarity" in found:
+        print(f"OCR vs retrieval heads: {found['similarity']}")
+    print(f"wrote {args.run_dir / 'analysis.json'}")
+
+
+def _heads_parsers(sub: argparse._SubParsersAction) -> None:
+    from ocrheads.scoring.options import PRESETS, ScoringOptions
+    from ocrheads.select import RULES
+
+    score = sub.add_parser("score", help="score every head as an OCR head or a retrieval head")
+    score.add_argument("kind", choices=("ocr", "retrieval"))
+    score.add_argument("--model", required=True, help="hub id or local checkpoint folder")
+    score.add_argument(
+        "--data", required=True, type=Path, help="dataset folder (image samples for ocr, text for retrieval)"
+    )
+    score.add_argument("--out", required=True, type=Path, help="run directory")
+    score.add_argument(
+        "--preset", choices=list(PRESETS), default="default", help="paper-code: the paper code's choices"
+    )
+    fields = ScoringOptions.model_fields
+    for name in ("row", "alignment", "evidence_rule", "argmax_keys", "retrieval", "answers"):
+        choices = fields[name].annotation.__args__
+        score.add_argument(f"--{name.replace('_', '-')}", choices=choices, help=f"default {fields[name].default}")
+    score.add_argument("--evidence-threshold", type=float)
+    score.add_argument("--max-new-tokens", type=int)
+    score.add_argument("--min-correct", type=float)
+    score.add_argument("--batch-size", type=int, default=1)
+    score.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
+    score.add_argument("--quiet", action="store_true")
+    score.set_defaults(run=_run_score)
+
+    scores = sub.add_parser("scores", help="import score files in the paper's format")
+    actions = scores.add_subparsers(required=True, metavar="ACTION")
+    imports = actions.add_parser("import", help='read {"l{L}_h{H}": [values]} into a run directory')
+    imports.add_argument("file", type=Path)
+    imports.add_argument("--kind", choices=("ocr", "retrieval"), required=True)
+    imports.add_argument("--out", type=Path, required=True, help="run directory")
+    imports.set_defaults(run=_run_import)
+
+    for name, run, text in (
+        ("select", _run_select, "select OCR and retrieval heads of a run"),
+        ("analyze", _run_analyze, "sparsity, similarity and activation frequency of a run's heads"),
+    ):
+        parser = sub.add_parser(name, help=text, description=text)
+        parser.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
+        parser.add_argument("--rule", choices=RULES, default="paper")
+        parser.add_argument("--threshold", type=float, default=0.1)
+        if name == "analyze":
+            parser.add_argument("--top-k", type=int, default=10)
+        parser.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrheads", description="OCR heads and retrieval heads of VLMs.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     _data_parser(sub)
+    _heads_parsers(sub)
     return parser
 
 

@@ -1,0 +1,167 @@
+"""Score a whole dataset into a run directory, batch by batch, resuming where an interrupted run stopped.
+
+Layout of `<run>/<kind>/` (kind: ocr or retrieval):
+  config.yaml      everything that determines the result; a rerun with a different config is refused
+  parts/           one Parquet part (and its outcomes) per finished batch; a part exists only once complete
+  scores.parquet   the tidy table: one row per (sample, scored token, layer, head)
+  scores.json      per-head score lists in the paper's reference format {"l{L}_h{H}": [...]}
+  outcomes.jsonl   every sample: scored or not, what it wrote, c, and why not
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image
+from rich.progress import Progress
+
+from ocrheads.atomic import atomic_write_text
+from ocrheads.attention import install
+from ocrheads.data.manifest import MANIFEST, Sample, read_manifest
+from ocrheads.errors import DataError, OcrHeadsError
+from ocrheads.heads import Head, HeadScores
+from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.ocr import score_ocr_batch
+from ocrheads.scoring.options import ScoringOptions
+from ocrheads.scoring.retrieval import score_retrieval_batch
+from ocrheads.scoring.table import EntryTable, Outcome
+
+Kind = Literal["ocr", "retrieval"]
+
+
+def _check_samples(kind: Kind, samples: list[Sample], data: Path) -> None:
+    if not samples:
+        raise DataError(f"{data} holds no samples; generate some with `ocrheads data ...`")
+    wanted = "image" if kind == "ocr" else "text"
+    wrong = next((s for s in samples if s.modality != wanted), None)
+    if wrong is not None:
+        raise DataError(
+            f"{kind} scoring needs {wanted} samples, but {wrong.id} in {data} is {wrong.modality}; "
+            f"generate the dataset with --modality {wanted}"
+        )
+    if kind == "ocr":
+        boxless = next((s for s in samples if not any(c.box for c in s.answer_chars)), None)
+        if boxless is not None:
+            raise DataError(f"sample {boxless.id} in {data} has no answer boxes; OCR scores need character boxes")
+
+
+def _config(kind: Kind, adapter: ModelAdapter, model_name: str, data: Path, options: ScoringOptions, batch_size: int):
+    text = adapter.model.config.get_text_config()
+    return {
+        "kind": kind,
+        "model": model_name,
+        "family": adapter.family,
+        "grid": [text.num_hidden_layers, text.num_attention_heads],
+        "data": str(data),
+        "data_sha256": hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest(),
+        "options": options.model_dump(),
+        "batch_size": batch_size,
+        "versions": {name: version(name) for name in ("ocrheads", "torch", "transformers")},
+    }
+
+
+def _claim(folder: Path, config: dict) -> None:
+    """Start a run directory, or continue one whose config matches; refuse a different config."""
+    path = folder / "config.yaml"
+    if path.is_file():
+        before = yaml.safe_load(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in config if k != "versions" and before.get(k) != config[k])
+        if changed:
+            raise OcrHeadsError(
+                f"{folder} was scored with a different {', '.join(changed)}; use another --out to keep both"
+            )
+        return
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def score(
+    kind: Kind,
+    adapter: ModelAdapter,
+    data: str | Path,
+    out: str | Path,
+    options: ScoringOptions,
+    *,
+    model_name: str = "",
+    batch_size: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Score every sample of `data` into `out/kind/`; finished batches of an earlier run are kept, not redone."""
+    data, folder = Path(data), Path(out) / kind
+    samples = read_manifest(data)
+    _check_samples(kind, samples, data)
+    folder.mkdir(parents=True, exist_ok=True)
+    _claim(folder, _config(kind, adapter, model_name or str(adapter.model.name_or_path), data, options, batch_size))
+    install(adapter.model)
+    parts = folder / "parts"
+    parts.mkdir(exist_ok=True)
+    batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+    text = adapter.model.config.get_text_config()
+    layers, heads = text.num_hidden_layers, text.num_attention_heads
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"{kind} scores", total=len(batches))
+        for number, batch in enumerate(batches):
+            part = parts / f"{number:06d}.parquet"
+            if not part.is_file():
+                table = EntryTable(layers, heads)
+                if kind == "ocr":
+                    pages = [[_page(data, sample, p) for p in sample.pages] for sample in batch]
+                    outcomes = score_ocr_batch(adapter, batch, pages, options, table)
+                else:
+                    outcomes = score_retrieval_batch(adapter, batch, options, table)
+                _write_part(part, table, outcomes)
+            bar.advance(task)
+    return finish(folder, len(batches), (layers, heads))
+
+
+def _page(data: Path, sample: Sample, page: str) -> Image.Image:
+    try:
+        with Image.open(data / page) as image:
+            return image.convert("RGB")
+    except OSError as err:
+        raise DataError(f"sample {sample.id}: cannot read page {page} ({err}); regenerate the dataset") from None
+
+
+def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:
+    """Outcomes first, then the table renamed into place: a part file means the batch is complete."""
+    atomic_write_text(part.with_suffix(".outcomes.json"), json.dumps([asdict(o) for o in outcomes]))
+    staging = part.with_name(f".{part.name}.partial")
+    pq.write_table(pa.table(table.arrays()), staging)
+    staging.replace(part)
+
+
+def finish(folder: Path, batches: int, grid: tuple[int, int]) -> Path:
+    """Merge the parts into scores.parquet, scores.json and outcomes.jsonl."""
+    parts = [folder / "parts" / f"{n:06d}.parquet" for n in range(batches)]
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    outcomes = [o for p in parts for o in json.loads(p.with_suffix(".outcomes.json").read_text(encoding="utf-8"))]
+    staging = folder / ".scores.parquet.partial"
+    pq.write_table(table, staging)
+    staging.replace(folder / "scores.parquet")
+    atomic_write_text(folder / "outcomes.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))
+    kind = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))["kind"]
+    columns = {name: table[name].to_numpy(zero_copy_only=False) for name in ("sample", "value")}
+    head_scores(columns, grid, kind).to_reference(folder / "scores.json")
+    return folder
+
+
+def head_scores(columns: dict[str, np.ndarray], grid: tuple[int, int], kind: Kind) -> HeadScores:
+    """Per-head lists: one value per scored token (OCR), or per sample, summed over its tokens (retrieval)."""
+    layers, heads = grid
+    values = np.asarray(columns["value"], dtype=np.float64).reshape(-1, layers * heads)
+    if kind == "retrieval" and len(values):
+        samples = np.asarray(columns["sample"]).reshape(-1, layers * heads)[:, 0]
+        _, first, inverse = np.unique(samples, return_index=True, return_inverse=True)
+        sums = np.zeros((len(first), layers * heads))
+        np.add.at(sums, inverse, values)
+        values = sums[np.argsort(first)]  # samples in the order they were scored
+    lists = {Head(i // heads, i % heads): values[:, i] for i in range(layers * heads)}
+    return HeadScores(lists, layers, heads)

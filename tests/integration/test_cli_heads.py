@@ -1,0 +1,63 @@
+"""`ocrheads scores import | score | select | analyze` end to end, with resume and refusals."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ocrheads.cli import main
+from ocrheads.data.generate import generate
+
+from .tiny_inputs import tiny_adapter
+
+REFERENCE = Path(__file__).parents[1] / "data" / "InternVL2-8B_fg_2.json"
+
+
+def test_imported_reference_scores_select_and_analyze_like_the_paper(tmp_path, capsys):
+    run = tmp_path / "internvl"
+    assert main(["scores", "import", str(REFERENCE), "--kind", "ocr", "--out", str(run)]) == 0
+    assert main(["select", str(run), "--rule", "code"]) == 0
+    heads = json.loads((run / "ocr_heads.json").read_text())
+    assert len(heads["heads"]) == 44 and heads["heads"][:3] == ["l9_h0", "l7_h4", "l7_h6"]
+    assert main(["analyze", str(run), "--rule", "code"]) == 0
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert list(analysis["ocr"]["bins"].values()) == [895, 85, 32, 6, 6]
+    assert "ocr: 44 heads above the rule" in capsys.readouterr().out
+    assert main(["analyze", str(tmp_path / "empty")]) == 2
+    assert "holds no scores" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    adapter = tiny_adapter("qwen2_vl")
+    adapter.model.save_pretrained(folder)
+    adapter.processor.save_pretrained(folder)
+    return folder
+
+
+def test_scoring_runs_resume_without_redoing_finished_batches(tmp_path, checkpoint, capsys):
+    data = tmp_path / "data"
+    generate("passkey", data, n=3, lengths=(150,), digits=3, seed=1)
+    run = tmp_path / "run"
+    command = ["score", "ocr", "--model", str(checkpoint), "--data", str(data), "--out", str(run)]
+    command += ["--answers", "gold", "--batch-size", "2", "--quiet"]
+    assert main(command) == 0
+    assert "scored 3 of 3 samples" in capsys.readouterr().out
+    table = pq.read_table(run / "ocr" / "scores.parquet")
+    scores = json.loads((run / "ocr" / "scores.json").read_text())
+    assert len(scores) == 2 * 4 and len(scores["l0_h0"]) == 9  # 3 samples x 3 digits
+    assert table.num_rows == 9 * 8 and set(table.column("c").to_pylist()) == {1.0}
+    first = run / "ocr" / "parts" / "000000.parquet"
+    stamp = first.stat().st_mtime_ns
+    (run / "ocr" / "parts" / "000001.parquet").unlink()  # as if killed during the second batch
+    (run / "ocr" / "scores.json").unlink()
+    assert main(command) == 0
+    assert first.stat().st_mtime_ns == stamp
+    assert json.loads((run / "ocr" / "scores.json").read_text()) == scores
+    assert main([*command, "--row", "consuming"]) == 2
+    assert "was scored with a different options" in capsys.readouterr().err
+    retrieval = ["score", "retrieval", "--model", str(checkpoint), "--data", str(data), "--out", str(run), "--quiet"]
+    assert main(retrieval) == 2
+    assert "needs text samples, but passkey-00000" in capsys.readouterr().err
