@@ -13,7 +13,7 @@ from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.table import EntryTable
 
-from .tiny_inputs import tiny_adapter
+from .tiny_inputs import extend_for, tiny_adapter
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +33,7 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
     for unit in units:
         if (where := answer_units(sample, options)[unit]) is not None:
             evidence |= set(box_tokens(where[1], images[where[0]], options.evidence_rule, options.evidence_threshold))
-    extended = dict(batch, input_ids=torch.cat([batch["input_ids"], torch.tensor([written])], 1))
-    for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
-        if name in batch:
-            fill = torch.ones if name == "attention_mask" else torch.zeros
-            extended[name] = torch.cat([batch[name], fill(1, len(written), dtype=batch[name].dtype)], 1)
+    extended = extend_for(batch, torch.cat([batch["input_ids"], torch.tensor([written])], 1))
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():
         attentions = adapter.model(**extended, output_attentions=True).attentions

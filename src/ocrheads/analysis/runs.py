@@ -43,17 +43,15 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
     run = Path(run)
     scores = run_scores(run)
     found: dict = {"rule": rule.__dict__}
+    selections = {kind: select(kind_scores, rule) for kind, kind_scores in scores.items()}
     for kind, kind_scores in scores.items():
-        values = ranking_scores(kind_scores, rule)
-        selection = select(kind_scores, rule)
+        selection = selections[kind]
+        top = zip(selection.heads[:top_k], selection.scores, strict=False)
         found[kind] = {
             "heads": kind_scores.layers * kind_scores.heads,
             "selected": len(selection.heads),
-            "bins": score_bins(values),
-            "top": [
-                [head.name, round(score, 4)]
-                for head, score in zip(selection.heads[:top_k], selection.scores, strict=False)
-            ],
+            "bins": score_bins(ranking_scores(kind_scores, rule)),
+            "top": [[head.name, round(score, 4)] for head, score in top],
             "activation": activation(kind_scores),
         }
     if len(scores) == 2:
@@ -61,8 +59,8 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
         if ocr.grid != retrieval.grid:
             raise OcrHeadsError(f"{run}: OCR scores are {ocr.grid} heads but retrieval scores {retrieval.grid}")
         found["similarity"] = similarity(
-            set(select(ocr, rule).heads),
-            set(select(retrieval, rule).heads),
+            set(selections["ocr"].heads),
+            set(selections["retrieval"].heads),
             ranked(ocr, rule),
             ranked(retrieval, rule),
             ranking_scores(ocr, rule),

@@ -56,19 +56,18 @@ def score_ocr_batch(
         for atom, positions in enumerate(found.positions):
             key_sets[item, atom, list(positions)] = True
     written = write_answers(adapter, batch, options, gold=gold_tokens(adapter, samples, options), key_sets=key_sets)
-    keys = written.prompt_length + written.computed.shape[1]
     outcomes = []
     for item, sample in enumerate(samples):
         tokens, c, text = answer_tokens(adapter, sample, written.tokens[item], len(units[item]), options)
         entries = 0
         for token in tokens:
             row = written.prompt_length + token.index - (1 if options.row == "producing" else 0)
-            column = row - written.row_base
+            column = written.column(item, row)
             touching = torch.from_numpy(evidences[item].touching(token.units))
-            if column >= written.computed.shape[1] or not written.computed[item, column] or not touching.any():
+            if column is None or not touching.any():
                 continue  # the last token's consuming row is never computed; blank characters have no evidence
             argmax = written.argmax[:, item, :, column]
-            hit = evidences[item].hits(argmax, token.units, keys)
+            hit = evidences[item].hits(argmax, token.units, written.length)
             mass = written.mass[:, item, :, column, : len(touching)] @ touching.float()
             pad = written.padding[item]
             table.add(sample.id, token.index, row - pad, hit, argmax - pad, mass, c, c * hit.float())

@@ -21,12 +21,17 @@ class Written:
     """What one batch wrote and what its heads did on the rows from the last prompt token on."""
 
     prompt_length: int  # P, padded; row P - 1 + n writes token n
+    length: int  # P plus the answer tokens room was made for: every key position is below it
     padding: list[int]  # left padding per item
     tokens: list[list[int]]  # written token ids per item, up to the end of sequence
     argmax: torch.Tensor  # (layers, batch, heads, rows) absolute key positions
     mass: torch.Tensor | None  # (layers, batch, heads, rows, sets)
-    computed: torch.Tensor  # (batch, rows) whether each row was computed
-    row_base: int  # the captured column of absolute row r >= P - 1 is r - row_base
+    positions: torch.Tensor  # (batch, rows) the absolute row of each column, -1 where it was never computed
+
+    def column(self, item: int, row: int) -> int | None:
+        """The captured column of absolute `row` of batch item `item`, or None when it was never computed."""
+        found = torch.nonzero(self.positions[item] == row).flatten()
+        return int(found[0]) if len(found) else None
 
 
 def _extend(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -57,8 +62,7 @@ def write_answers(
     input_ids = batch["input_ids"]
     size, prompt_length = input_ids.shape
     new = max(len(ids) for ids in gold) if gold is not None else options.max_new_tokens
-    first_row = prompt_length - 1
-    rows = torch.arange(first_row, prompt_length + new).expand(size, -1)
+    rows = torch.arange(prompt_length - 1, prompt_length + new).expand(size, -1)
     if extra_rows is not None:
         rows = torch.cat([extra_rows, rows], 1)
     argmax_keys = None
@@ -79,15 +83,14 @@ def write_answers(
             model(**_extend(batch, tokens, mask))
             written = [list(ids) for ids in gold]
     captured = [session.captured(layer) for layer in session.layers]
-    offset = 0 if extra_rows is None else extra_rows.shape[1]
     return Written(
         prompt_length=prompt_length,
+        length=prompt_length + new,
         padding=padding,
         tokens=written,
         argmax=torch.stack([c.argmax for c in captured]),
         mass=torch.stack([c.mass for c in captured]) if key_sets is not None else None,
-        computed=captured[0].positions >= 0,
-        row_base=first_row - offset,
+        positions=captured[0].positions,
     )
 
 

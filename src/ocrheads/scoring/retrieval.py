@@ -54,14 +54,16 @@ def score_retrieval_batch(
     written = write_answers(adapter, batch, options, gold=gold, key_sets=key_sets, extra_rows=extra)
     outcomes = []
     for item, sample in enumerate(samples):
-        ids = input_ids[item].tolist() + written.tokens[item]
+        ids = torch.tensor(input_ids[item].tolist() + written.tokens[item])
+        needle = torch.tensor(needles[item], dtype=torch.long)
         tokens, c, text = answer_tokens(adapter, sample, written.tokens[item], len(sample.answer), options)
         if not tokens or c < options.min_correct:
             reason = f"the model wrote {text[:80]!r}, {c:.0%} of the answer {sample.answer!r}"
             outcomes.append(Outcome(sample.id, False, text, c, 0, reason))
             continue
         if options.retrieval == "needle":
-            rows = [(written.prompt_length + t.index - 1, written.prompt_length + t.index) for t in tokens]
+            back = 1 if options.row == "producing" else 0
+            rows = [(written.prompt_length + t.index - back, written.prompt_length + t.index) for t in tokens]
             denominator = len(needles[item])
         else:
             answer_ids = set(adapter.processor.tokenizer(sample.answer, add_special_tokens=False).input_ids)
@@ -70,14 +72,13 @@ def score_retrieval_batch(
             rows = [(r, r) for r in prompt_rows + written_rows]
             denominator = len(rows)
         entries = 0
-        for number, (row, target) in enumerate(rows):
-            column = number if options.retrieval == "repeats" and row < written.prompt_length - 1 else None
-            column = row - written.row_base if column is None else column
-            if column >= written.computed.shape[1] or not written.computed[item, column]:
+        for row, target in rows:
+            column = written.column(item, row)
+            if column is None:
                 continue
             argmax = written.argmax[:, item, :, column]
-            copied = torch.tensor(ids)[argmax.clamp(max=len(ids) - 1)] == ids[target]
-            hit = copied & (torch.isin(argmax, torch.tensor(needles[item])) if options.retrieval == "needle" else True)
+            copied = ids[argmax.clamp(max=len(ids) - 1)] == ids[target]
+            hit = copied & torch.isin(argmax, needle) if options.retrieval == "needle" else copied
             mass = written.mass[:, item, :, column, 0]
             pad, token = written.padding[item], target - written.prompt_length  # token < 0: a prompt position
             table.add(sample.id, token, row - pad, hit, argmax - pad, mass, c, hit / denominator)

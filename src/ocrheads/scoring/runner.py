@@ -99,13 +99,13 @@ def score(
     samples = read_manifest(data)
     _check_samples(kind, samples, data)
     folder.mkdir(parents=True, exist_ok=True)
-    _claim(folder, _config(kind, adapter, model_name or str(adapter.model.name_or_path), data, options, batch_size))
+    config = _config(kind, adapter, model_name or str(adapter.model.name_or_path), data, options, batch_size)
+    _claim(folder, config)
     install(adapter.model)
     parts = folder / "parts"
     parts.mkdir(exist_ok=True)
     batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
-    text = adapter.model.config.get_text_config()
-    layers, heads = text.num_hidden_layers, text.num_attention_heads
+    layers, heads = config["grid"]
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"{kind} scores", total=len(batches))
         for number, batch in enumerate(batches):
@@ -119,7 +119,7 @@ def score(
                     outcomes = score_retrieval_batch(adapter, batch, options, table)
                 _write_part(part, table, outcomes)
             bar.advance(task)
-    return finish(folder, len(batches), (layers, heads))
+    return finish(folder, len(batches), (layers, heads), kind)
 
 
 def _page(data: Path, sample: Sample, page: str) -> Image.Image:
@@ -133,21 +133,22 @@ def _page(data: Path, sample: Sample, page: str) -> Image.Image:
 def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:
     """Outcomes first, then the table renamed into place: a part file means the batch is complete."""
     atomic_write_text(part.with_suffix(".outcomes.json"), json.dumps([asdict(o) for o in outcomes]))
-    staging = part.with_name(f".{part.name}.partial")
-    pq.write_table(pa.table(table.arrays()), staging)
-    staging.replace(part)
+    _write_parquet(pa.table(table.arrays()), part)
 
 
-def finish(folder: Path, batches: int, grid: tuple[int, int]) -> Path:
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    staging = path.with_name(f".{path.name}.partial")
+    pq.write_table(table, staging)
+    staging.replace(path)
+
+
+def finish(folder: Path, batches: int, grid: tuple[int, int], kind: Kind) -> Path:
     """Merge the parts into scores.parquet, scores.json and outcomes.jsonl."""
     parts = [folder / "parts" / f"{n:06d}.parquet" for n in range(batches)]
     table = pa.concat_tables([pq.read_table(p) for p in parts])
     outcomes = [o for p in parts for o in json.loads(p.with_suffix(".outcomes.json").read_text(encoding="utf-8"))]
-    staging = folder / ".scores.parquet.partial"
-    pq.write_table(table, staging)
-    staging.replace(folder / "scores.parquet")
+    _write_parquet(table, folder / "scores.parquet")
     atomic_write_text(folder / "outcomes.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))
-    kind = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))["kind"]
     columns = {name: table[name].to_numpy(zero_copy_only=False) for name in ("sample", "value")}
     head_scores(columns, grid, kind).to_reference(folder / "scores.json")
     return folder
