@@ -15,6 +15,13 @@ from ocrheads.errors import OcrHeadsError
 T = TypeVar("T")
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _beside(path: Path, make: Callable[[Path], T]) -> T:
     """Create a temporary beside `path`; an unwritable place fails here, before anything is written."""
     try:
@@ -25,12 +32,17 @@ def _beside(path: Path, make: Callable[[Path], T]) -> T:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     descriptor, temporary = _beside(path, lambda parent: tempfile.mkstemp(prefix=f".{path.name}.", dir=parent))
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes files private; results are meant to be shared
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -48,6 +60,7 @@ def atomic_folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     if path.exists() and not overwrite:
         raise OcrHeadsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
     staging = Path(_beside(path, lambda parent: tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=parent)))
+    staging.chmod(0o777 & ~_umask())
     try:
         yield staging
     except BaseException:

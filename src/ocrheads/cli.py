@@ -74,14 +74,18 @@ def _run_show(args: argparse.Namespace) -> None:
 
     samples = read_manifest(args.dataset)
     if args.sample:
-        by_id = {sample.id: sample for sample in samples}
-        missing = [name for name in args.sample if name not in by_id]
-        if missing:
-            raise OcrHeadsError(f"no sample {', '.join(missing)} in {args.dataset}; ids look like {samples[0].id}")
-        samples = [by_id[name] for name in args.sample]
+        samples = _pick_samples(samples, args.sample, args.dataset)
     out = args.out or args.dataset / "overlays"
     written = write_overlays(args.dataset, samples, out, scale=args.scale)
     print(f"wrote {len(written)} overlay pages to {out}")
+
+
+def _pick_samples(samples: list, names: list[str], dataset: Path) -> list:
+    by_id = {sample.id: sample for sample in samples}
+    missing = [name for name in names if name not in by_id]
+    if missing:
+        raise OcrHeadsError(f"no sample {', '.join(missing)} in {dataset}; ids look like {samples[0].id}")
+    return [by_id[name] for name in names]
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
@@ -198,6 +202,31 @@ def _run_analyze(args: argparse.Namespace) -> None:
     print(f"wrote {args.run_dir / 'analysis.json'}")
 
 
+def _run_report(args: argparse.Namespace) -> None:
+    from ocrheads.report.build import build_report
+
+    rule = _rule(args) if args.rule else None
+    print(f"wrote {build_report(args.run_dir, rule)}")
+
+
+def _run_overlay(args: argparse.Namespace) -> None:
+    from ocrheads.analysis.runs import top_heads
+    from ocrheads.data.manifest import read_manifest
+    from ocrheads.heads import Head
+    from ocrheads.models import load_adapter
+    from ocrheads.scoring.overlays import write_overlays
+
+    samples = _pick_samples(read_manifest(args.data), args.sample, args.data)
+    adapter = load_adapter(args.model, **_pixel_options(args.pixels))
+    if args.heads:
+        heads = [Head.parse(name) for name in args.heads]
+    else:
+        heads = top_heads(args.run_dir, "ocr", args.top, adapter.grid)
+    out = args.run_dir / "overlays"
+    written = write_overlays(adapter, args.data, samples, heads, out)
+    print(f"wrote {len(written)} attention overlays to {out}")
+
+
 def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.scoring.options import PRESETS, ScoringOptions
     from ocrheads.select import RULES
@@ -243,6 +272,22 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
         if name == "analyze":
             parser.add_argument("--top-k", type=int, default=10)
         parser.set_defaults(run=run)
+
+    report = sub.add_parser("report", help="one self-contained HTML page with every figure and table of a run")
+    report.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
+    report.add_argument("--rule", choices=RULES, help="default: the rule of the last select, else paper")
+    report.add_argument("--threshold", type=float, default=0.1)
+    report.set_defaults(run=_run_report)
+
+    overlay = sub.add_parser("overlay", help="draw where heads look on a sample's pages while it writes the answer")
+    overlay.add_argument("run_dir", metavar="RUN", type=Path, help="run directory; overlays go to RUN/overlays")
+    overlay.add_argument("--model", required=True, help="hub id or local checkpoint folder")
+    overlay.add_argument("--data", required=True, type=Path, help="dataset folder of image samples")
+    overlay.add_argument("--sample", required=True, nargs="+", help="sample ids")
+    overlay.add_argument("--heads", nargs="+", metavar="lL_hH", help="default: the --top best OCR heads of RUN")
+    overlay.add_argument("--top", type=int, default=3)
+    overlay.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, as for score")
+    overlay.set_defaults(run=_run_overlay)
 
 
 def build_parser() -> argparse.ArgumentParser:

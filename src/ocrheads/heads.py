@@ -38,6 +38,17 @@ class Head:
         return cls(int(match[1]), int(match[2]))
 
 
+def check_heads(heads: list[Head], grid: tuple[int, int], what: str) -> None:
+    """Refuse heads that the model does not have (a head list made for another model, or a typo)."""
+    layers, per_layer = grid
+    outside = [head.name for head in heads if not (0 <= head.layer < layers and 0 <= head.head < per_layer)]
+    if outside:
+        raise OcrHeadsError(
+            f"{what}: {', '.join(outside[:5])} outside the model's {layers}x{per_layer} heads "
+            f"(layers 0..{layers - 1}, heads 0..{per_layer - 1}); was the list made for another model?"
+        )
+
+
 class HeadScores:
     """Per-head score lists over a full layers x heads grid."""
 

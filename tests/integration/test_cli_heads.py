@@ -4,12 +4,9 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
-
-from .tiny_inputs import tiny_adapter
 
 REFERENCE = Path(__file__).parents[1] / "data" / "InternVL2-8B_fg_2.json"
 
@@ -28,13 +25,16 @@ def test_imported_reference_scores_select_and_analyze_like_the_paper(tmp_path, c
     assert "holds no scores" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpt")
-    adapter = tiny_adapter("qwen2_vl")
-    adapter.model.save_pretrained(folder)
-    adapter.processor.save_pretrained(folder)
-    return folder
+def test_head_lists_of_another_model_are_refused(tmp_path, checkpoint, capsys):
+    run, data = tmp_path / "internvl", tmp_path / "data"
+    generate("passkey", data, n=1, lengths=(100,), digits=3, seed=1)
+    assert main(["scores", "import", str(REFERENCE), "--kind", "ocr", "--out", str(run)]) == 0
+    overlay = ["overlay", str(run), "--model", str(checkpoint), "--data", str(data), "--sample", "passkey-00000"]
+    assert main(overlay) == 2
+    assert "scores 32x32 heads, but the model has 2x4" in capsys.readouterr().err
+    assert main([*overlay, "--heads", "l9_h0"]) == 2
+    assert "l9_h0 outside the model's 2x4 heads" in capsys.readouterr().err
+    assert not (run / "overlays").exists()
 
 
 def test_scoring_runs_resume_without_redoing_finished_batches(tmp_path, checkpoint, capsys):

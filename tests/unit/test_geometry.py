@@ -1,9 +1,10 @@
-"""The evidence rules on a hand-checkable grid: a 40x20 image seen by a 2x4 grid of 10x10 cells."""
+"""The evidence rules and the attention map on a hand-checkable grid: a 40x20 image seen by 2x4 cells of 10x10."""
 
+import numpy as np
 import pytest
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.geometry import ImageTokens, Tile, box_tokens
+from ocrheads.models.geometry import ImageTokens, Tile, box_tokens, crop_regions, spread_over_image, whole_image
 
 IMAGE = ImageTokens(image=0, size=(40, 20), tiles=(Tile(token_start=5, rows=2, cols=4, region=(0, 0, 40, 20)),))
 # Box (8, 2, 22, 12): 14x10 = 140 px. Overlaps: cell (0,0) 2x8=16, (0,1) 10x8=80, (0,2) 2x8=16,
@@ -36,3 +37,21 @@ def test_a_tile_over_part_of_the_image_and_bad_boxes():
         box_tokens((30, 0, 41, 5), IMAGE)
     with pytest.raises(OcrHeadsError, match="unknown evidence rule"):
         box_tokens(BOX, IMAGE, rule="centre")
+
+
+def test_spread_over_image_puts_each_token_on_its_own_cell_and_keeps_the_total():
+    size = (40, 20)
+    whole = Tile(token_start=10, rows=2, cols=4, region=whole_image(size))
+    one_hot = np.zeros(30)
+    one_hot[10 + 6] = 1.0  # row 1, col 2: pixels x 20..29, y 10..19
+    density = spread_over_image(ImageTokens(0, size, (whole,)), one_hot)
+    assert density.shape == (20, 40)
+    assert np.flatnonzero(density.any(0)).tolist() == list(range(20, 30))
+    assert np.flatnonzero(density.any(1)).tolist() == list(range(10, 20))
+    assert np.isclose(density.sum(), 1.0)
+    crops = [Tile(2 + 2 * k, 1, 2, region) for k, region in enumerate(crop_regions(size, 1, 2))]
+    tiled = ImageTokens(0, size, (*crops, Tile(6, 1, 1, whole_image(size))))
+    mass = np.array([0, 0, 0.1, 0.2, 0.3, 0.1, 0.3])
+    density = spread_over_image(tiled, mass)
+    assert np.isclose(density.sum(), mass.sum())  # crops and the thumbnail see the same pixels and add up
+    assert np.isclose(density[0, 0], 0.1 / 200 + 0.3 / 800)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import yaml
+
+from ocrheads.analysis import figures
+from ocrheads.analysis.case_study import character_heads, top_head_counts
 from ocrheads.analysis.stats import activation, score_bins, similarity
 from ocrheads.atomic import atomic_write_text
+from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
-from ocrheads.heads import HeadScores
-from ocrheads.select import HeadSelection, SelectionRule, ranked, ranking_scores, select
+from ocrheads.heads import Head, HeadScores
+from ocrheads.select import HeadSelection, SelectionRule, ranked, ranking_scores, select, top_k
 
 KINDS = ("ocr", "retrieval")
 
@@ -38,20 +44,45 @@ def select_run(run: str | Path, rule: SelectionRule) -> dict[str, HeadSelection]
     return selections
 
 
+def top_heads(run: str | Path, kind: str, k: int, grid: tuple[int, int]) -> list[Head]:
+    """The k best heads of a run by the rule of its last selection, for a model of `grid` (checked).
+
+    Selected or not: top-k for masking and overlays ranks every head, as the paper's code does.
+    """
+    run = Path(run)
+    scores = run_scores(run).get(kind)
+    if scores is None:
+        raise OcrHeadsError(f"{run} holds no {kind} scores; run `ocrheads score {kind} --out {run}` first")
+    scores.check_grid(*grid, what=f"{run / kind}")
+    return top_k(scores, k, last_rule(run))
+
+
+def last_rule(run: str | Path) -> SelectionRule:
+    """The rule the run's head lists were selected with (OCR's first), else the paper's."""
+    for kind in KINDS:
+        selection = Path(run) / f"{kind}_heads.json"
+        if selection.is_file():
+            return HeadSelection.from_json(selection).rule
+    return SelectionRule()
+
+
 def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
-    """Sparsity and static activation per kind; OCR vs retrieval similarity when both are there."""
+    """Sparsity and static activation per kind; OCR vs retrieval similarity when both are there; the per-character
+    case study when the OCR run scored the `chars` task. Writes analysis.json and figures/."""
     run = Path(run)
     scores = run_scores(run)
     found: dict = {"rule": rule.__dict__}
     selections = {kind: select(kind_scores, rule) for kind, kind_scores in scores.items()}
     for kind, kind_scores in scores.items():
-        selection = selections[kind]
-        top = zip(selection.heads[:top_k], selection.scores, strict=False)
+        values = ranking_scores(kind_scores, rule)
         found[kind] = {
             "heads": kind_scores.layers * kind_scores.heads,
-            "selected": len(selection.heads),
-            "bins": score_bins(ranking_scores(kind_scores, rule)),
-            "top": [[head.name, round(score, 4)] for head, score in top],
+            "selected": len(selections[kind].heads),
+            "bins": score_bins(values),
+            "top": [
+                [head.name, round(float(values[head.layer, head.head]), 4)]
+                for head in ranked(kind_scores, rule)[:top_k]
+            ],
             "activation": activation(kind_scores),
         }
     if len(scores) == 2:
@@ -67,5 +98,37 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
             ranking_scores(retrieval, rule),
             top_k,
         )
+    case_study = _case_study(run, scores["ocr"].grid) if "ocr" in scores else None
+    if case_study:
+        found["case_study"] = case_study
     atomic_write_text(run / "analysis.json", json.dumps(found, indent=1) + "\n")
+    _draw(run, scores, found, rule)
     return found
+
+
+def _case_study(run: Path, grid: tuple[int, int]) -> dict | None:
+    """Top heads per character, when `<run>/ocr` scored the `chars` task and its dataset is still where it was."""
+    table, config = run / "ocr" / "scores.parquet", run / "ocr" / "config.yaml"
+    if not (table.is_file() and config.is_file()):
+        return None
+    data = Path(yaml.safe_load(config.read_text(encoding="utf-8"))["data"])
+    if not data.is_dir():
+        return None
+    samples = read_manifest(data)
+    if not samples or any(sample.task != "chars" for sample in samples):
+        return None
+    columns = pq.read_table(table, columns=["sample", "layer", "head", "value"]).to_pydict()
+    characters = character_heads({s.id: s.answer for s in samples}, columns, grid)
+    return {"data": str(data), "characters": characters, "counts": top_head_counts(characters)}
+
+
+def _draw(run: Path, scores: dict[str, HeadScores], found: dict, rule: SelectionRule) -> None:
+    folder = run / "figures"
+    figures.save(figures.donuts({kind: found[kind]["bins"] for kind in scores}), folder / "sparsity")
+    grids = {kind: ranking_scores(kind_scores, rule) for kind, kind_scores in scores.items()}
+    figures.save(figures.heatmaps(grids), folder / "layer_head")
+    for kind in scores:
+        figures.save(figures.frequency_plot(found[kind]["activation"], kind), folder / f"{kind}_frequency")
+    if "case_study" in found:
+        grid = scores["ocr"].grid
+        figures.save(figures.character_maps(found["case_study"]["characters"], grid), folder / "characters")

@@ -29,7 +29,7 @@ def similarity(
 ) -> dict[str, float]:
     """How alike two head sets are: Jaccard of the selections, top-k overlap, Spearman of all head scores."""
     overlap = len(set(ranked_a[:k]) & set(ranked_b[:k]))
-    rho = stats.spearmanr(np.ravel(scores_a), np.ravel(scores_b)).statistic
+    rho = _correlation(stats.spearmanr, np.ravel(scores_a), np.ravel(scores_b))
     return {
         "jaccard": jaccard(selected_a, selected_b),
         "selected_a": len(selected_a),
@@ -49,11 +49,17 @@ def activation(scores: HeadScores, threshold: float = 0.1) -> dict:
     frequency, means = scores.frequency_above(threshold).ravel(), scores.means().ravel()
     order = np.argsort(-frequency, kind="stable")
     heads = scores.order()
-    constant = np.ptp(frequency) == 0 or np.ptp(means) == 0
     return {
-        "pearson": float("nan") if constant else float(stats.pearsonr(frequency, means).statistic),
-        "spearman": float("nan") if constant else float(stats.spearmanr(frequency, means).statistic),
+        "pearson": _correlation(stats.pearsonr, frequency, means),
+        "spearman": _correlation(stats.spearmanr, frequency, means),
         "heads": [heads[i].name for i in order],
         "frequency": frequency[order].tolist(),
         "mean": means[order].tolist(),
     }
+
+
+def _correlation(test, a: np.ndarray, b: np.ndarray) -> float:
+    """The test's statistic, or NaN when either side is constant (a correlation is undefined there)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(test(a, b).statistic)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ocrheads.data.render import Box
@@ -106,3 +107,13 @@ def read_manifest(folder: str | Path) -> list[Sample]:
             except (json.JSONDecodeError, ValidationError) as err:
                 raise DataError(f"{path}:{number}: malformed sample record ({err}); regenerate the dataset") from None
     return samples
+
+
+def open_page(folder: str | Path, sample: Sample, page: int) -> Image.Image:
+    """Page `page` of an image sample, as RGB; a missing or corrupt file names the sample."""
+    path = Path(folder) / sample.pages[page]
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as err:
+        raise DataError(f"sample {sample.id}: cannot read page {path} ({err}); regenerate the dataset") from None

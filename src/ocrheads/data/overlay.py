@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ocrheads.data.manifest import Sample
+from ocrheads.data.manifest import Sample, open_page
 from ocrheads.data.render import Box
 from ocrheads.errors import DataError
 
@@ -22,11 +22,7 @@ def _outline(draw: ImageDraw.ImageDraw, box: Box, scale: int, colour: tuple[int,
 
 def overlay_page(folder: str | Path, sample: Sample, page: int, scale: int = 2) -> Image.Image:
     """Page `page` of `sample`, enlarged `scale` times (nearest neighbour) with char (red) and word (blue) boxes."""
-    path = Path(folder) / sample.pages[page]
-    try:
-        image = Image.open(path).convert("RGB")
-    except OSError as err:
-        raise DataError(f"sample {sample.id}: cannot open page {path} ({err}); regenerate the dataset") from None
+    image = open_page(folder, sample, page)
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(image)
     for char in sample.answer_chars:

@@ -55,6 +55,12 @@ class ModelAdapter(ABC):
         self.model = model
         self.processor = processor
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(layers, query heads) of the text model: the grid every head score and head list refers to."""
+        text = self.model.config.get_text_config()
+        return text.num_hidden_layers, text.num_attention_heads
+
     @classmethod
     def load(cls, name_or_path: str | Path, *, dtype: Any = "auto", device: str = "cpu", **pixels) -> ModelAdapter:
         """Model and processor from a hub id or a local folder; `pixels` are the family's processor bounds."""

@@ -104,3 +104,23 @@ def box_tokens(
             hit = (overlap > 0) & (overlap / (area + cell - overlap) >= threshold)
         positions += [tile.token_start + int(k) for k in np.flatnonzero(hit)]
     return positions
+
+
+def spread_over_image(image: ImageTokens, mass: np.ndarray) -> np.ndarray:
+    """(height, width) mass per pixel: each token's mass (`mass[position]`) spread evenly over the pixels it sees.
+
+    Tiles that see the same place (a crop and the thumbnail) add up, so the map sums to the mass of the tokens
+    that see the image, up to pixel rounding: a pixel belongs to the token cell its centre falls in.
+    """
+    width, height = image.size
+    density = np.zeros((height, width))
+    for tile in image.tiles:
+        x0, y0, x1, y1 = tile.region
+        cols = np.floor((np.arange(width) + 0.5 - x0) / (x1 - x0) * tile.cols).astype(int)
+        rows = np.floor((np.arange(height) + 0.5 - y0) / (y1 - y0) * tile.rows).astype(int)
+        inside_x, inside_y = (cols >= 0) & (cols < tile.cols), (rows >= 0) & (rows < tile.rows)
+        cell_area = (x1 - x0) * (y1 - y0) / tile.token_count
+        grid = np.asarray(mass[tile.token_start : tile.token_start + tile.token_count], dtype=np.float64)
+        grid = grid.reshape(tile.rows, tile.cols) / cell_area
+        density[np.ix_(inside_y, inside_x)] += grid[np.ix_(rows[inside_y], cols[inside_x])]
+    return density

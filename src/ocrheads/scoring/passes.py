@@ -34,7 +34,7 @@ class Written:
         return int(found[0]) if len(found) else None
 
 
-def _extend(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+def append_tokens(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
     """The batch with tokens appended (text tokens: attended where `mask`, type 0)."""
     extended = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
     for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
@@ -80,7 +80,7 @@ def write_answers(
         else:
             tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
-            model(**_extend(batch, tokens, mask))
+            model(**append_tokens(batch, tokens, mask))
             written = [list(ids) for ids in gold]
     captured = [session.captured(layer) for layer in session.layers]
     return Written(

@@ -21,12 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from PIL import Image
 from rich.progress import Progress
 
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import install
-from ocrheads.data.manifest import MANIFEST, Sample, read_manifest
+from ocrheads.data.manifest import MANIFEST, Sample, open_page, read_manifest
 from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models.base import ModelAdapter
@@ -55,12 +54,11 @@ def _check_samples(kind: Kind, samples: list[Sample], data: Path) -> None:
 
 
 def _config(kind: Kind, adapter: ModelAdapter, model_name: str, data: Path, options: ScoringOptions, batch_size: int):
-    text = adapter.model.config.get_text_config()
     return {
         "kind": kind,
         "model": model_name,
         "family": adapter.family,
-        "grid": [text.num_hidden_layers, text.num_attention_heads],
+        "grid": list(adapter.grid),
         "data": str(data),
         "data_sha256": hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest(),
         "options": options.model_dump(),
@@ -113,21 +111,13 @@ def score(
             if not part.is_file():
                 table = EntryTable(layers, heads)
                 if kind == "ocr":
-                    pages = [[_page(data, sample, p) for p in sample.pages] for sample in batch]
+                    pages = [[open_page(data, sample, p) for p in range(len(sample.pages))] for sample in batch]
                     outcomes = score_ocr_batch(adapter, batch, pages, options, table)
                 else:
                     outcomes = score_retrieval_batch(adapter, batch, options, table)
                 _write_part(part, table, outcomes)
             bar.advance(task)
     return finish(folder, len(batches), (layers, heads), kind)
-
-
-def _page(data: Path, sample: Sample, page: str) -> Image.Image:
-    try:
-        with Image.open(data / page) as image:
-            return image.convert("RGB")
-    except OSError as err:
-        raise DataError(f"sample {sample.id}: cannot read page {page} ({err}); regenerate the dataset") from None
 
 
 def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:

@@ -1,0 +1,80 @@
+"""Assemble `<run>/report.html`: every table and figure of a run, images embedded, readable offline."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from ocrheads.analysis.runs import KINDS, analyze_run, last_rule
+from ocrheads.atomic import atomic_write_text
+from ocrheads.select import SelectionRule
+
+
+def _image(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _outcomes(folder: Path) -> dict | None:
+    """Scored counts and the reasons samples were not scored, from a scoring run's outcomes.jsonl."""
+    path = folder / "outcomes.jsonl"
+    if not path.is_file():
+        return None
+    outcomes = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    reasons: dict[str, int] = {}
+    for outcome in outcomes:
+        if not outcome["scored"]:
+            reason = outcome["reason"].split(" (")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"total": len(outcomes), "scored": sum(o["scored"] for o in outcomes), "reasons": reasons}
+
+
+def _kind_section(run: Path, kind: str) -> dict:
+    folder = run / kind
+    config = folder / "config.yaml"
+    return {
+        "config": yaml.safe_dump(yaml.safe_load(config.read_text(encoding="utf-8")), sort_keys=False)
+        if config.is_file()
+        else "",
+        "outcomes": _outcomes(folder),
+        "frequency_figure": _image(run / "figures" / f"{kind}_frequency.png"),
+    }
+
+
+def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
+    """Analyse `run` (with `rule`, or the rule its heads were last selected with) and write report.html."""
+    run = Path(run)
+    analysis = analyze_run(run, rule or last_rule(run))
+    figures = run / "figures"
+    kinds = [kind for kind in KINDS if kind in analysis]
+    page = (
+        _environment()
+        .get_template("page.html")
+        .render(
+            run=run.resolve().name,
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            version=version("ocrheads"),
+            analysis=analysis,
+            kinds={kind: _kind_section(run, kind) for kind in kinds},
+            sparsity_figure=_image(figures / "sparsity.png"),
+            layer_head_figure=_image(figures / "layer_head.png"),
+            similarity=analysis.get("similarity"),
+        case_study=analysis.get("case_study"),
+        characters_figure=_image(figures / "characters.png") if "case_study" in analysis else None,
+            overlays=[(path.stem, _image(path)) for path in sorted((run / "overlays").glob("*.png"))],
+        )
+    )
+    target = run / "report.html"
+    atomic_write_text(target, page)
+    return target
+
+
+def _environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("ocrheads", "report"), autoescape=True, undefined=StrictUndefined, trim_blocks=True
+    )

@@ -1,0 +1,66 @@
+"""Where one head looks while the model writes a sample's answer, drawn over the sample's pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ocrheads.analysis import figures
+from ocrheads.attention import Capture, attention_session, install
+from ocrheads.data.manifest import Sample, open_page
+from ocrheads.errors import DataError, OcrHeadsError
+from ocrheads.heads import Head, check_heads
+from ocrheads.models.base import ModelAdapter
+from ocrheads.models.geometry import spread_over_image
+from ocrheads.scoring.passes import append_tokens
+
+
+def head_attention(
+    adapter: ModelAdapter, sample: Sample, pages: list[Image.Image], heads: list[Head], answer: list[int]
+) -> dict[Head, list[np.ndarray]]:
+    """Per head, per page: attention mass per pixel, averaged over the rows that write the answer tokens `answer`.
+
+    One teacher-forced forward pass captures the full probability rows of the heads' layers only.
+    """
+    if not heads or not answer:
+        raise OcrHeadsError(f"sample {sample.id}: an overlay needs at least one head and a non-empty answer")
+    check_heads(heads, adapter.grid, "overlay heads")
+    install(adapter.model)
+    batch = adapter.encode([adapter.prompt(sample.question, len(pages))], [pages])
+    images = adapter.image_tokens(batch, [[page.size for page in pages]])[0]
+    prompt_length = batch["input_ids"].shape[1]
+    rows = torch.arange(prompt_length - 1, prompt_length - 1 + len(answer))[None]
+    capture = Capture(rows, keep_probs=True, layers=frozenset(head.layer for head in heads))
+    tokens = torch.tensor([answer])
+    with torch.no_grad(), attention_session(adapter.model, capture=capture) as session:
+        adapter.model(**append_tokens(batch, tokens, torch.ones_like(tokens)))
+    maps = {}
+    for head in heads:
+        mean_row = session.captured(head.layer).probs[0, head.head].float().mean(0).numpy()
+        maps[head] = [spread_over_image(image, mean_row) for image in images]
+    return maps
+
+
+def write_overlays(
+    adapter: ModelAdapter, data: Path, samples: list[Sample], heads: list[Head], out: Path
+) -> list[Path]:
+    """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer."""
+    tokenizer = adapter.processor.tokenizer
+    written = []
+    for sample in samples:
+        if sample.modality != "image":
+            raise DataError(f"sample {sample.id} is a text sample; attention overlays need image samples")
+        pages = [open_page(data, sample, page) for page in range(len(sample.pages))]
+        answer = tokenizer(sample.answer, add_special_tokens=False).input_ids
+        maps = head_attention(adapter, sample, pages, heads, answer)
+        for head, per_page in maps.items():
+            for page in sample.evidence_pages or range(len(pages)):
+                boxes = [c.box for c in sample.answer_chars if c.page == page and c.box is not None]
+                share = f"{per_page[page].sum():.0%} of its attention"
+                title = f"{head.name} writing {sample.answer!r} ({sample.id}, page {page}): {share}"
+                figure = figures.attention_overlay(pages[page], per_page[page], boxes, title)
+                written.append(figures.save(figure, out / f"{sample.id}_{head.name}_page{page}"))
+    return written
