@@ -1,8 +1,8 @@
 """Capture cost: plain SDPA forward vs the same forward with row capture vs eager `output_attentions=True`.
 
-A mid-sized random Qwen2-VL (text: 6 layers, hidden 384, 6 heads, 2 KV heads; vision: depth 4, 192 wide),
-one page image (256 image tokens) plus text up to N tokens. Capture records 16 answer rows in every layer,
-reduced to argmax keys and the mass on 16 evidence key sets, which is what OCR scoring needs.
+The mid-sized random Qwen2-VL of mid_model.py, one page image (256 image tokens) plus text up to N tokens.
+Capture records 16 answer rows in every layer, reduced to argmax keys and the mass on 16 evidence key sets,
+which is what OCR scoring needs.
 Each (method, length) runs in its own process, so peak memory is that run's alone.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_attention.py [--lengths 2048 4096 8192 16384]
@@ -19,36 +19,17 @@ import sys
 import time
 
 import torch
+from mid_model import mid_qwen2_vl
 
 EAGER_LIMIT = 8192  # eager output_attentions at 16k would return ~24 GiB of attention: more than this machine has
 ROWS, KEY_SETS, REPEATS = 16, 16, 3
 
 
 def build(length: int):
-    import transformers as tf
     from PIL import Image
 
-    from ocrheads.models.base import image_only
-    from ocrheads.models.tiny import QWEN_SPECIALS, byte_tokenizer
-
-    tokenizer = byte_tokenizer(QWEN_SPECIALS)
-    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIALS}
-    text = dict(vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
-                num_attention_heads=6, num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                rope_parameters={"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6})  # fmt: skip
-    config = tf.Qwen2VLConfig(
-        text_config=text,
-        vision_config=dict(depth=4, embed_dim=192, hidden_size=384, num_heads=4, mlp_ratio=2),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(0)
-    model = tf.Qwen2VLForConditionalGeneration(config).eval()
     pixels = 256 * 28 * 28
-    image_processor = tf.Qwen2VLImageProcessorPil(size={"shortest_edge": pixels, "longest_edge": pixels})
-    processor = image_only(tf.Qwen2VLProcessor)(image_processor=image_processor, tokenizer=tokenizer)
+    model, processor = mid_qwen2_vl(pixels, pixels)
     prompt = "<|vision_start|><|image_pad|><|vision_end|>"
     probe = processor(text=[prompt], images=[Image.new("RGB", (448, 448), "white")], return_tensors="pt")
     filler = "x" * (length - probe["input_ids"].shape[1])

@@ -39,6 +39,14 @@ def needle_positions(adapter: ModelAdapter, prompts: list[str], samples: list[Sa
     return needles
 
 
+def copy_hits(ids: torch.Tensor, argmax: torch.Tensor, target: int, needle: torch.Tensor | None) -> torch.Tensor:
+    """Heads (argmax: their top key positions) that copy: the top key holds token `ids[target]`, and, when a
+    `needle` (positions) is given, lies inside it. Keys beyond `ids` (padding room) never hold the token."""
+    inside = argmax < len(ids)
+    copied = inside & (ids[argmax.clamp(max=len(ids) - 1)] == ids[target])
+    return copied & torch.isin(argmax, needle) if needle is not None else copied
+
+
 def score_retrieval_batch(
     adapter: ModelAdapter, samples: list[Sample], options: ScoringOptions, table: EntryTable
 ) -> list[Outcome]:
@@ -77,8 +85,7 @@ def score_retrieval_batch(
             if column is None:
                 continue
             argmax = written.argmax[:, item, :, column]
-            copied = ids[argmax.clamp(max=len(ids) - 1)] == ids[target]
-            hit = copied & torch.isin(argmax, needle) if options.retrieval == "needle" else copied
+            hit = copy_hits(ids, argmax, target, needle if options.retrieval == "needle" else None)
             mass = written.mass[:, item, :, column, 0]
             pad, token = written.padding[item], target - written.prompt_length  # token < 0: a prompt position
             table.add(sample.id, token, row - pad, hit, argmax - pad, mass, c, hit / denominator)

@@ -1,0 +1,1 @@
+"""Interventions and downstream evaluation: datasets, prompts, metrics, masking and sink runs."""

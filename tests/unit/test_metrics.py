@@ -1,0 +1,56 @@
+"""Metrics on fixed strings with values worked out by hand, including each ANLS normalisation choice."""
+
+import math
+
+import pytest
+
+from ocrheads.eval.metrics import ANLS_PRESETS, anls, estimate, exact_match, passkey_accuracy, token_f1
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answers", "expected"),
+    [
+        ("Hello   World", ["hello world"], 1.0),  # case and inner whitespace do not count
+        ("helo", ["hello"], 0.8),  # one edit in five characters
+        ("abcd", ["abxy"], 0.5),  # exactly at the threshold: kept
+        ("abcde", ["abxyz"], 0.0),  # 0.4 is below the threshold
+        ("hallo", ["hello", "hallo"], 1.0),  # the best gold answer counts
+        ("", [""], 1.0),
+    ],
+)
+def test_anls_default_is_lmms_eval_docvqa(prediction, answers, expected):
+    assert anls(prediction, answers) == pytest.approx(expected)
+
+
+def test_anls_normalisation_flags():
+    # normalised "a b" vs "a c": one edit. lmms-eval DocVQA divides by the raw length 4, VLMEvalKit by 3;
+    # lmms-eval MP-DocVQA does not collapse "a  b", so two edits over 4.
+    assert anls("a  b", ["a c"], ANLS_PRESETS["lmms-eval-docvqa"]) == pytest.approx(0.75)
+    assert anls("a  b", ["a c"], ANLS_PRESETS["vlmevalkit"]) == pytest.approx(2 / 3)
+    assert anls("a  b", ["a c"], ANLS_PRESETS["lmms-eval-mpdocvqa"]) == pytest.approx(0.5)
+    assert anls("None", ["none"]) == 1.0
+    assert anls("None", ["none"], ANLS_PRESETS["lmms-eval-mpdocvqa"]) == 0.0
+    assert anls(" ", ["x"], ANLS_PRESETS["lmms-eval-mpdocvqa"]) == 0.0
+
+
+def test_squad_exact_match_and_token_f1():
+    assert exact_match("The Cat!", ["cat"]) == 1.0
+    assert exact_match("black cat", ["cat"]) == 0.0
+    assert token_f1("the big cat", ["a cat"]) == pytest.approx(2 / 3)  # tokens [big, cat] vs [cat]
+    assert token_f1("cat cat dog", ["cat dog", "dog"]) == pytest.approx(0.8)  # p 2/3, r 1
+    assert token_f1("the", ["a"]) == 1.0  # both normalise to nothing
+    assert token_f1("", ["cat"]) == 0.0
+
+
+def test_passkey_accuracy_looks_for_the_key_anywhere():
+    assert passkey_accuracy("The pass key is 12345.", ["12345"]) == 1.0
+    assert passkey_accuracy("1234", ["12345"]) == 0.0
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_mean():
+    values = [0, 1, 1, 0, 1, 1, 1, 0, 1, 1]
+    first, again = estimate(values, seed=3), estimate(values, seed=3)
+    assert first == again and first.n == 10 and first.mean == 0.7
+    assert 0.3 <= first.low < 0.7 < first.high <= 1.0
+    assert estimate([1, 1, 1]).low == estimate([1, 1, 1]).high == 1.0
+    assert math.isnan(estimate([0.5]).low) and estimate([]).n == 0
