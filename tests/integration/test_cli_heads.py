@@ -61,3 +61,18 @@ def test_scoring_runs_resume_without_redoing_finished_batches(tmp_path, checkpoi
     retrieval = ["score", "retrieval", "--model", str(checkpoint), "--data", str(data), "--out", str(run), "--quiet"]
     assert main(retrieval) == 2
     assert "needs text samples, but passkey-00000" in capsys.readouterr().err
+
+
+def test_an_ocr_run_on_samples_without_boxes_is_refused_before_anything_is_written(tmp_path, checkpoint, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    generate("passkey", data, n=2, lengths=(100,), digits=3, seed=1)
+    records = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    for record in records[1:]:
+        record["answer_chars"] = [dict(char, page=None, box=None) for char in record["answer_chars"]]
+        record["answer_words"] = []
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    command = ["score", "ocr", "--model", str(checkpoint), "--data", str(data), "--out", str(run), "--quiet"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "sample passkey-00001 in" in err and "has no answer boxes" in err
+    assert not run.exists()
