@@ -79,7 +79,7 @@ def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys
         "top heads per character",
         *sorted(overlays),
     ]
-    assert "src=\"http" not in html and "<script" not in html  # nothing fetched: readable offline
+    assert 'src="http' not in html and "<script" not in html  # nothing fetched: readable offline
     assert "OCR heads vs retrieval heads" in html and "Jaccard" in html
     assert f"{analysis['similarity']['jaccard']:.3f}" in html
     assert "4 of 4" in html and "3 of 3" in html  # samples scored per kind

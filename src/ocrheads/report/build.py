@@ -64,8 +64,8 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
             sparsity_figure=_image(figures / "sparsity.png"),
             layer_head_figure=_image(figures / "layer_head.png"),
             similarity=analysis.get("similarity"),
-        case_study=analysis.get("case_study"),
-        characters_figure=_image(figures / "characters.png") if "case_study" in analysis else None,
+            case_study=analysis.get("case_study"),
+            characters_figure=_image(figures / "characters.png") if "case_study" in analysis else None,
             overlays=[(path.stem, _image(path)) for path in sorted((run / "overlays").glob("*.png"))],
         )
     )
