@@ -290,11 +290,79 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     overlay.set_defaults(run=_run_overlay)
 
 
+def _run_intervention(args: argparse.Namespace) -> None:
+    from ocrheads.eval.conditions import masking_conditions, sink_conditions
+    from ocrheads.eval.datasets import load_eval_set
+    from ocrheads.eval.runner import Intervention, evaluate
+    from ocrheads.models import load_adapter
+
+    eval_sets = [load_eval_set(spec, args.limit, args.data_seed, args.max_pages) for spec in args.dataset]
+    pixels = _pixel_options(args.pixels)
+    adapter = load_adapter(args.model, **pixels)
+    seeds = range(args.random_seeds)
+    if args.experiment == "mask":
+        conditions = masking_conditions(
+            args.run_dir, adapter.grid, args.k, seeds,
+            exclude_selected=args.exclude_selected, layer_matched=args.layer_matched,
+        )  # fmt: skip
+        intervention = Intervention("mask", mode=args.mode)
+    else:
+        conditions = sink_conditions(args.run_dir, adapter.grid, args.top, seeds)
+        intervention = Intervention("sink", beta=args.beta, sink_tokens=args.sink_tokens, receivers=args.receivers)
+    folder = evaluate(
+        args.name or args.experiment, adapter, conditions, eval_sets, args.run_dir,
+        intervention=intervention, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+        cot_max_new_tokens=args.cot_max_new_tokens, batch_size=args.batch_size,
+        config={"model": args.model, "pixels": pixels, "data_seed": args.data_seed}, progress=not args.quiet,
+    )  # fmt: skip
+    print((folder / "results.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {folder / 'results.parquet'} and {folder / 'predictions.jsonl'}")
+
+
+def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
+    from ocrheads.eval.prompts import PROMPTS
+
+    for name, text in (
+        ("mask", "mask the top-k OCR and retrieval heads, and random heads, and measure answer accuracy"),
+        ("sink", "move attention-sink mass in the top OCR heads (and controls) and measure answer accuracy"),
+    ):
+        parser = sub.add_parser(name, help=text, description=text)
+        parser.add_argument("run_dir", metavar="RUN", type=Path, help="scored run directory; results go to RUN/NAME")
+        parser.add_argument("--model", required=True, help="hub id or local checkpoint folder")
+        parser.add_argument(
+            "--dataset", required=True, nargs="+", metavar="SET",
+            help="docvqa[=PATH|HUB_ID], mp_docvqa[=...], nq=PATH, hotpotqa=PATH, or a synthetic set's folder",
+        )  # fmt: skip
+        parser.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random-head arms, seeds 0..N-1")
+        parser.add_argument("--prompts", nargs="+", choices=PROMPTS, default=["direct"])
+        parser.add_argument("--limit", type=int, help="the first N samples of each set")
+        parser.add_argument("--max-pages", type=int, default=8, help="MP-DocVQA: skip longer documents (counted)")
+        parser.add_argument("--data-seed", type=int, default=1234, help="NQ/HotpotQA evidence sampling")
+        parser.add_argument("--max-new-tokens", type=int, default=32)
+        parser.add_argument("--cot-max-new-tokens", type=int, default=256)
+        parser.add_argument("--batch-size", type=int, default=1)
+        parser.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, as for score")
+        parser.add_argument("--name", help=f"results folder under RUN (default {name})")
+        parser.add_argument("--quiet", action="store_true")
+        if name == "mask":
+            parser.add_argument("--k", type=int, nargs="+", default=[10, 20], help="heads masked per arm")
+            parser.add_argument("--mode", choices=("zero", "uniform"), default="zero", help="zero: the paper's")
+            parser.add_argument("--exclude-selected", action="store_true", help="random heads avoid selected heads")
+            parser.add_argument("--layer-matched", action="store_true", help="random heads in the OCR heads' layers")
+        else:
+            parser.add_argument("--top", type=int, default=2, help="heads edited per arm (paper: 2)")
+            parser.add_argument("--beta", type=float, default=0.4, help="share of the sink's mass it keeps")
+            parser.add_argument("--sink-tokens", type=int, default=1, help="the first N tokens are sinks")
+            parser.add_argument("--receivers", choices=("all", "image"), default="all", help="where the mass goes")
+        parser.set_defaults(run=_run_intervention, experiment=name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrheads", description="OCR heads and retrieval heads of VLMs.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     _data_parser(sub)
     _heads_parsers(sub)
+    _intervention_parsers(sub)
     return parser
 
 

@@ -76,7 +76,7 @@ def write_answers(
         if gold is None:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             sequences = model.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=pad)
-            written = [_until_end(ids, model, tokenizer) for ids in sequences[:, prompt_length:].tolist()]
+            written = [until_end(ids, model, tokenizer) for ids in sequences[:, prompt_length:].tolist()]
         else:
             tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
@@ -94,7 +94,7 @@ def write_answers(
     )
 
 
-def _until_end(ids: list[int], model, tokenizer) -> list[int]:
+def until_end(ids: list[int], model, tokenizer) -> list[int]:
     """Written tokens up to (not including) the first end-of-sequence or padding token."""
     ends = model.generation_config.eos_token_id
     ends = set(ends if isinstance(ends, list) else [ends]) | {tokenizer.eos_token_id, tokenizer.pad_token_id}

@@ -13,22 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
-from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from rich.progress import Progress
 
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import install
 from ocrheads.data.manifest import MANIFEST, Sample, open_page, read_manifest
-from ocrheads.errors import DataError, OcrHeadsError
+from ocrheads.errors import DataError
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models.base import ModelAdapter
+from ocrheads.rundir import claim, versions, write_parquet
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.retrieval import score_retrieval_batch
@@ -63,22 +62,8 @@ def _config(kind: Kind, adapter: ModelAdapter, model_name: str, data: Path, opti
         "data_sha256": hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest(),
         "options": options.model_dump(),
         "batch_size": batch_size,
-        "versions": {name: version(name) for name in ("ocrheads", "torch", "transformers")},
+        "versions": versions(),
     }
-
-
-def _claim(folder: Path, config: dict) -> None:
-    """Start a run directory, or continue one whose config matches; refuse a different config."""
-    path = folder / "config.yaml"
-    if path.is_file():
-        before = yaml.safe_load(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in config if k != "versions" and before.get(k) != config[k])
-        if changed:
-            raise OcrHeadsError(
-                f"{folder} was scored with a different {', '.join(changed)}; use another --out to keep both"
-            )
-        return
-    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
 def score(
@@ -98,7 +83,7 @@ def score(
     _check_samples(kind, samples, data)
     folder.mkdir(parents=True, exist_ok=True)
     config = _config(kind, adapter, model_name or str(adapter.model.name_or_path), data, options, batch_size)
-    _claim(folder, config)
+    claim(folder, config)
     install(adapter.model)
     parts = folder / "parts"
     parts.mkdir(exist_ok=True)
@@ -123,13 +108,7 @@ def score(
 def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:
     """Outcomes first, then the table renamed into place: a part file means the batch is complete."""
     atomic_write_text(part.with_suffix(".outcomes.json"), json.dumps([asdict(o) for o in outcomes]))
-    _write_parquet(pa.table(table.arrays()), part)
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    staging = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, staging)
-    staging.replace(path)
+    write_parquet(pa.table(table.arrays()), part)
 
 
 def finish(folder: Path, batches: int, grid: tuple[int, int], kind: Kind) -> Path:
@@ -137,7 +116,7 @@ def finish(folder: Path, batches: int, grid: tuple[int, int], kind: Kind) -> Pat
     parts = [folder / "parts" / f"{n:06d}.parquet" for n in range(batches)]
     table = pa.concat_tables([pq.read_table(p) for p in parts])
     outcomes = [o for p in parts for o in json.loads(p.with_suffix(".outcomes.json").read_text(encoding="utf-8"))]
-    _write_parquet(table, folder / "scores.parquet")
+    write_parquet(table, folder / "scores.parquet")
     atomic_write_text(folder / "outcomes.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))
     columns = {name: table[name].to_numpy(zero_copy_only=False) for name in ("sample", "value")}
     head_scores(columns, grid, kind).to_reference(folder / "scores.json")

@@ -1,0 +1,95 @@
+"""The arms of an intervention experiment: no edit, the top-k OCR heads, the top-k retrieval heads, and k random
+heads per seed, drawn from the model's real layer x head grid."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocrheads.analysis.runs import last_rule, run_scores, top_heads
+from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import Head
+from ocrheads.select import select
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str  # baseline, ocr-top10, retrieval-top10, random-top10-seed0
+    group: str  # baseline, ocr, retrieval or random
+    heads: tuple[Head, ...] = ()
+    seed: int | None = None
+
+    def head_map(self) -> dict[int, tuple[int, ...]]:
+        """layer -> heads, what the attention edits take."""
+        layers: dict[int, list[int]] = {}
+        for head in sorted(self.heads):
+            layers.setdefault(head.layer, []).append(head.head)
+        return {layer: tuple(heads) for layer, heads in layers.items()}
+
+
+def random_heads(
+    grid: tuple[int, int], k: int, seed: int, *, exclude: Iterable[Head] = (), like: Sequence[Head] | None = None
+) -> tuple[Head, ...]:
+    """k distinct heads drawn uniformly from the grid minus `exclude`, reproducible from `seed`.
+
+    With `like`, the draw is layer-matched: as many heads from each layer as `like` has there.
+    """
+    layers, per_layer = grid
+    excluded = set(exclude)
+    candidates = [Head(layer, h) for layer in range(layers) for h in range(per_layer) if Head(layer, h) not in excluded]
+    rng = random.Random(seed)
+    if like is None:
+        if k > len(candidates):
+            raise OcrHeadsError(f"k={k} random heads asked for, but only {len(candidates)} heads are left to draw from")
+        return tuple(rng.sample(candidates, k))
+    drawn: list[Head] = []
+    for layer, count in sorted(Counter(head.layer for head in like).items()):
+        pool = [head for head in candidates if head.layer == layer]
+        if count > len(pool):
+            raise OcrHeadsError(f"layer {layer}: {count} heads to match, but only {len(pool)} left to draw from")
+        drawn += rng.sample(pool, count)
+    return tuple(drawn)
+
+
+def masking_conditions(
+    run: str | Path,
+    grid: tuple[int, int],
+    ks: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    exclude_selected: bool = False,
+    layer_matched: bool = False,
+) -> list[Condition]:
+    """Baseline, then per k: top-k OCR, top-k retrieval (each when the run has those scores), random per seed."""
+    scores = run_scores(run)
+    kinds = [kind for kind in ("ocr", "retrieval") if kind in scores]
+    rule = last_rule(run)
+    conditions = [Condition("baseline", "baseline")]
+    for k in ks:
+        tops = {kind: top_heads(run, kind, k, grid) for kind in kinds}
+        conditions += [Condition(f"{kind}-top{k}", kind, tuple(heads)) for kind, heads in tops.items()]
+        exclude: set[Head] = set()
+        if exclude_selected:
+            exclude = {head for heads in tops.values() for head in heads}
+            exclude |= {head for kind in kinds for head in select(scores[kind], rule).heads}
+        like = tops.get("ocr") if layer_matched else None
+        if layer_matched and like is None:
+            raise OcrHeadsError(f"{run} has no OCR scores to match layers with; drop --layer-matched")
+        for seed in seeds:
+            heads = random_heads(grid, k, seed, exclude=exclude, like=like)
+            conditions.append(Condition(f"random-top{k}-seed{seed}", "random", heads, seed))
+    return conditions
+
+
+def sink_conditions(run: str | Path, grid: tuple[int, int], n: int, seeds: Sequence[int]) -> list[Condition]:
+    """Baseline, sink redistribution in the top-n OCR heads, the top-n retrieval heads, and n random heads per seed."""
+    scores = run_scores(run)
+    conditions = [Condition("baseline", "baseline")]
+    for kind in ("ocr", "retrieval"):
+        if kind in scores:
+            conditions.append(Condition(f"{kind}-top{n}", kind, tuple(top_heads(run, kind, n, grid))))
+    conditions += [Condition(f"random-top{n}-seed{s}", "random", random_heads(grid, n, s), s) for s in seeds]
+    return conditions

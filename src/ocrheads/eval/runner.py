@@ -1,0 +1,185 @@
+"""Run conditions x datasets x prompts, batch by batch, into `<out>/<experiment>/`, resuming where a run stopped.
+
+Layout:
+  config.yaml        everything that determines the result; a different config is refused
+  parts/<condition>/<dataset>/<prompt>/NNNNNN.jsonl   one batch's predictions; a part exists only once complete
+  predictions.jsonl  every sample of every arm: reply, parsed answer, gold answers, metric values
+  results.parquet    condition x dataset x prompt x metric: mean, bootstrap 95 % interval, n, skipped
+  results.md         the same as a readable table
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import torch
+from rich.progress import Progress
+
+from ocrheads.atomic import atomic_write_text
+from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
+from ocrheads.eval.conditions import Condition
+from ocrheads.eval.datasets import EvalSample, EvalSet
+from ocrheads.eval.metrics import METRICS, estimate
+from ocrheads.eval.prompts import final_answer, question_text
+from ocrheads.models.base import ModelAdapter
+from ocrheads.rundir import claim, versions, write_parquet
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What is done to a condition's heads: masked (zero output, or uniform attention), or sink-redistributed."""
+
+    kind: Literal["mask", "sink"] = "mask"
+    mode: Literal["zero", "uniform"] = "zero"
+    beta: float = 0.4  # sink: the share of the sink's attention it keeps
+    sink_tokens: int = 1  # sink: the first this many tokens of each sequence are sinks
+    receivers: Literal["all", "image"] = "all"  # sink: where the removed mass goes
+
+
+def edits_for(
+    intervention: Intervention, condition: Condition, adapter: ModelAdapter, samples: list[EvalSample], batch, new: int
+) -> Edits:
+    """The edits of one condition for one encoded batch that will write up to `new` tokens."""
+    heads = condition.head_map()
+    if not heads:
+        return Edits()
+    if intervention.kind == "mask":
+        return Edits(zero=heads) if intervention.mode == "zero" else Edits(uniform=heads)
+    size, prompt_length = batch["input_ids"].shape
+    padding = (prompt_length - batch["attention_mask"].sum(1)).tolist()
+    sinks = torch.zeros(size, prompt_length + new, dtype=torch.bool)
+    for item, pad in enumerate(padding):
+        sinks[item, pad : pad + intervention.sink_tokens] = True
+    receivers = None
+    if intervention.receivers == "image":
+        receivers = torch.zeros_like(sinks)
+        sizes = [[image.size for image in sample.images] for sample in samples]
+        for item, images in enumerate(adapter.image_tokens(batch, sizes)):
+            receivers[item, [p for image in images for p in image.positions()]] = True
+    return Edits(sink=SinkRedistribution(heads, intervention.beta, sinks, receivers))
+
+
+def _generate(adapter: ModelAdapter, samples: list[EvalSample], style: str, instruction: str, new: int, edits_of):
+    prompts = [adapter.prompt(question_text(s, style, instruction), len(s.images)) for s in samples]
+    batch = adapter.encode(prompts, [list(s.images) for s in samples])
+    tokenizer = adapter.processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad(), attention_session(adapter.model, edits=edits_of(batch, new)):
+        sequences = adapter.model.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=pad)
+    return tokenizer.batch_decode(sequences[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def evaluate(
+    experiment: str,
+    adapter: ModelAdapter,
+    conditions: Sequence[Condition],
+    eval_sets: Sequence[EvalSet],
+    out: str | Path,
+    *,
+    intervention: Intervention,
+    prompts: Sequence[str] = ("direct",),
+    max_new_tokens: int = 32,
+    cot_max_new_tokens: int = 256,
+    batch_size: int = 1,
+    config: dict | None = None,
+    progress: bool = True,
+) -> Path:
+    """Every condition on every set with every prompt style; finished batches of an earlier run are kept."""
+    folder = Path(out) / experiment
+    install(adapter.model)
+    claim(folder, _config(experiment, adapter, conditions, eval_sets, intervention, prompts, max_new_tokens,
+                          cot_max_new_tokens, batch_size, config or {}))  # fmt: skip
+    arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
+    total = sum(-(-e.size // batch_size) for _, e, _ in arms)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(experiment, total=total)
+        for condition, eval_set, style in arms:
+            new = cot_max_new_tokens if style == "cot" else max_new_tokens
+            arm = folder / "parts" / condition.name / eval_set.name / style
+            for number, start in enumerate(range(0, eval_set.size, batch_size)):
+                part = arm / f"{number:06d}.jsonl"
+                if not part.is_file():
+                    samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)))
+                    runnable = [s for s in samples if not s.skip]
+                    replies = []
+                    if runnable:
+                        edits_of = partial(edits_for, intervention, condition, adapter, runnable)
+                        replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
+                    records = _records(condition, eval_set, style, samples, iter(replies))
+                    atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
+                bar.advance(task)
+    return finish(folder, arms, batch_size)
+
+
+def _records(condition: Condition, eval_set: EvalSet, style: str, samples: list[EvalSample], replies) -> list[dict]:
+    records = []
+    for sample in samples:
+        record = {"condition": condition.name, "dataset": eval_set.name, "prompt": style, "id": sample.id}
+        if sample.skip:
+            records.append(record | {"skipped": sample.skip})
+            continue
+        reply = next(replies)
+        answer = final_answer(reply, style)
+        metrics = {name: METRICS[name](answer, sample.answers) for name in eval_set.metrics}
+        records.append(record | {"reply": reply, "answer": answer, "answers": list(sample.answers), "metrics": metrics})
+    return records
+
+
+def finish(folder: Path, arms: list[tuple[Condition, EvalSet, str]], batch_size: int) -> Path:
+    """Merge the parts into predictions.jsonl and the results table."""
+    rows, lines = [], []
+    for condition, eval_set, style in arms:
+        arm = folder / "parts" / condition.name / eval_set.name / style
+        records = [
+            json.loads(line)
+            for number in range(-(-eval_set.size // batch_size))
+            for line in (arm / f"{number:06d}.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+        lines += [json.dumps(record) + "\n" for record in records]
+        scored = [r for r in records if "metrics" in r]
+        arm_fields = {"condition": condition.name, "group": condition.group, "heads": len(condition.heads),
+                      "seed": condition.seed, "dataset": eval_set.name, "prompt": style}  # fmt: skip
+        for metric in eval_set.metrics:
+            found = estimate([r["metrics"][metric] for r in scored])
+            interval = {"mean": found.mean, "low": found.low, "high": found.high, "n": found.n}
+            rows.append(arm_fields | {"metric": metric, **interval, "skipped": len(records) - len(scored)})
+    atomic_write_text(folder / "predictions.jsonl", "".join(lines))
+    write_parquet(pa.Table.from_pylist(rows), folder / "results.parquet")
+    atomic_write_text(folder / "results.md", results_markdown(rows))
+    return folder
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """One line per condition, one column per dataset / prompt / metric: mean [95 % interval] (n)."""
+    columns = list(dict.fromkeys((r["dataset"], r["prompt"], r["metric"]) for r in rows))
+    cells: dict[str, dict] = {}
+    for r in rows:
+        value = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}] ({r['n']})"
+        cells.setdefault(r["condition"], {})[(r["dataset"], r["prompt"], r["metric"])] = value
+    header = "| condition | " + " | ".join(f"{d} {p} {m}" for d, p, m in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(row.get(c, "") for c in columns) + " |" for name, row in cells.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _config(experiment, adapter, conditions, eval_sets, intervention, prompts, new, cot_new, batch_size, extra):
+    return {
+        "experiment": experiment,
+        **extra,
+        "family": adapter.family,
+        "grid": list(adapter.grid),
+        "intervention": intervention.__dict__,
+        "conditions": {c.name: [h.name for h in c.heads] for c in conditions},
+        "datasets": {e.name: {"size": e.size, "source": e.source} for e in eval_sets},
+        "prompts": list(prompts),
+        "max_new_tokens": new,
+        "cot_max_new_tokens": cot_new,
+        "batch_size": batch_size,
+        "versions": versions(),
+    }
