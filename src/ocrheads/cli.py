@@ -312,14 +312,17 @@ def _run_intervention(args: argparse.Namespace) -> None:
     folder = evaluate(
         args.name or args.experiment, adapter, conditions, eval_sets, args.run_dir,
         intervention=intervention, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-        cot_max_new_tokens=args.cot_max_new_tokens, batch_size=args.batch_size,
-        config={"model": args.model, "pixels": pixels, "data_seed": args.data_seed}, progress=not args.quiet,
+        cot_max_new_tokens=args.cot_max_new_tokens, batch_size=args.batch_size, anls=args.anls,
+        config={"model": args.model, "pixels": pixels, "data_seed": args.data_seed, "max_pages": args.max_pages,
+                "limit": args.limit},
+        progress=not args.quiet,
     )  # fmt: skip
     print((folder / "results.md").read_text(encoding="utf-8"), end="")
     print(f"wrote {folder / 'results.parquet'} and {folder / 'predictions.jsonl'}")
 
 
 def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
+    from ocrheads.eval.metrics import ANLS_PRESETS
     from ocrheads.eval.prompts import PROMPTS
 
     for name, text in (
@@ -339,6 +342,7 @@ def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--max-pages", type=int, default=8, help="MP-DocVQA: skip longer documents (counted)")
         parser.add_argument("--data-seed", type=int, default=1234, help="NQ/HotpotQA evidence sampling")
         parser.add_argument("--max-new-tokens", type=int, default=32)
+        parser.add_argument("--anls", choices=list(ANLS_PRESETS), default="lmms-eval-docvqa", help="ANLS normalisation")
         parser.add_argument("--cot-max-new-tokens", type=int, default=256)
         parser.add_argument("--batch-size", type=int, default=1)
         parser.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, as for score")

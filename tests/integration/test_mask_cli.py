@@ -3,6 +3,7 @@ heads zeroed by hand at the input of o_proj), random arms come from their seeds,
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -11,6 +12,7 @@ from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import open_page, read_manifest
 from ocrheads.eval.conditions import random_heads
+from ocrheads.eval.prompts import final_answer
 from ocrheads.heads import Head
 from ocrheads.models import load_adapter
 
@@ -83,7 +85,12 @@ def test_mask_arms_change_exactly_their_heads_and_resume_identically(scored, che
 
     rows = (folder / "results.md").read_text()
     table = (folder / "results.parquet").read_bytes()
-    assert rows.count("\n") == 2 + 5 and "images direct passkey" in rows
+    assert rows.count("\n") == 2 + 6 and "images direct passkey" in rows  # 5 arms and the random seeds pooled
+    results = pq.read_table(folder / "results.parquet").to_pylist()
+    pooled = next(r for r in results if r["condition"] == "random-top3-pooled" and r["dataset"] == "images")
+    seeds = [r for r in results if r["group"] == "random" and r["seed"] is not None and r["metric"] == pooled["metric"]
+             and r["dataset"] == "images"]  # fmt: skip
+    assert pooled["n"] == 6 and pooled["mean"] == pytest.approx(sum(r["mean"] for r in seeds) / 2)
     (folder / "parts" / "random-top3-seed1" / "texts" / "direct" / "000002.jsonl").unlink()
     (folder / "results.parquet").unlink()
     assert main(command) == 0
@@ -101,3 +108,35 @@ def test_mask_refuses_bad_requests_before_writing(scored, checkpoint, tmp_path, 
     assert main(["mask", str(other), *base[2:], "--k", "2"]) == 2
     assert "scores 32x32 heads, but the model has 2x4" in capsys.readouterr().err
     assert not (run / "refused").exists() and not (other / "refused").exists()
+
+
+def test_sink_arms_and_chain_of_thought_prompts(scored, checkpoint, capsys):
+    images, _, run = scored
+    command = ["sink", str(run), "--model", str(checkpoint), "--dataset", str(images), "--top", "2", "--quiet"]
+    command += ["--random-seeds", "1", "--max-new-tokens", "5", "--cot-max-new-tokens", "7"]
+    command += ["--prompts", "direct", "cot"]
+    assert main([*command, "--beta", "0.0", "--name", "sink0"]) == 0
+    assert main([*command, "--beta", "1.0", "--name", "sink1"]) == 0
+    capsys.readouterr()
+
+    def replies(name):
+        found = {}
+        for line in (run / name / "predictions.jsonl").read_text().splitlines():
+            p = json.loads(line)
+            found.setdefault((p["condition"], p["prompt"]), []).append(p)
+        return found
+
+    moved, kept = replies("sink0"), replies("sink1")
+    assert set(moved) == {(c, p) for c in ("baseline", "ocr-top2", "retrieval-top2", "random-top2-seed0")
+                          for p in ("direct", "cot")}  # fmt: skip
+    for arm, records in kept.items():  # beta 1: the sink keeps all its mass, nothing changes
+        assert [r["reply"] for r in records] == [r["reply"] for r in kept["baseline", arm[1]]]
+    assert any(moved[arm] != moved["baseline", arm[1]] for arm in moved)  # beta 0 moves all of it
+    cot = moved["baseline", "cot"][0]
+    assert cot["answer"] == final_answer(cot["reply"], "cot")
+    config = yaml.safe_load((run / "sink0" / "config.yaml").read_text())
+    assert config["intervention"] == {"kind": "sink", "mode": "zero", "beta": 0.0, "sink_tokens": 1, "receivers": "all"}
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "<h2>Intervention: sink0</h2>" in html and "beta 0.0" in html
+    assert html.count("<td class=\"heads\">ocr-top2</td>") == 2  # the sink0 and sink1 tables

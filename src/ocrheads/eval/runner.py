@@ -25,7 +25,7 @@ from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
 from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample, EvalSet
-from ocrheads.eval.metrics import METRICS, estimate
+from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import final_answer, question_text
 from ocrheads.models.base import ModelAdapter
 from ocrheads.rundir import claim, versions, write_parquet
@@ -87,6 +87,7 @@ def evaluate(
     max_new_tokens: int = 32,
     cot_max_new_tokens: int = 256,
     batch_size: int = 1,
+    anls: str = "lmms-eval-docvqa",
     config: dict | None = None,
     progress: bool = True,
 ) -> Path:
@@ -94,7 +95,8 @@ def evaluate(
     folder = Path(out) / experiment
     install(adapter.model)
     claim(folder, _config(experiment, adapter, conditions, eval_sets, intervention, prompts, max_new_tokens,
-                          cot_max_new_tokens, batch_size, config or {}))  # fmt: skip
+                          cot_max_new_tokens, batch_size, (config or {}) | {"anls": anls}))  # fmt: skip
+    metrics = METRICS | {"anls": partial(METRICS["anls"], options=ANLS_PRESETS[anls])}
     arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
     total = sum(-(-e.size // batch_size) for _, e, _ in arms)
     with Progress(disable=not progress) as bar:
@@ -111,13 +113,15 @@ def evaluate(
                     if runnable:
                         edits_of = partial(edits_for, intervention, condition, adapter, runnable)
                         replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
-                    records = _records(condition, eval_set, style, samples, iter(replies))
+                    records = _records(condition, eval_set, style, samples, iter(replies), metrics)
                     atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
                 bar.advance(task)
     return finish(folder, arms, batch_size)
 
 
-def _records(condition: Condition, eval_set: EvalSet, style: str, samples: list[EvalSample], replies) -> list[dict]:
+def _records(
+    condition: Condition, eval_set: EvalSet, style: str, samples: list[EvalSample], replies, metrics
+) -> list[dict]:
     records = []
     for sample in samples:
         record = {"condition": condition.name, "dataset": eval_set.name, "prompt": style, "id": sample.id}
@@ -126,14 +130,16 @@ def _records(condition: Condition, eval_set: EvalSet, style: str, samples: list[
             continue
         reply = next(replies)
         answer = final_answer(reply, style)
-        metrics = {name: METRICS[name](answer, sample.answers) for name in eval_set.metrics}
-        records.append(record | {"reply": reply, "answer": answer, "answers": list(sample.answers), "metrics": metrics})
+        values = {name: metrics[name](answer, sample.answers) for name in eval_set.metrics}
+        records.append(record | {"reply": reply, "answer": answer, "answers": list(sample.answers), "metrics": values})
     return records
 
 
 def finish(folder: Path, arms: list[tuple[Condition, EvalSet, str]], batch_size: int) -> Path:
-    """Merge the parts into predictions.jsonl and the results table."""
+    """Merge the parts into predictions.jsonl and the results table; random arms of one size are also pooled."""
     rows, lines = [], []
+    pooled: dict[tuple[int, str, str], list[dict]] = {}
+    metrics = {eval_set.name: eval_set.metrics for _, eval_set, _ in arms}
     for condition, eval_set, style in arms:
         arm = folder / "parts" / condition.name / eval_set.name / style
         records = [
@@ -142,29 +148,46 @@ def finish(folder: Path, arms: list[tuple[Condition, EvalSet, str]], batch_size:
             for line in (arm / f"{number:06d}.jsonl").read_text(encoding="utf-8").splitlines()
         ]
         lines += [json.dumps(record) + "\n" for record in records]
-        scored = [r for r in records if "metrics" in r]
         arm_fields = {"condition": condition.name, "group": condition.group, "heads": len(condition.heads),
                       "seed": condition.seed, "dataset": eval_set.name, "prompt": style}  # fmt: skip
-        for metric in eval_set.metrics:
-            found = estimate([r["metrics"][metric] for r in scored])
-            interval = {"mean": found.mean, "low": found.low, "high": found.high, "n": found.n}
-            rows.append(arm_fields | {"metric": metric, **interval, "skipped": len(records) - len(scored)})
+        rows += _summaries(arm_fields, eval_set.metrics, records)
+        if condition.group == "random":
+            pooled.setdefault((len(condition.heads), eval_set.name, style), []).extend(records)
+    for (heads, dataset, style), records in pooled.items():
+        arm_fields = {"condition": f"random-top{heads}-pooled", "group": "random", "heads": heads, "seed": None,
+                      "dataset": dataset, "prompt": style}  # fmt: skip
+        rows += _summaries(arm_fields, metrics[dataset], records)
     atomic_write_text(folder / "predictions.jsonl", "".join(lines))
     write_parquet(pa.Table.from_pylist(rows), folder / "results.parquet")
     atomic_write_text(folder / "results.md", results_markdown(rows))
     return folder
 
 
-def results_markdown(rows: list[dict]) -> str:
-    """One line per condition, one column per dataset / prompt / metric: mean [95 % interval] (n)."""
+def _summaries(arm_fields: dict, metrics: Sequence[str], records: list[dict]) -> list[dict]:
+    scored = [r for r in records if "metrics" in r]
+    rows = []
+    for metric in metrics:
+        found = estimate([r["metrics"][metric] for r in scored])
+        interval = {"mean": found.mean, "low": found.low, "high": found.high, "n": found.n}
+        rows.append(arm_fields | {"metric": metric, **interval, "skipped": len(records) - len(scored)})
+    return rows
+
+
+def results_grid(rows: list[dict]) -> tuple[list[str], dict[str, list[str]]]:
+    """Column titles (dataset, prompt, metric) and one row of cells per condition: mean [95 % interval] (n)."""
     columns = list(dict.fromkeys((r["dataset"], r["prompt"], r["metric"]) for r in rows))
     cells: dict[str, dict] = {}
     for r in rows:
         value = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}] ({r['n']})"
         cells.setdefault(r["condition"], {})[(r["dataset"], r["prompt"], r["metric"])] = value
-    header = "| condition | " + " | ".join(f"{d} {p} {m}" for d, p, m in columns) + " |"
-    lines = [header, "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(row.get(c, "") for c in columns) + " |" for name, row in cells.items()]
+    titles = [f"{dataset} {prompt} {metric}" for dataset, prompt, metric in columns]
+    return titles, {name: [row.get(column, "") for column in columns] for name, row in cells.items()}
+
+
+def results_markdown(rows: list[dict]) -> str:
+    titles, grid = results_grid(rows)
+    lines = ["| condition | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in grid.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ocrheads.analysis.runs import KINDS, analyze_run, last_rule
 from ocrheads.atomic import atomic_write_text
+from ocrheads.eval.runner import results_grid
 from ocrheads.select import SelectionRule
 
 
@@ -67,11 +69,24 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
             case_study=analysis.get("case_study"),
             characters_figure=_image(figures / "characters.png") if "case_study" in analysis else None,
             overlays=[(path.stem, _image(path)) for path in sorted((run / "overlays").glob("*.png"))],
+            experiments=_experiments(run),
         )
     )
     target = run / "report.html"
     atomic_write_text(target, page)
     return target
+
+
+def _experiments(run: Path) -> list[dict]:
+    """Every masking or sink experiment of the run: its intervention and its results grid."""
+    found = []
+    for table in sorted(run.glob("*/results.parquet")):
+        config = yaml.safe_load((table.parent / "config.yaml").read_text(encoding="utf-8"))
+        titles, grid = results_grid(pq.read_table(table).to_pylist())
+        found.append(
+            {"name": table.parent.name, "intervention": config["intervention"], "titles": titles, "grid": grid}
+        )
+    return found
 
 
 def _environment() -> Environment:
