@@ -14,11 +14,10 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
+from isolated import run_isolated
 from mid_model import mid_qwen2_vl
 
 EAGER_LIMIT = 8192  # eager output_attentions at 16k would return ~24 GiB of attention: more than this machine has
@@ -86,12 +85,7 @@ def main() -> None:
         for method in ("sdpa", "capture", "eager"):
             if method == "eager" and length > EAGER_LIMIT:
                 continue
-            command = [sys.executable, __file__, "--worker", method, str(length)]
-            out = subprocess.run(command, capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(out.stderr)
-            results[method, length] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(results[method, length], file=sys.stderr)
+            results[method, length] = run_isolated(__file__, method, length)
     print(
         "| tokens | SDPA | capture | eager + output_attentions "
         "| capture / SDPA time | eager / capture time | eager / capture peak memory |"

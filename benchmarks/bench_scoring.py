@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from isolated import run_isolated
 from mid_model import mid_qwen2_vl
 
 NEW_TOKENS = 8
@@ -98,12 +97,7 @@ def main() -> None:
     results = {}
     for length in args.lengths:
         for method in ("ours", "paper"):
-            command = [sys.executable, __file__, "--worker", method, str(length)]
-            out = subprocess.run(command, capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(out.stderr)
-            results[method, length] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(results[method, length], file=sys.stderr)
+            results[method, length] = run_isolated(__file__, method, length)
     print(
         "| haystack chars | pages | tokens | ours | paper's method | time ratio "
         "| time ratio without the vision tower | peak memory ratio |"
