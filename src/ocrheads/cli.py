@@ -154,13 +154,11 @@ def _run_score(args: argparse.Namespace) -> None:
 
 
 def _report_outcomes(folder: Path) -> None:
-    import json
-    from collections import Counter
+    from ocrheads.scoring.runner import outcome_summary
 
-    outcomes = [json.loads(line) for line in (folder / "outcomes.jsonl").read_text(encoding="utf-8").splitlines()]
-    scored = sum(o["scored"] for o in outcomes)
-    print(f"scored {scored} of {len(outcomes)} samples into {folder}")
-    for reason, count in Counter(o["reason"].split(" (")[0] for o in outcomes if not o["scored"]).most_common():
+    summary = outcome_summary(folder)
+    print(f"scored {summary['scored']} of {summary['total']} samples into {folder}")
+    for reason, count in summary["reasons"].items():
         print(f"  not scored ({count}): {reason}")
 
 

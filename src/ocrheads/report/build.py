@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -15,6 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from ocrheads.analysis.runs import KINDS, analyze_run, last_rule
 from ocrheads.atomic import atomic_write_text
 from ocrheads.eval.runner import results_grid
+from ocrheads.scoring.runner import outcome_summary
 from ocrheads.select import SelectionRule
 
 
@@ -22,28 +22,12 @@ def _image(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _outcomes(folder: Path) -> dict | None:
-    """Scored counts and the reasons samples were not scored, from a scoring run's outcomes.jsonl."""
-    path = folder / "outcomes.jsonl"
-    if not path.is_file():
-        return None
-    outcomes = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    reasons: dict[str, int] = {}
-    for outcome in outcomes:
-        if not outcome["scored"]:
-            reason = outcome["reason"].split(" (")[0]
-            reasons[reason] = reasons.get(reason, 0) + 1
-    return {"total": len(outcomes), "scored": sum(o["scored"] for o in outcomes), "reasons": reasons}
-
-
 def _kind_section(run: Path, kind: str) -> dict:
     folder = run / kind
     config = folder / "config.yaml"
     return {
-        "config": yaml.safe_dump(yaml.safe_load(config.read_text(encoding="utf-8")), sort_keys=False)
-        if config.is_file()
-        else "",
-        "outcomes": _outcomes(folder),
+        "config": config.read_text(encoding="utf-8") if config.is_file() else "",
+        "outcomes": outcome_summary(folder),
         "frequency_figure": _image(run / "figures" / f"{kind}_frequency.png"),
     }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -135,3 +136,14 @@ def head_scores(columns: dict[str, np.ndarray], grid: tuple[int, int], kind: Kin
         values = sums[np.argsort(first)]  # samples in the order they were scored
     lists = {Head(i // heads, i % heads): values[:, i] for i in range(layers * heads)}
     return HeadScores(lists, layers, heads)
+
+
+def outcome_summary(folder: Path) -> dict | None:
+    """Scored count, total, and samples not scored per reason (most frequent first), from outcomes.jsonl."""
+    path = Path(folder) / "outcomes.jsonl"
+    if not path.is_file():
+        return None
+    outcomes = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    reasons = Counter(o["reason"].split(" (")[0] for o in outcomes if not o["scored"])
+    scored = sum(o["scored"] for o in outcomes)
+    return {"total": len(outcomes), "scored": scored, "reasons": dict(reasons.most_common())}
