@@ -44,17 +44,23 @@ def select_run(run: str | Path, rule: SelectionRule) -> dict[str, HeadSelection]
     return selections
 
 
+def scores_for_model(run: str | Path, grid: tuple[int, int]) -> dict[str, HeadScores]:
+    """The run's score lists, each checked to be for a model of `grid`."""
+    scores = run_scores(run)
+    for kind, kind_scores in scores.items():
+        kind_scores.check_grid(*grid, what=f"{Path(run) / kind}")
+    return scores
+
+
 def top_heads(run: str | Path, kind: str, k: int, grid: tuple[int, int]) -> list[Head]:
     """The k best heads of a run by the rule of its last selection, for a model of `grid` (checked).
 
     Selected or not: top-k for masking and overlays ranks every head, as the paper's code does.
     """
-    run = Path(run)
-    scores = run_scores(run).get(kind)
-    if scores is None:
+    scores = scores_for_model(run, grid)
+    if kind not in scores:
         raise OcrHeadsError(f"{run} holds no {kind} scores; run `ocrheads score {kind} --out {run}` first")
-    scores.check_grid(*grid, what=f"{run / kind}")
-    return top_k(scores, k, last_rule(run))
+    return top_k(scores[kind], k, last_rule(run))
 
 
 def last_rule(run: str | Path) -> SelectionRule:

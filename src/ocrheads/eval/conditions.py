@@ -9,10 +9,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocrheads.analysis.runs import last_rule, run_scores, top_heads
+from ocrheads.analysis.runs import last_rule, scores_for_model
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head
-from ocrheads.select import select
+from ocrheads.select import select, top_k
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,20 @@ def masking_conditions(
     exclude_selected: bool = False,
     layer_matched: bool = False,
 ) -> list[Condition]:
-    """Baseline, then per k: top-k OCR, top-k retrieval (each when the run has those scores), random per seed."""
-    scores = run_scores(run)
-    kinds = [kind for kind in ("ocr", "retrieval") if kind in scores]
-    rule = last_rule(run)
+    """Baseline, then per k: top-k OCR, top-k retrieval (each when the run has those scores), random per seed.
+
+    Heads are ranked by the rule of the run's last selection, as `top_heads` does."""
+    scores, rule = scores_for_model(run, grid), last_rule(run)
+    selected: set[Head] = set()
+    if exclude_selected:
+        selected = {head for kind_scores in scores.values() for head in select(kind_scores, rule).heads}
     conditions = [Condition("baseline", "baseline")]
     for k in ks:
-        tops = {kind: top_heads(run, kind, k, grid) for kind in kinds}
+        tops = {kind: top_k(kind_scores, k, rule) for kind, kind_scores in scores.items()}
         conditions += [Condition(f"{kind}-top{k}", kind, tuple(heads)) for kind, heads in tops.items()]
         exclude: set[Head] = set()
         if exclude_selected:
-            exclude = {head for heads in tops.values() for head in heads}
-            exclude |= {head for kind in kinds for head in select(scores[kind], rule).heads}
+            exclude = selected | {head for heads in tops.values() for head in heads}
         like = tops.get("ocr") if layer_matched else None
         if layer_matched and like is None:
             raise OcrHeadsError(f"{run} has no OCR scores to match layers with; drop --layer-matched")
@@ -86,10 +88,8 @@ def masking_conditions(
 
 def sink_conditions(run: str | Path, grid: tuple[int, int], n: int, seeds: Sequence[int]) -> list[Condition]:
     """Baseline, sink redistribution in the top-n OCR heads, the top-n retrieval heads, and n random heads per seed."""
-    scores = run_scores(run)
+    scores, rule = scores_for_model(run, grid), last_rule(run)
     conditions = [Condition("baseline", "baseline")]
-    for kind in ("ocr", "retrieval"):
-        if kind in scores:
-            conditions.append(Condition(f"{kind}-top{n}", kind, tuple(top_heads(run, kind, n, grid))))
+    conditions += [Condition(f"{kind}-top{n}", kind, tuple(top_k(s, n, rule))) for kind, s in scores.items()]
     conditions += [Condition(f"random-top{n}-seed{s}", "random", random_heads(grid, n, s), s) for s in seeds]
     return conditions
