@@ -15,15 +15,18 @@ def character_heads(
     answers: sample id -> its answer (one character in the `chars` task); columns: the tidy table's `sample`,
     `layer`, `head` and `value` columns. Characters keep the order they first appear in `answers`; ties between
     heads go to the lower layer, then the lower head, as in selection. Characters never scored are left out.
+    Each row's character is found once, by sample, so the cost is one pass over the table per character.
     """
     layers, heads = grid
-    sample = np.asarray(columns["sample"], dtype=object)
+    ids, sample_of_row = np.unique(np.asarray(columns["sample"], dtype=object), return_inverse=True)
+    code = {char: n for n, char in enumerate(dict.fromkeys(answers.values()))}
+    code_of_id = np.array([code.get(answers.get(i), -1) for i in ids], dtype=np.int64)
+    char_of_row = code_of_id[sample_of_row]
     flat = np.asarray(columns["layer"], dtype=np.int64) * heads + np.asarray(columns["head"], dtype=np.int64)
     value = np.asarray(columns["value"], dtype=np.float64)
     found = {}
-    for char in dict.fromkeys(answers.values()):
-        ids = {sample_id for sample_id, answer in answers.items() if answer == char}
-        rows = np.fromiter((s in ids for s in sample), dtype=bool, count=len(sample))
+    for char, number in code.items():
+        rows = char_of_row == number
         if not rows.any():
             continue
         sums = np.bincount(flat[rows], weights=value[rows], minlength=layers * heads)
@@ -31,7 +34,7 @@ def character_heads(
         order = np.argsort(-means, kind="stable")[:top]
         found[char] = {
             "entries": int(rows.sum()) // (layers * heads),
-            "samples": len(set(sample[rows])),
+            "samples": len(np.unique(sample_of_row[rows])),
             "top": [[Head(int(i) // heads, int(i) % heads).name, round(float(means[i]), 4)] for i in order],
         }
     return found
