@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
@@ -79,16 +80,14 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
     scores = run_scores(run)
     found: dict = {"rule": rule.__dict__}
     selections = {kind: select(kind_scores, rule) for kind, kind_scores in scores.items()}
+    values = {kind: ranking_scores(kind_scores, rule) for kind, kind_scores in scores.items()}
+    orders = {kind: ranked(kind_scores, rule) for kind, kind_scores in scores.items()}
     for kind, kind_scores in scores.items():
-        values = ranking_scores(kind_scores, rule)
         found[kind] = {
             "heads": kind_scores.layers * kind_scores.heads,
             "selected": len(selections[kind].heads),
-            "bins": score_bins(values),
-            "top": [
-                [head.name, round(float(values[head.layer, head.head]), 4)]
-                for head in ranked(kind_scores, rule)[:top_k]
-            ],
+            "bins": score_bins(values[kind]),
+            "top": [[head.name, round(float(values[kind][head.layer, head.head]), 4)] for head in orders[kind][:top_k]],
             "activation": activation(kind_scores),
         }
     if len(scores) == 2:
@@ -98,17 +97,17 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
         found["similarity"] = similarity(
             set(selections["ocr"].heads),
             set(selections["retrieval"].heads),
-            ranked(ocr, rule),
-            ranked(retrieval, rule),
-            ranking_scores(ocr, rule),
-            ranking_scores(retrieval, rule),
+            orders["ocr"],
+            orders["retrieval"],
+            values["ocr"],
+            values["retrieval"],
             top_k,
         )
     case_study = _case_study(run, scores["ocr"].grid) if "ocr" in scores else None
     if case_study:
         found["case_study"] = case_study
     atomic_write_text(run / "analysis.json", json.dumps(found, indent=1) + "\n")
-    _draw(run, scores, found, rule)
+    _draw(run, values, found)
     return found
 
 
@@ -128,13 +127,13 @@ def _case_study(run: Path, grid: tuple[int, int]) -> dict | None:
     return {"data": str(data), "characters": characters, "counts": top_head_counts(characters)}
 
 
-def _draw(run: Path, scores: dict[str, HeadScores], found: dict, rule: SelectionRule) -> None:
+def _draw(run: Path, values: dict[str, np.ndarray], found: dict) -> None:
+    """The figures of an analysis, from its numbers and each kind's (layers, heads) ranking scores."""
     folder = run / "figures"
-    figures.save(figures.donuts({kind: found[kind]["bins"] for kind in scores}), folder / "sparsity")
-    grids = {kind: ranking_scores(kind_scores, rule) for kind, kind_scores in scores.items()}
-    figures.save(figures.heatmaps(grids), folder / "layer_head")
-    for kind in scores:
+    figures.save(figures.donuts({kind: found[kind]["bins"] for kind in values}), folder / "sparsity")
+    figures.save(figures.heatmaps(values), folder / "layer_head")
+    for kind in values:
         figures.save(figures.frequency_plot(found[kind]["activation"], kind), folder / f"{kind}_frequency")
     if "case_study" in found:
-        grid = scores["ocr"].grid
-        figures.save(figures.character_maps(found["case_study"]["characters"], grid), folder / "characters")
+        maps = figures.character_maps(found["case_study"]["characters"], values["ocr"].shape)
+        figures.save(maps, folder / "characters")
