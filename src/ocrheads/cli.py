@@ -303,10 +303,13 @@ def _run_intervention(args: argparse.Namespace) -> None:
             args.run_dir, adapter.grid, args.k, seeds,
             exclude_selected=args.exclude_selected, layer_matched=args.layer_matched,
         )  # fmt: skip
-        intervention = Intervention("mask", mode=args.mode)
+        intervention = Intervention("mask", mode=args.mode, mean_samples=args.mean_samples)
     else:
         conditions = sink_conditions(args.run_dir, adapter.grid, args.top, seeds)
-        intervention = Intervention("sink", beta=args.beta, sink_tokens=args.sink_tokens, receivers=args.receivers)
+        intervention = Intervention(
+            "sink", beta=args.beta, sinks=args.sinks, sink_tokens=args.sink_tokens,
+            sink_threshold=args.sink_threshold, receivers=args.receivers,
+        )  # fmt: skip
     folder = evaluate(
         args.name or args.experiment, adapter, conditions, eval_sets, args.run_dir,
         intervention=intervention, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
@@ -348,13 +351,23 @@ def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--quiet", action="store_true")
         if name == "mask":
             parser.add_argument("--k", type=int, nargs="+", default=[10, 20], help="heads masked per arm")
-            parser.add_argument("--mode", choices=("zero", "uniform"), default="zero", help="zero: the paper's")
+            parser.add_argument(
+                "--mode", choices=("zero", "uniform", "mean"), default="zero",
+                help="zero: the paper's; uniform: even attention; mean: the head's mean output over each set",
+            )  # fmt: skip
+            parser.add_argument("--mean-samples", type=int, default=32, help="mode mean: samples per set averaged")
             parser.add_argument("--exclude-selected", action="store_true", help="random heads avoid selected heads")
             parser.add_argument("--layer-matched", action="store_true", help="random heads in the OCR heads' layers")
         else:
             parser.add_argument("--top", type=int, default=2, help="heads edited per arm (paper: 2)")
             parser.add_argument("--beta", type=float, default=0.4, help="share of the sink's mass it keeps")
-            parser.add_argument("--sink-tokens", type=int, default=1, help="the first N tokens are sinks")
+            parser.add_argument(
+                "--sinks", choices=("first", "mass"), default="first",
+                help="first: the first --sink-tokens tokens; mass: keys drawing >= --sink-threshold of the heads' "
+                "attention at the last prompt token",
+            )  # fmt: skip
+            parser.add_argument("--sink-tokens", type=int, default=1, help="sinks first: how many tokens")
+            parser.add_argument("--sink-threshold", type=float, default=0.3, help="sinks mass: least attention share")
             parser.add_argument("--receivers", choices=("all", "image"), default="all", help="where the mass goes")
         parser.set_defaults(run=_run_intervention, experiment=name)
 

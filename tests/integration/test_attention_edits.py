@@ -6,7 +6,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
+from ocrheads.attention import Edits, OutputSums, SinkRedistribution, attention_session, install
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.tiny import FAMILIES, build_tiny
 
@@ -88,6 +88,41 @@ def test_uniform_head_equals_a_zeroed_query(tiny_batch):
     with attention_session(model, edits=Edits(uniform={1: (head,)})):
         edited = logits(model, batch)
     reference = hooked_logits(model, batch, lambda: attention.q_proj.register_forward_hook(zero_query))
+    assert (edited - reference)[real].abs().max() < TOLERANCE
+    assert (edited - logits(model, batch))[real].abs().max() > 1e-4
+
+
+def test_output_sums_equal_the_slices_before_o_proj_over_real_tokens(tiny_batch):
+    model, batch, real = tiny_batch
+    attention = text_attention_modules(model)[1]
+    seen = []
+    hook = attention.o_proj.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    try:
+        with attention_session(model, output_sums=OutputSums(real)) as session:
+            logits(model, batch)
+    finally:
+        hook.remove()
+    heads = model.config.get_text_config().num_attention_heads
+    expected = seen[0][real].unflatten(-1, (heads, -1)).sum(0)
+    assert session.summed_tokens == int(real.sum())
+    assert (session.sums[1] - expected).abs().max() < TOLERANCE
+    assert sorted(session.sums) == list(range(model.config.get_text_config().num_hidden_layers))
+
+
+def test_mean_edit_equals_setting_the_slice_before_o_proj(tiny_batch):
+    model, batch, real = tiny_batch
+    attention = text_attention_modules(model)[1]
+    head, dim = 2, attention.head_dim
+    vector = torch.linspace(-1, 1, dim)
+
+    def set_slice(module, args):
+        hidden = args[0].clone()
+        hidden[..., head * dim : (head + 1) * dim] = vector
+        return (hidden,)
+
+    with attention_session(model, edits=Edits(mean={1: ((head,), vector[None])})):
+        edited = logits(model, batch)
+    reference = hooked_logits(model, batch, lambda: attention.o_proj.register_forward_pre_hook(set_slice))
     assert (edited - reference)[real].abs().max() < TOLERANCE
     assert (edited - logits(model, batch))[real].abs().max() > 1e-4
 

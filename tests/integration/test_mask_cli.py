@@ -31,32 +31,52 @@ def scored(tmp_path_factory, checkpoint):
     return images, texts, run
 
 
-def _hand_masked_replies(checkpoint, data, heads: list[Head], new: int) -> list[str]:
-    """Greedy replies with the heads' slices of o_proj's input zeroed by forward pre-hooks (no ocrheads edits)."""
+def _encoded(adapter, data):
+    for sample in read_manifest(data):
+        pages = [open_page(data, sample, k) for k in range(len(sample.pages))]
+        yield adapter.encode([adapter.prompt(sample.question, len(pages))], [pages])
+
+
+def _hand_masked_replies(checkpoint, data, heads: list[Head], new: int, values: dict | None = None) -> list[str]:
+    """Greedy replies with the heads' slices of o_proj's input set by forward pre-hooks (no ocrheads edits):
+    to values[head] where given, else to zero."""
     adapter = load_adapter(str(checkpoint))
     layers = adapter.model.model.language_model.layers
     size = layers[0].self_attn.head_dim
+    values = values or {}
 
-    def zero(heads_here):
+    def replace(heads_here):
         def hook(_module, args):
             hidden = args[0].clone()
             for h in heads_here:
-                hidden[..., h * size : (h + 1) * size] = 0
+                hidden[..., h.head * size : (h.head + 1) * size] = values.get(h, 0)
             return (hidden,)
 
         return hook
 
     for layer in {h.layer for h in heads}:
-        layers[layer].self_attn.o_proj.register_forward_pre_hook(zero([h.head for h in heads if h.layer == layer]))
+        layers[layer].self_attn.o_proj.register_forward_pre_hook(replace([h for h in heads if h.layer == layer]))
     replies = []
-    for sample in read_manifest(data):
-        pages = [open_page(data, sample, k) for k in range(len(sample.pages))]
-        batch = adapter.encode([adapter.prompt(sample.question, len(pages))], [pages])
+    for batch in _encoded(adapter, data):
         with torch.no_grad():
             out = adapter.model.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=0)
         written = out[0, batch["input_ids"].shape[1] :]
         replies.append(adapter.processor.tokenizer.decode(written, skip_special_tokens=True))
     return replies
+
+
+def _hand_head_means(checkpoint, data, heads: list[Head], samples: int) -> dict:
+    """Each head's mean slice of o_proj's input over every prompt token of the first samples (one per batch)."""
+    adapter = load_adapter(str(checkpoint))
+    layers = adapter.model.model.language_model.layers
+    inputs = {layer: [] for layer in {h.layer for h in heads}}
+    for layer, seen in inputs.items():
+        layers[layer].self_attn.o_proj.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0][0]))
+    for _, batch in zip(range(samples), _encoded(adapter, data), strict=False):
+        with torch.no_grad():
+            adapter.model(**batch)
+    size = layers[0].self_attn.head_dim
+    return {h: torch.cat(inputs[h.layer])[:, h.head * size : (h.head + 1) * size].mean(0) for h in heads}
 
 
 def test_mask_arms_change_exactly_their_heads_and_resume_identically(scored, checkpoint, capsys):
@@ -98,6 +118,22 @@ def test_mask_arms_change_exactly_their_heads_and_resume_identically(scored, che
     assert (folder / "predictions.jsonl").read_text().splitlines() == [json.dumps(p) for p in predictions]
 
 
+def test_mean_ablation_replaces_heads_with_their_hand_computed_means(scored, checkpoint):
+    images, _, run = scored
+    command = ["mask", str(run), "--model", str(checkpoint), "--dataset", str(images), "--name", "mean"]
+    assert main([*command, "--mode", "mean", "--mean-samples", "2", "--k", "3", "--random-seeds", "0", "--quiet",
+                 "--max-new-tokens", "6"]) == 0  # fmt: skip
+    folder = run / "mean"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["intervention"]["mode"] == "mean" and config["intervention"]["mean_samples"] == 2
+    predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    replies = [p["reply"] for p in predictions if p["condition"] == "ocr-top3"]
+    heads = [Head.parse(name) for name in config["conditions"]["ocr-top3"]]
+    means = _hand_head_means(checkpoint, images, heads, 2)
+    assert replies == _hand_masked_replies(checkpoint, images, heads, 6, means)
+    assert replies != _hand_masked_replies(checkpoint, images, heads, 6)  # not the same as zeroing
+
+
 def test_mask_refuses_bad_requests_before_writing(scored, checkpoint, tmp_path, capsys):
     images, _, run = scored
     base = ["mask", str(run), "--model", str(checkpoint), "--dataset", str(images), "--name", "refused", "--quiet"]
@@ -135,7 +171,8 @@ def test_sink_arms_and_chain_of_thought_prompts(scored, checkpoint, capsys):
     cot = moved["baseline", "cot"][0]
     assert cot["answer"] == final_answer(cot["reply"], "cot")
     config = yaml.safe_load((run / "sink0" / "config.yaml").read_text())
-    assert config["intervention"] == {"kind": "sink", "mode": "zero", "beta": 0.0, "sink_tokens": 1, "receivers": "all"}
+    assert config["intervention"] == {"kind": "sink", "mode": "zero", "mean_samples": 32, "beta": 0.0,
+                                      "sinks": "first", "sink_tokens": 1, "sink_threshold": 0.3, "receivers": "all"}
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "<h2>Intervention: sink0</h2>" in html and "beta 0.0" in html

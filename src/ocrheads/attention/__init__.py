@@ -1,6 +1,6 @@
 """One registered attention function that captures and edits heads, driven by an attention session."""
 
-from ocrheads.attention.requests import Capture, CapturedRows, Edits, SinkRedistribution
+from ocrheads.attention.requests import Capture, CapturedRows, Edits, OutputSums, SinkRedistribution
 from ocrheads.attention.session import AttentionSession, attention_session, install
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "Capture",
     "CapturedRows",
     "Edits",
+    "OutputSums",
     "SinkRedistribution",
     "attention_session",
     "install",

@@ -146,6 +146,9 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
     layer = module.layer_idx
     end = session.advance(layer, query.shape[2], key.shape[2])
     capture, edits = session.capture, session.edits
+    if session.output_sums is not None:
+        tokens = session.output_sums.tokens.to(output.device)[:, end - query.shape[2] : end].float()
+        session.add_outputs(layer, torch.einsum("bq,bqhd->hd", tokens, output.float()), int(tokens.sum()))
     wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
     if not wants_capture and layer not in edits.layers():
         return output, None
@@ -156,6 +159,10 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         if heads:
             replaced = _edited_heads(call, heads, sink).to(output.dtype)
             output = output.index_copy(2, torch.tensor(heads, device=output.device), replaced)
+    if layer in edits.mean:
+        heads, means = edits.mean[layer]
+        replaced = means.to(output.device, output.dtype).expand(output.shape[0], output.shape[1], -1, -1)
+        output = output.index_copy(2, torch.tensor(heads, device=output.device), replaced)
     if heads := edits.zero.get(layer):
         output = output.index_fill(2, torch.tensor(heads, device=output.device), 0.0)
     return output, None

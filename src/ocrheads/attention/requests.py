@@ -53,16 +53,30 @@ class SinkRedistribution:
 
 
 @dataclass(frozen=True)
+class OutputSums:
+    """Sum every head's output (its slice of o_proj's input) over chosen token positions, for mean ablation.
+
+    tokens: (batch, T) boolean mask of the absolute positions to include (e.g. the attention mask, so padding
+    is left out).
+    """
+
+    tokens: torch.Tensor
+
+
+@dataclass(frozen=True)
 class Edits:
     """Head interventions. zero: the head's output is 0 (paper's masking); uniform: the head attends evenly to
-    every key it may see (Retrieval Head paper's masking); sink: redistribute sink mass."""
+    every key it may see (Retrieval Head paper's masking); mean: the head's output is replaced by a fixed
+    vector, its mean over a reference set (layer -> (heads, (h, head_dim) means)); sink: redistribute sink mass."""
 
     zero: HeadMap = field(default_factory=dict)
     uniform: HeadMap = field(default_factory=dict)
+    mean: dict[int, tuple[tuple[int, ...], torch.Tensor]] = field(default_factory=dict)
     sink: SinkRedistribution | None = None
 
     def layers(self) -> set[int]:
-        return set(self.zero) | set(self.uniform) | (set(self.sink.heads) if self.sink else set())
+        sink_layers = set(self.sink.heads) if self.sink else set()
+        return set(self.zero) | set(self.uniform) | set(self.mean) | sink_layers
 
 
 @dataclass

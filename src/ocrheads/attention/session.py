@@ -14,7 +14,7 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ocrheads.attention.requests import Capture, CapturedRows, Edits, HeadMap
+from ocrheads.attention.requests import Capture, CapturedRows, Edits, HeadMap, OutputSums
 from ocrheads.errors import OcrHeadsError
 
 _ACTIVE: ContextVar[AttentionSession | None] = ContextVar("ocrheads_attention_session", default=None)
@@ -25,9 +25,12 @@ def current_session() -> AttentionSession | None:
 
 
 class AttentionSession:
-    def __init__(self, capture: Capture | None, edits: Edits):
+    def __init__(self, capture: Capture | None, edits: Edits, output_sums: OutputSums | None = None):
         self.capture = capture
         self.edits = edits
+        self.output_sums = output_sums
+        self.sums: dict[int, torch.Tensor] = {}  # layer -> (heads, head_dim) float32 output sums
+        self.summed_tokens = 0  # tokens counted into each layer's sums
         self._records: dict[int, list[CapturedRows]] = {}
         self._end = 0  # positions processed so far in the current sequence
         self._first_layer: int | None = None
@@ -45,6 +48,11 @@ class AttentionSession:
 
     def record(self, captured: CapturedRows) -> None:
         self._records.setdefault(captured.layer, []).append(captured)
+
+    def add_outputs(self, layer: int, sums: torch.Tensor, tokens: int) -> None:
+        self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+        if layer == self._first_layer:
+            self.summed_tokens += tokens
 
     @property
     def layers(self) -> list[int]:
@@ -129,14 +137,19 @@ def _check_installed(model: PreTrainedModel) -> None:
 
 @contextmanager
 def attention_session(
-    model: PreTrainedModel, *, capture: Capture | None = None, edits: Edits | None = None
+    model: PreTrainedModel,
+    *,
+    capture: Capture | None = None,
+    edits: Edits | None = None,
+    output_sums: OutputSums | None = None,
 ) -> Iterator[AttentionSession]:
-    """Capture and/or edit attention in every forward pass of `model` run inside the block."""
+    """Capture and/or edit attention (and/or sum head outputs) in every forward pass of `model` in the block."""
     _check_installed(model)
     n_layers, n_heads = _text_shape(model)
     edits = edits or Edits()
     _check_heads(edits.zero, n_layers, n_heads, "zeroed heads")
     _check_heads(edits.uniform, n_layers, n_heads, "uniform heads")
+    _check_heads({layer: heads for layer, (heads, _) in edits.mean.items()}, n_layers, n_heads, "mean-ablated heads")
     if edits.sink is not None:
         _check_heads(edits.sink.heads, n_layers, n_heads, "sink heads")
         if not 0.0 <= edits.sink.beta <= 1.0:
@@ -147,7 +160,7 @@ def attention_session(
             raise OcrHeadsError(f"capture: layer(s) {bad_layers} outside the model (layers 0..{n_layers - 1})")
         if capture.rows.dim() != 2:
             raise OcrHeadsError(f"capture rows must be a (batch, rows) tensor, got shape {tuple(capture.rows.shape)}")
-    session = AttentionSession(capture, edits)
+    session = AttentionSession(capture, edits, output_sums)
     token = _ACTIVE.set(session)
     try:
         yield session

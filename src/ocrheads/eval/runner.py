@@ -25,37 +25,54 @@ from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
 from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample, EvalSet
+from ocrheads.eval.means import reference_means
 from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import final_answer, question_text
+from ocrheads.eval.sinks import first_sinks, mass_sinks
 from ocrheads.models.base import ModelAdapter
 from ocrheads.rundir import claim, versions, write_parquet
 
 
 @dataclass(frozen=True)
 class Intervention:
-    """What is done to a condition's heads: masked (zero output, or uniform attention), or sink-redistributed."""
+    """What is done to a condition's heads: masked (zero output, uniform attention, or the head's mean output over
+    the set's first `mean_samples` prompts), or sink-redistributed."""
 
     kind: Literal["mask", "sink"] = "mask"
-    mode: Literal["zero", "uniform"] = "zero"
+    mode: Literal["zero", "uniform", "mean"] = "zero"
+    mean_samples: int = 32  # mask mode mean: samples per set the head means are taken over
     beta: float = 0.4  # sink: the share of the sink's attention it keeps
-    sink_tokens: int = 1  # sink: the first this many tokens of each sequence are sinks
+    sinks: Literal["first", "mass"] = "first"  # sink: the first tokens, or keys detected by attention mass
+    sink_tokens: int = 1  # sinks first: the first this many tokens of each sequence
+    sink_threshold: float = 0.3  # sinks mass: the least share of the heads' attention a sink draws
     receivers: Literal["all", "image"] = "all"  # sink: where the removed mass goes
 
 
 def edits_for(
-    intervention: Intervention, condition: Condition, adapter: ModelAdapter, samples: list[EvalSample], batch, new: int
+    intervention: Intervention,
+    condition: Condition,
+    adapter: ModelAdapter,
+    samples: list[EvalSample],
+    batch,
+    new: int,
+    means: dict[int, torch.Tensor] | None = None,
 ) -> Edits:
-    """The edits of one condition for one encoded batch that will write up to `new` tokens."""
+    """The edits of one condition for one encoded batch that will write up to `new` tokens.
+
+    `means` (layer -> (heads, head_dim)) are the set's reference means, needed by mask mode mean.
+    """
     heads = condition.head_map()
     if not heads:
         return Edits()
     if intervention.kind == "mask":
+        if intervention.mode == "mean":
+            return Edits(mean={layer: (hs, means[layer][list(hs)]) for layer, hs in heads.items()})
         return Edits(zero=heads) if intervention.mode == "zero" else Edits(uniform=heads)
-    size, prompt_length = batch["input_ids"].shape
-    padding = (prompt_length - batch["attention_mask"].sum(1)).tolist()
-    sinks = torch.zeros(size, prompt_length + new, dtype=torch.bool)
-    for item, pad in enumerate(padding):
-        sinks[item, pad : pad + intervention.sink_tokens] = True
+    length = batch["input_ids"].shape[1] + new
+    if intervention.sinks == "first":
+        sinks = first_sinks(batch["attention_mask"], intervention.sink_tokens, length)
+    else:
+        sinks = mass_sinks(adapter, batch, heads, intervention.sink_threshold, length)
     receivers = None
     if intervention.receivers == "image":
         receivers = torch.zeros_like(sinks)
@@ -99,6 +116,9 @@ def evaluate(
     metrics = METRICS | {"anls": partial(METRICS["anls"], options=ANLS_PRESETS[anls])}
     arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
     total = sum(-(-e.size // batch_size) for _, e, _ in arms)
+    means = {}
+    if intervention.kind == "mask" and intervention.mode == "mean":
+        means = {e.name: reference_means(adapter, e, intervention.mean_samples, batch_size) for e in eval_sets}
     with Progress(disable=not progress) as bar:
         task = bar.add_task(experiment, total=total)
         for condition, eval_set, style in arms:
@@ -111,7 +131,9 @@ def evaluate(
                     runnable = [s for s in samples if not s.skip]
                     replies = []
                     if runnable:
-                        edits_of = partial(edits_for, intervention, condition, adapter, runnable)
+                        edits_of = partial(
+                            edits_for, intervention, condition, adapter, runnable, means=means.get(eval_set.name)
+                        )
                         replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
                     records = _records(condition, eval_set, style, samples, iter(replies), metrics)
                     atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
