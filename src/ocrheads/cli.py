@@ -20,7 +20,10 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
 
     default = RenderStyle()
     group = parser.add_argument_group("rendering")
-    group.add_argument("--font", default=default.font, help=f"{', '.join(NAMED_FONTS)}, or a .ttf/.otf path")
+    group.add_argument(
+        "--font", nargs="+", default=[default.font],
+        help=f"{', '.join(NAMED_FONTS)}, or a .ttf/.otf path; several fonts are used in turn, sample by sample",
+    )  # fmt: skip
     group.add_argument("--font-size", type=int, default=default.font_size, help="pixels (default %(default)s)")
     group.add_argument("--wrap-width", type=int, default=default.wrap_width, help="characters per line")
     group.add_argument("--lines-per-page", type=int, default=default.lines_per_page)
@@ -45,7 +48,7 @@ def _run_generate(args: argparse.Namespace) -> None:
     from ocrheads.data.generate import OVERLAYS, generate
     from ocrheads.data.samples import RenderStyle
 
-    style = RenderStyle(args.font, args.font_size, args.wrap_width, args.lines_per_page, args.margin)
+    style = RenderStyle(args.font[0], args.font_size, args.wrap_width, args.lines_per_page, args.margin)
     options = {
         key: value
         for key in ("n", "lengths", "digits", "needles", "per_char", "alphabet", "length", "kinds")
@@ -61,6 +64,7 @@ def _run_generate(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         overlays=args.overlays,
         progress=not args.quiet,
+        fonts=args.font if len(args.font) > 1 else (),
         **options,
     )
     print(f"wrote {len(samples)} {args.task} samples to {args.out}")

@@ -172,3 +172,17 @@ def test_cli_generates_shows_and_reports_errors(tmp_path, capsys):
     assert "no sample nope" in capsys.readouterr().err
     assert main(["data", "passkey", "--n", "1", "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_several_fonts_are_used_in_turn_and_recorded(tmp_path):
+    fonts = ["dejavu-serif", "dejavu-mono"]
+    samples = generate("passkey", tmp_path / "pk", n=3, lengths=(100,), fonts=fonts)
+    assert [s.render.font for s in samples] == ["dejavu-serif", "dejavu-mono", "dejavu-serif"]
+    config = (tmp_path / "pk" / "dataset.yaml").read_text()
+    assert "fonts:\n  - dejavu-serif\n  - dejavu-mono" in config
+    single = generate("passkey", tmp_path / "one", n=1, lengths=(100,), style=RenderStyle(font="dejavu-serif"))
+    assert _files(tmp_path / "pk")["pages/passkey-00000/page_000.png"] == _files(tmp_path / "one")[
+        "pages/passkey-00000/page_000.png"
+    ]
+    with pytest.raises(DataError, match="docs are laid out in one font"):
+        generate("docs", tmp_path / "docs", n=1, fonts=fonts)

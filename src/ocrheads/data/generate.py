@@ -6,7 +6,8 @@ place at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
@@ -53,26 +54,31 @@ def generate(
     overwrite: bool = False,
     overlays: int = 0,
     progress: bool = False,
+    fonts: Sequence[str] = (),
     **options: Any,
 ) -> list[Sample]:
     """Write the `task` dataset to `out` and return its samples.
 
     `options` are the task's own (passkey: n, lengths, digits; niah: n, lengths, needles; chars: per_char,
-    alphabet, length; docs: n, kinds). Every sample is built before anything is written, so bad input fails
-    early; `overlays` draws the answer boxes of the first that many samples into `out/overlays/`.
+    alphabet, length; docs: n, kinds). `fonts`, when given, replace the style's font in turn, sample by sample.
+    Every sample is built before anything is written, so bad input fails early; `overlays` draws the answer
+    boxes of the first that many samples into `out/overlays/`.
     """
     if modality not in ("image", "text"):
         raise DataError(f"modality must be 'image' or 'text', got {modality!r}")
-    style = style or RenderStyle()
+    if task == "docs" and len(fonts) > 1:
+        raise DataError("docs are laid out in one font; give a single --font")
+    style = replace(style or RenderStyle(), **({"font": fonts[0]} if fonts else {}))
     contents = _contents(task, style, seed, text_source, dict(options))
-    atlas = style.atlas() if modality == "image" else None
+    styles = [replace(style, font=font) for font in fonts] or [style]
+    atlases = [s.atlas() for s in styles] if modality == "image" else []
     config = {
         "task": task,
         "modality": modality,
         "seed": seed,
         "text_source": text_source,
         "options": {key: list(value) if isinstance(value, tuple) else value for key, value in options.items()},
-        "render": vars(style) if modality == "image" else None,
+        "render": vars(style) | {"fonts": list(fonts)} if modality == "image" else None,
         "samples": len(contents),
         "generator_version": GENERATOR_VERSION,
         "versions": {name: version(name) for name in ("ocrheads", "pillow", "faker")},
@@ -80,17 +86,18 @@ def generate(
     samples = []
     with atomic_folder(out, overwrite=overwrite) as staging, (staging / MANIFEST).open("w") as manifest:
         steps: Iterable[Content] = track(contents, description=f"{task} ({modality})") if progress else contents
-        for content in steps:
-            if atlas is None:
+        for index, content in enumerate(steps):
+            if not atlases:
                 sample = text_sample(content)
             else:
-                sample, pages = image_sample(content, atlas, style)
+                turn = index % len(styles)
+                sample, pages = image_sample(content, atlases[turn], styles[turn])
                 (staging / sample.pages[0]).parent.mkdir(parents=True)
                 for path, page in zip(sample.pages, pages, strict=True):
                     page.save(staging / path)
             manifest.write(sample_line(sample))
             samples.append(sample)
         (staging / "dataset.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        if overlays and atlas is not None:
+        if overlays and atlases:
             write_overlays(staging, samples[:overlays], staging / OVERLAYS)
     return samples
