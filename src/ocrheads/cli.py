@@ -28,6 +28,8 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wrap-width", type=int, default=default.wrap_width, help="characters per line")
     group.add_argument("--lines-per-page", type=int, default=default.lines_per_page)
     group.add_argument("--margin", type=int, default=default.margin, help="pixels around the text")
+    group.add_argument("--pitch", type=int, help="typewriter layout: every character centred in a cell this wide")
+    group.add_argument("--line-height", type=int, help="fixed line spacing in pixels (default: fit the font)")
 
 
 def _generator(sub: argparse._SubParsersAction, task: str, help_text: str) -> argparse.ArgumentParser:
@@ -48,7 +50,9 @@ def _run_generate(args: argparse.Namespace) -> None:
     from ocrheads.data.generate import OVERLAYS, generate
     from ocrheads.data.samples import RenderStyle
 
-    style = RenderStyle(args.font[0], args.font_size, args.wrap_width, args.lines_per_page, args.margin)
+    style = RenderStyle(
+        args.font[0], args.font_size, args.wrap_width, args.lines_per_page, args.margin, args.pitch, args.line_height
+    )
     options = {
         key: value
         for key in ("n", "lengths", "digits", "needles", "per_char", "alphabet", "length", "kinds")
@@ -376,12 +380,59 @@ def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(run=_run_intervention, experiment=name)
 
 
+def _run_demo(args: argparse.Namespace) -> None:
+    from ocrheads.demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        out=args.out, model=args.model or DemoSettings.model, score_samples=args.score_samples,
+        eval_samples=args.eval_samples, k=tuple(args.k), random_seeds=args.random_seeds, batch_size=args.batch_size,
+    )  # fmt: skip
+    run_demo(settings)
+
+
+def _run_train_demo(args: argparse.Namespace) -> None:
+    from ocrheads.demo.train import TrainSettings, train_demo
+
+    settings = TrainSettings(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
+    record = train_demo(args.out, settings)
+    print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
+    print(f"wrote {args.out}")
+
+
+def _demo_parsers(sub: argparse._SubParsersAction) -> None:
+    from ocrheads.demo.run import DemoSettings
+    from ocrheads.demo.train import TrainSettings
+
+    text = "the whole pipeline on the bundled demo model and fresh synthetic passkeys, ending in RUN/report.html"
+    demo = sub.add_parser("demo", help=text, description=text)
+    default = DemoSettings()
+    demo.add_argument("--out", type=Path, default=default.out, help="run directory (default %(default)s)")
+    demo.add_argument("--model", type=Path, help="another checkpoint folder (default: the bundled demo model)")
+    demo.add_argument("--score-samples", type=int, default=default.score_samples, help="per modality, for scoring")
+    demo.add_argument("--eval-samples", type=int, default=default.eval_samples, help="per modality, for masking")
+    demo.add_argument("--k", type=int, nargs="+", default=list(default.k), help="heads masked per arm")
+    demo.add_argument("--random-seeds", type=int, default=default.random_seeds)
+    demo.add_argument("--batch-size", type=int, default=default.batch_size)
+    demo.set_defaults(run=_run_demo)
+
+    text = "train the demo model from scratch on the demo task (seeded; about an hour on two CPU cores)"
+    train = sub.add_parser("train-demo", help=text, description=text)
+    settings = TrainSettings()
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument("--seed", type=int, default=settings.seed)
+    train.add_argument("--steps", type=int, default=settings.steps)
+    train.add_argument("--batch-size", type=int, default=settings.batch_size)
+    train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
+    train.set_defaults(run=_run_train_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrheads", description="OCR heads and retrieval heads of VLMs.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     _data_parser(sub)
     _heads_parsers(sub)
     _intervention_parsers(sub)
+    _demo_parsers(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw
 from ocrheads.data.fonts import load_font
 from ocrheads.data.layout import prose_runs
 from ocrheads.data.render import GlyphAtlas, render_runs
+from ocrheads.errors import DataError
 
 # Pairs that collide in proportional fonts (overhangs, kerning-free layout), descenders, accents and punctuation.
 STRINGS = [
@@ -74,3 +75,27 @@ def test_line_height_keeps_every_glyph_inside_its_line():
         for offset in range(run.start, run.start + len(run.text)):
             _, (_, y0, _, y1) = rendering.boxes[offset]
             assert top <= y0 and y1 <= top + rendering.line_height
+
+
+@pytest.mark.parametrize("font", ["dejavu-sans", "dejavu-serif", "dejavu-sans-bold", "pillow-default"])
+def test_typewriter_layout_puts_each_character_in_its_own_cell(font):
+    text = "The pass key is 48213. Remember it. Wow, quirky jigs!"
+    atlas = GlyphAtlas(load_font(font, 13))
+    runs = prose_runs(text, wrap_width=16, lines_per_page=4, margin=0)
+    rendering = render_runs(runs, atlas, margin=0, lines_per_page=4, page_width=16 * 14, pitch=14, line_height=14)
+    assert rendering.pages[0].size == (16 * 14, 4 * 14) and rendering.line_height == 14
+    for run in runs:
+        for column in range(len(run.text)):
+            if run.start + column in rendering.boxes:
+                _, (x0, y0, x1, y1) = rendering.boxes[run.start + column]
+                assert column * 14 <= x0 and x1 <= (column + 1) * 14
+                assert run.line * 14 <= y0 and y1 <= (run.line + 1) * 14
+
+
+def test_typewriter_layout_refuses_glyphs_too_wide_or_too_tall():
+    atlas = GlyphAtlas(load_font("dejavu-sans-bold", 16))
+    runs = prose_runs("WWW", wrap_width=8, lines_per_page=1, margin=0)
+    with pytest.raises(DataError, match=r"glyph 'W' .* more than --pitch 14"):
+        render_runs(runs, atlas, margin=0, lines_per_page=1, pitch=14)
+    with pytest.raises(DataError, match="more than --line-height 10"):
+        render_runs(runs, atlas, margin=0, lines_per_page=1, line_height=10)

@@ -45,6 +45,7 @@ class RenderSettings(BaseModel):
     line_height: int
     lines_per_page: int
     margin: int
+    pitch: int | None = None  # typewriter layout: the cell width of every character
     generator_version: str = GENERATOR_VERSION
 
 

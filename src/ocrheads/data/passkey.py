@@ -31,12 +31,12 @@ def sample_rng(seed: int, task: str, index: int) -> random.Random:
 
 
 def _passkey_content(
-    sample_id: str, task: str, key: str, length: int, rng: random.Random, source: TextSource
+    sample_id: str, task: str, key: str, length: int, rng: random.Random, source: TextSource, intro: bool = True
 ) -> Content:
     depth = rng.random()
     needle = NEEDLE.format(key=key)
     haystack = insert_at_boundary(source.sentences(rng, length), needle, depth)
-    prefix = INTRO + " "
+    prefix = INTRO + " " if intro else ""
     return Content(
         id=sample_id,
         task=task,
@@ -55,10 +55,17 @@ def passkey_contents(
     if n < 1 or not lengths or min(lengths) < 1 or digits < 1:
         raise DataError("passkey needs --n >= 1, at least one positive --lengths value and --digits >= 1")
     for index in range(n):
-        rng = sample_rng(seed, "passkey", index)
-        key = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(digits - 1))
-        length = lengths[index * len(lengths) // n]
-        yield _passkey_content(f"passkey-{index:05d}", "passkey", key, length, rng, source)
+        yield passkey_content(index, source, seed=seed, length=lengths[index * len(lengths) // n], digits=digits)
+
+
+def passkey_content(
+    index: int, source: TextSource, *, seed: int, length: int, digits: int, intro: bool = True
+) -> Content:
+    """Passkey sample `index` of a seed: a `digits`-long key (no leading zero) in `length` haystack characters,
+    after the paper's intro unless `intro` is False."""
+    rng = sample_rng(seed, "passkey", index)
+    key = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(digits - 1))
+    return _passkey_content(f"passkey-{index:05d}", "passkey", key, length, rng, source, intro)
 
 
 def chars_contents(

@@ -76,15 +76,26 @@ class Rendering:
     line_height: int
 
 
-def line_metrics(atlas: GlyphAtlas, texts: Iterable[str]) -> tuple[int, int]:
-    """(baseline offset from the line top, line height): tall enough that no glyph's ink leaves its line."""
+def line_metrics(atlas: GlyphAtlas, texts: Iterable[str], line_height: int | None = None) -> tuple[int, int]:
+    """(baseline offset from the line top, line height): tall enough that no glyph's ink leaves its line.
+
+    A fixed `line_height` is refused when some glyph's ink would not fit in it."""
     top, bottom = atlas.ascent, atlas.descent
+    if line_height is not None:
+        top, bottom = 0, 0
     for char in set().union(*map(set, texts)):
         glyph = atlas[char]
         if glyph.bitmap is not None:
             top = max(top, -glyph.dy)
             bottom = max(bottom, glyph.dy + glyph.bitmap.height)
-    return top, top + bottom
+    if line_height is None:
+        return top, top + bottom
+    if top + bottom > line_height:
+        raise DataError(
+            f"the ink of font {atlas.font.name!r} at {atlas.font.size} px is {top + bottom} px tall, more than "
+            f"--line-height {line_height}; use a smaller --font-size or a larger --line-height"
+        )
+    return top, line_height
 
 
 def render_runs(
@@ -96,13 +107,17 @@ def render_runs(
     page_width: int | None = None,
     blank: frozenset[int] = frozenset(),
     sample_id: str = "",
+    pitch: int | None = None,
+    line_height: int | None = None,
 ) -> Rendering:
     """Lay out and draw `runs` on pages of equal size.
 
     `blank` holds character offsets that are laid out but not drawn: the page with those characters removed
-    (a control image, and the way tests isolate one character's ink).
+    (a control image, and the way tests isolate one character's ink). With `pitch`, every character gets a cell
+    that many pixels wide and its ink is centred in it (typewriter layout; a glyph wider than its cell is
+    refused); `line_height` fixes the line spacing.
     """
-    baseline, line_height = line_metrics(atlas, (run.text for run in runs))
+    baseline, line_height = line_metrics(atlas, (run.text for run in runs), line_height)
     placed: list[tuple[int, int, int, int, Image.Image]] = []  # offset, page, x0, y0, bitmap
     line_ink_right: dict[tuple[int, int], int] = {}
     for run in runs:
@@ -111,7 +126,16 @@ def render_runs(
         y_base = margin + run.line * line_height + baseline
         for i, char in enumerate(run.text):
             glyph = atlas[char]
-            if glyph.bitmap is not None:
+            if glyph.bitmap is not None and pitch is not None:
+                if glyph.bitmap.width > pitch:
+                    raise DataError(
+                        f"glyph {char!r} of font {atlas.font.name!r} is {glyph.bitmap.width} px wide, more than "
+                        f"--pitch {pitch}; use a smaller --font-size or a larger --pitch"
+                    )
+                left = run.x + i * pitch + (pitch - glyph.bitmap.width) // 2
+                placed.append((run.start + i, run.page, left, y_base + glyph.dy, glyph.bitmap))
+                line_ink_right[line_key] = max(line_ink_right.get(line_key, 0), left + glyph.bitmap.width)
+            elif glyph.bitmap is not None:
                 left = round(pen) + glyph.dx
                 right_so_far = line_ink_right.get(line_key)
                 if right_so_far is not None and left < right_so_far:

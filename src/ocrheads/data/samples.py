@@ -10,7 +10,7 @@ from PIL import Image
 from ocrheads.data.fonts import load_font
 from ocrheads.data.layout import prose_runs
 from ocrheads.data.manifest import CharBox, RenderSettings, Sample, WordBox
-from ocrheads.data.render import Box, GlyphAtlas, Run, render_runs
+from ocrheads.data.render import Box, GlyphAtlas, Rendering, Run, render_runs
 from ocrheads.errors import DataError
 
 _WORD = re.compile(r"\w+")
@@ -45,11 +45,14 @@ class RenderStyle:
     wrap_width: int = 50
     lines_per_page: int = 15
     margin: int = 15
+    pitch: int | None = None  # typewriter layout: every character in a cell this many pixels wide
+    line_height: int | None = None  # fixed line spacing in pixels (default: just tall enough for the font's ink)
 
     def __post_init__(self) -> None:
-        for name in ("font_size", "wrap_width", "lines_per_page"):
-            if getattr(self, name) < 1:
-                raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("font_size", "wrap_width", "lines_per_page", "pitch", "line_height"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.margin < 0:
             raise DataError(f"--margin must be zero or more pixels, got {self.margin}")
 
@@ -104,10 +107,11 @@ def _word_boxes(content: Content, runs: list[Run], boxes: dict[int, tuple[int, B
     return words
 
 
-def image_sample(
+def render_content(
     content: Content, atlas: GlyphAtlas, style: RenderStyle, blank: frozenset[int] = frozenset()
-) -> tuple[Sample, list[Image.Image]]:
-    """Render the context to pages; record every answer character's box, word boxes and evidence pages."""
+) -> tuple[list[Run], Rendering, int, int | None]:
+    """Lay out and draw a content: its runs, the rendering (pages and every character's ink box), and the
+    lines per page and wrap width actually used (a fixed layout keeps its own)."""
     if content.runs is None:
         runs = prose_runs(
             content.context, wrap_width=style.wrap_width, lines_per_page=style.lines_per_page, margin=style.margin
@@ -116,9 +120,26 @@ def image_sample(
     else:
         runs = list(content.runs)
         lines_per_page, wrap_width = max(run.line for run in runs) + 1, None
+    grid_width = 2 * style.margin + style.wrap_width * style.pitch if style.pitch and wrap_width else None
     rendering = render_runs(
-        runs, atlas, margin=style.margin, lines_per_page=lines_per_page, blank=blank, sample_id=content.id
+        runs,
+        atlas,
+        margin=style.margin,
+        lines_per_page=lines_per_page,
+        page_width=grid_width,
+        blank=blank,
+        sample_id=content.id,
+        pitch=style.pitch,
+        line_height=style.line_height,
     )
+    return runs, rendering, lines_per_page, wrap_width
+
+
+def image_sample(
+    content: Content, atlas: GlyphAtlas, style: RenderStyle, blank: frozenset[int] = frozenset()
+) -> tuple[Sample, list[Image.Image]]:
+    """Render the context to pages; record every answer character's box, word boxes and evidence pages."""
+    runs, rendering, lines_per_page, wrap_width = render_content(content, atlas, style, blank)
     chars = []
     for offset in range(content.answer_start, content.answer_start + len(content.answer)):
         page, box = rendering.boxes.get(offset, (None, None))
@@ -135,6 +156,7 @@ def image_sample(
         line_height=rendering.line_height,
         lines_per_page=lines_per_page,
         margin=style.margin,
+        pitch=style.pitch,
     )
     sample = Sample(
         modality="image",
