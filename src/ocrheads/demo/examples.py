@@ -1,0 +1,127 @@
+"""Training and held-out examples of the demo task, encoded the way the adapters prompt, and exact match.
+
+Every example comes from a seeded generator (sample i depends only on the seed and i), so training runs and
+held-out checks are reproducible; held-out indices start where training indices can never reach.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from ocrheads.data.haystack import FakerText
+from ocrheads.data.samples import Content, text_sample
+from ocrheads.demo.architecture import END_OF_TURN
+from ocrheads.demo.task import DemoTask, Glyph, PageRenderer
+from ocrheads.models.geometry import box_tokens
+from ocrheads.models.qwen_vl import QwenVLAdapter
+from ocrheads.scoring.passes import until_end
+from ocrheads.scoring.retrieval import text_prompt
+
+HELD_OUT_FROM = 10**9  # sample indices from here on are never trained on
+
+
+@dataclass
+class Example:
+    content: Content
+    pages: list  # rendered pages; empty for a text example
+    glyphs: list[Glyph] = field(default_factory=list)  # every inked character on the pages, with its box
+
+
+class Examples:
+    """Seeded training and held-out examples of the demo task."""
+
+    def __init__(self, task: DemoTask, seed: int):
+        self.task, self.seed = task, seed
+        self.source = FakerText()
+        self.renderer = PageRenderer(task)
+
+    def example(
+        self,
+        index: int,
+        modality: str,
+        context_length: int | None = None,
+        digits: int | None = None,
+        intro: bool = True,
+    ) -> Example:
+        """Held-out examples (no context_length) are drawn on full pages; shorter training ones on fitted pages."""
+        content = self.task.content(
+            index, self.source, seed=self.seed, context_length=context_length, digits=digits, intro=intro
+        )
+        if modality == "text":
+            return Example(content, [])
+        pages, glyphs = self.renderer.render(content, index, fit=context_length is not None)
+        return Example(content, pages, glyphs)
+
+    def training_batch(self, first: int, size: int, modality: str, progress: float) -> list[Example]:
+        """At curriculum progress p (0..1): keys of 1 to 1 + p (digits - 1) digits, haystacks up to p times the
+        task's (leaning towards the longest: square root of a uniform draw), the intro with probability p."""
+        batch = []
+        for index in range(first, first + size):
+            rng = random.Random(f"{self.seed}:curriculum:{index}")
+            digits = rng.randint(1, 1 + round(progress * (self.task.digits - 1)))
+            length = round(progress * self.task.context_length * math.sqrt(rng.random()))
+            batch.append(self.example(index, modality, length, digits, intro=rng.random() < progress))
+        return batch
+
+
+def prompt_of(adapter: QwenVLAdapter, example: Example) -> str:
+    if example.pages:
+        return adapter.prompt(example.content.question, len(example.pages))
+    return adapter.prompt(text_prompt(text_sample(example.content)), 0)
+
+
+def encode_for_training(adapter: QwenVLAdapter, examples: list[Example]) -> dict:
+    """Prompt + answer + end of turn, right-padded, with labels on the answer and end of turn only."""
+    tokenizer = adapter.processor.tokenizer
+    texts = [prompt_of(adapter, e) + e.content.answer + END_OF_TURN for e in examples]
+    tokenizer.padding_side = "right"
+    images = [e.pages for e in examples] if examples[0].pages else None
+    batch = dict(adapter.processor(text=texts, images=images, padding=True, return_tensors="pt"))
+    labels = torch.full_like(batch["input_ids"], -100)
+    for item, example in enumerate(examples):
+        answer = tokenizer(example.content.answer + END_OF_TURN, add_special_tokens=False)["input_ids"]
+        end = int(batch["attention_mask"][item].sum())
+        labels[item, end - len(answer) : end] = batch["input_ids"][item, end - len(answer) : end]
+        if labels[item, end - len(answer) : end].tolist() != answer:
+            raise AssertionError(f"answer tokens of {example.content.id} do not close its training text")
+    batch["labels"] = labels
+    if images:
+        batch["glyph_targets"] = glyph_targets(adapter, batch, examples)
+    return batch
+
+
+def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[tuple[int, int, int]]:
+    """(batch item, token position, vocabulary id) for every character whose ink an image token sees."""
+    tokenizer = adapter.processor.tokenizer
+    ids = {}
+    found = set()
+    sizes = [[page.size for page in e.pages] for e in examples]
+    for item, (example, images) in enumerate(zip(examples, adapter.image_tokens(batch, sizes), strict=True)):
+        for glyph in example.glyphs:
+            if glyph.char not in ids:
+                ids[glyph.char] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(glyph.char)[0])
+            for position in box_tokens(glyph.box, images[glyph.page], "any", 0.0):
+                found.add((item, position, ids[glyph.char]))
+    return sorted(found)
+
+
+def exact_match(adapter: QwenVLAdapter, examples: list[Example], batch_size: int = 16) -> float:
+    """Greedy replies against the keys, through the same prompt path as scoring and evaluation."""
+    model, tokenizer = adapter.model, adapter.processor.tokenizer
+    hits = 0
+    for first in range(0, len(examples), batch_size):
+        chunk = examples[first : first + batch_size]
+        batch = adapter.encode([prompt_of(adapter, e) for e in chunk], [e.pages for e in chunk])
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=len(chunk[0].content.answer) + 2, do_sample=False)
+        for example, ids in zip(chunk, out[:, batch["input_ids"].shape[1] :].tolist(), strict=True):
+            hits += tokenizer.decode(until_end(ids, model, tokenizer)).strip() == example.content.answer
+    return hits / len(examples)
+
+
+def held_out(examples: Examples, n: int, modality: str) -> list[Example]:
+    return [examples.example(HELD_OUT_FROM + i, modality) for i in range(n)]

@@ -1,0 +1,126 @@
+"""`ocrheads demo`: the paper's whole pipeline, offline, on the bundled model and freshly generated passkeys.
+
+Stages: data, OCR scoring (image passkeys), retrieval scoring (text passkeys), selection and analysis,
+attention overlays, masking (top-k OCR vs top-k retrieval vs seeded random heads), sink redistribution, report.
+Every stage resumes: a rerun of the same command skips what is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from ocrheads.analysis.runs import analyze_run, select_run, top_heads
+from ocrheads.data.generate import generate
+from ocrheads.data.manifest import read_manifest
+from ocrheads.demo.task import DemoTask
+from ocrheads.errors import OcrHeadsError
+from ocrheads.eval.conditions import masking_conditions, sink_conditions
+from ocrheads.eval.datasets import load_eval_set
+from ocrheads.eval.runner import Intervention, evaluate
+from ocrheads.models import load_adapter
+from ocrheads.report.build import build_report
+from ocrheads.scoring.options import scoring_options
+from ocrheads.scoring.overlays import write_overlays
+from ocrheads.scoring.runner import outcome_summary, score
+from ocrheads.select import SelectionRule
+
+BUNDLED_MODEL = Path(__file__).parent / "model"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path = Path("runs/demo")
+    model: Path = BUNDLED_MODEL
+    score_samples: int = 40  # per modality, for scoring heads
+    eval_samples: int = 80  # per modality, for masking and sink redistribution (other samples than scoring's)
+    k: tuple[int, ...] = (2, 4)
+    random_seeds: int = 3
+    sink_top: int = 2
+    beta: float = 0.4
+    batch_size: int = 16
+    data_seed: int = 2026
+    task: DemoTask = field(default_factory=DemoTask)
+
+
+def _dataset(folder: Path, modality: str, n: int, seed: int, task: DemoTask) -> Path:
+    """Generate the demo set once; a rerun reuses it, unless it was made with other settings."""
+    options = {"n": n, "lengths": (task.context_length,), "digits": task.digits}
+    if (folder / "dataset.yaml").is_file():
+        made = yaml.safe_load((folder / "dataset.yaml").read_text(encoding="utf-8"))
+        if (made["modality"], made["seed"], made["samples"]) != (modality, seed, n):
+            raise OcrHeadsError(f"{folder} was generated with other settings; give the demo a new --out")
+        return folder
+    style = task.style(0)
+    fonts = task.fonts if modality == "image" else ()
+    generate("passkey", folder, seed=seed, modality=modality, style=style, fonts=fonts, progress=True, **options)
+    return folder
+
+
+def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
+    """Run every stage into `settings.out` and return the report's path."""
+    console = console or Console()
+    out, task = settings.out, settings.task
+    stage = iter(range(1, 9))
+
+    def say(text: str) -> None:
+        console.rule(f"[bold]{next(stage)}/8 {text}")
+
+    say("synthetic passkeys (image pages and plain text)")
+    data = out / "data"
+    score_seed, eval_seed = settings.data_seed, settings.data_seed + 1
+    sets = {
+        name: _dataset(data / name, modality, n, seed, task)
+        for name, modality, n, seed in (
+            ("score-image", "image", settings.score_samples, score_seed),
+            ("score-text", "text", settings.score_samples, score_seed),
+            ("eval-image", "image", settings.eval_samples, eval_seed),
+            ("eval-text", "text", settings.eval_samples, eval_seed),
+        )
+    }
+    adapter = load_adapter(settings.model)
+    options = scoring_options()
+    for kind, name in (("ocr", "score-image"), ("retrieval", "score-text")):
+        say(f"{kind} head scores on {name}")
+        folder = score(kind, adapter, sets[name], out, options, model_name="bundled demo model",
+                       batch_size=settings.batch_size)  # fmt: skip
+        summary = outcome_summary(folder)
+        console.print(f"scored {summary['scored']} of {summary['total']} samples")
+
+    say("selection and analysis")
+    rule = SelectionRule()
+    for kind, selection in select_run(out, rule).items():
+        console.print(f"{kind}: {len(selection.heads)} heads pass the rule; top " +
+                      ", ".join(head.name for head in selection.heads[:5]))  # fmt: skip
+    analyze_run(out, rule)
+
+    say("attention overlays of the top OCR heads")
+    samples = read_manifest(sets["score-image"])[:2]
+    write_overlays(adapter, sets["score-image"], samples, top_heads(out, "ocr", 2, adapter.grid), out / "overlays")
+
+    eval_sets = [load_eval_set(str(sets[name])) for name in ("eval-image", "eval-text")]
+    seeds = range(settings.random_seeds)
+    common = dict(max_new_tokens=task.digits + 2, batch_size=settings.batch_size,
+                  config={"model": str(settings.model), "demo": _recorded(settings)})  # fmt: skip
+    say("masking top-k OCR vs retrieval vs random heads")
+    conditions = masking_conditions(out, adapter.grid, settings.k, seeds)
+    evaluate("mask", adapter, conditions, eval_sets, out, intervention=Intervention("mask"), **common)
+    console.print((out / "mask" / "results.md").read_text(encoding="utf-8"))
+
+    say(f"sink redistribution in the top-{settings.sink_top} heads (beta {settings.beta})")
+    conditions = sink_conditions(out, adapter.grid, settings.sink_top, seeds)
+    sink = Intervention("sink", beta=settings.beta)
+    evaluate("sink", adapter, conditions, eval_sets, out, intervention=sink, **common)
+    console.print((out / "sink" / "results.md").read_text(encoding="utf-8"))
+
+    say("report")
+    report = build_report(out, rule)
+    console.print(f"wrote {report}")
+    return report
+
+
+def _recorded(settings: DemoSettings) -> dict:
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(settings).items()}

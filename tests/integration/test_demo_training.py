@@ -1,0 +1,76 @@
+"""The demo model's training pieces: examples encoded as the adapters prompt, glyph targets on the right tokens,
+the curriculum gate, the learning-rate schedule, and a seeded run that repeats exactly."""
+
+import pytest
+import torch
+
+from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
+from ocrheads.demo.examples import Examples, encode_for_training, glyph_targets
+from ocrheads.demo.task import DemoTask
+from ocrheads.demo.train import Curriculum, TrainSettings, learning_rate, train_demo
+from ocrheads.models import load_adapter
+from ocrheads.models.qwen_vl import QwenVLAdapter
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    tokenizer = build_tokenizer(0)
+    return QwenVLAdapter(build_model(tokenizer, 0), build_processor(tokenizer))
+
+
+def test_labels_are_the_answer_and_end_of_turn_after_the_adapters_prompt(adapter):
+    examples = Examples(DemoTask(), seed=0).training_batch(0, 3, "text", 1.0)
+    batch = encode_for_training(adapter, examples)
+    tokenizer = adapter.processor.tokenizer
+    for item, example in enumerate(examples):
+        labelled = batch["labels"][item][batch["labels"][item] >= 0]
+        assert tokenizer.decode(labelled) == example.content.answer + "<|im_end|>"
+        prompt = adapter.prompt(f"{example.content.context}\n\n{example.content.question}", 0)
+        assert tokenizer.decode(batch["input_ids"][item][: batch["attention_mask"][item].sum() - len(labelled)]) == prompt
+
+
+def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink(adapter):
+    examples = Examples(DemoTask(), seed=0).training_batch(0, 2, "image", 0.5)
+    batch = encode_for_training(adapter, examples)
+    targets = glyph_targets(adapter, batch, examples)
+    tokenizer = adapter.processor.tokenizer
+    image_token = adapter.model.config.image_token_id
+    first_patch = 0
+    for item, example in enumerate(examples):
+        positions = torch.nonzero(batch["input_ids"][item] == image_token).flatten().tolist()
+        patches = batch["pixel_values"][first_patch : first_patch + 4 * len(positions)].unflatten(0, (-1, 4))
+        first_patch += 4 * len(positions)
+        inked = {positions[j] for j in range(len(positions)) if patches[j].max() > 0}
+        mine = [(position, token) for i, position, token in targets if i == item]
+        assert {position for position, _ in mine} <= inked
+        seen = "".join(sorted({tokenizer.decode([token]) for _, token in mine}))
+        assert seen == "".join(sorted({glyph.char for glyph in example.glyphs}))
+        key_tokens = {tokenizer.convert_tokens_to_ids(d) for d in example.content.answer}
+        assert key_tokens <= {token for _, token in mine}
+
+
+def test_curriculum_moves_on_only_while_the_smoothed_loss_is_low():
+    curriculum = Curriculum(TrainSettings(advance_below=0.5, advance_step=0.25))
+    curriculum.update("image", 2.0)
+    assert curriculum.progress == {"image": 0.0, "text": 0.0}
+    for _ in range(30):
+        curriculum.update("image", 0.0)
+    assert curriculum.progress["image"] == 1.0 and curriculum.progress["text"] == 0.0
+
+
+def test_learning_rate_warms_up_holds_then_falls_to_a_tenth():
+    settings = TrainSettings(steps=100, warmup_steps=10, learning_rate=1.0, decay=0.5)
+    assert learning_rate(0, settings) == pytest.approx(0.1)
+    assert learning_rate(10, settings) == learning_rate(50, settings) == 1.0
+    assert learning_rate(75, settings) == pytest.approx(0.55) and learning_rate(100, settings) == pytest.approx(0.1)
+
+
+def test_a_seeded_run_repeats_exactly_and_loads_through_the_adapter(tmp_path):
+    settings = TrainSettings(steps=4, batch_size=2, warmup_steps=2, eval_every=4, eval_samples=2, threads=1)
+    records = [train_demo(tmp_path / name, settings, log=lambda _: None) for name in ("a", "b")]
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b")]
+    assert weights[0] == weights[1]
+    assert records[0]["history"][0]["step"] == 4 and records[0]["settings"]["seed"] == 0
+    loaded = load_adapter(tmp_path / "a")
+    assert isinstance(loaded, QwenVLAdapter) and loaded.grid == (6, 8)
+    assert loaded.model.config.tie_word_embeddings
