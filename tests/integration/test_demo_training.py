@@ -26,7 +26,8 @@ def test_labels_are_the_answer_and_end_of_turn_after_the_adapters_prompt(adapter
         labelled = batch["labels"][item][batch["labels"][item] >= 0]
         assert tokenizer.decode(labelled) == example.content.answer + "<|im_end|>"
         prompt = adapter.prompt(f"{example.content.context}\n\n{example.content.question}", 0)
-        assert tokenizer.decode(batch["input_ids"][item][: batch["attention_mask"][item].sum() - len(labelled)]) == prompt
+        prompt_length = batch["attention_mask"][item].sum() - len(labelled)
+        assert tokenizer.decode(batch["input_ids"][item][:prompt_length]) == prompt
 
 
 def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink(adapter):

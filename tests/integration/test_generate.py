@@ -180,9 +180,10 @@ def test_several_fonts_are_used_in_turn_and_recorded(tmp_path):
     assert [s.render.font for s in samples] == ["dejavu-serif", "dejavu-mono", "dejavu-serif"]
     config = (tmp_path / "pk" / "dataset.yaml").read_text()
     assert "fonts:\n  - dejavu-serif\n  - dejavu-mono" in config
-    single = generate("passkey", tmp_path / "one", n=1, lengths=(100,), style=RenderStyle(font="dejavu-serif"))
-    assert _files(tmp_path / "pk")["pages/passkey-00000/page_000.png"] == _files(tmp_path / "one")[
-        "pages/passkey-00000/page_000.png"
-    ]
+    generate("passkey", tmp_path / "one", n=1, lengths=(100,), style=RenderStyle(font="dejavu-serif"))
+    assert (
+        _files(tmp_path / "pk")["pages/passkey-00000/page_000.png"]
+        == _files(tmp_path / "one")["pages/passkey-00000/page_000.png"]
+    )
     with pytest.raises(DataError, match="docs are laid out in one font"):
         generate("docs", tmp_path / "docs", n=1, fonts=fonts)

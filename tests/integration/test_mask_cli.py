@@ -171,9 +171,17 @@ def test_sink_arms_and_chain_of_thought_prompts(scored, checkpoint, capsys):
     cot = moved["baseline", "cot"][0]
     assert cot["answer"] == final_answer(cot["reply"], "cot")
     config = yaml.safe_load((run / "sink0" / "config.yaml").read_text())
-    assert config["intervention"] == {"kind": "sink", "mode": "zero", "mean_samples": 32, "beta": 0.0,
-                                      "sinks": "first", "sink_tokens": 1, "sink_threshold": 0.3, "receivers": "all"}
+    assert config["intervention"] == {
+        "kind": "sink",
+        "mode": "zero",
+        "mean_samples": 32,
+        "beta": 0.0,
+        "sinks": "first",
+        "sink_tokens": 1,
+        "sink_threshold": 0.3,
+        "receivers": "all",
+    }
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "<h2>Intervention: sink0</h2>" in html and "beta 0.0" in html
-    assert html.count("<td class=\"heads\">ocr-top2</td>") == 2  # the sink0 and sink1 tables
+    assert html.count('<td class="heads">ocr-top2</td>') == 2  # the sink0 and sink1 tables

@@ -109,18 +109,18 @@ def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) 
     return sorted(found)
 
 
-def exact_match(adapter: QwenVLAdapter, examples: list[Example], batch_size: int = 16) -> float:
+def exact_matches(adapter: QwenVLAdapter, examples: list[Example], batch_size: int = 16) -> list[bool]:
     """Greedy replies against the keys, through the same prompt path as scoring and evaluation."""
     model, tokenizer = adapter.model, adapter.processor.tokenizer
-    hits = 0
+    hits = []
     for first in range(0, len(examples), batch_size):
         chunk = examples[first : first + batch_size]
         batch = adapter.encode([prompt_of(adapter, e) for e in chunk], [e.pages for e in chunk])
         with torch.no_grad():
             out = model.generate(**batch, max_new_tokens=len(chunk[0].content.answer) + 2, do_sample=False)
         for example, ids in zip(chunk, out[:, batch["input_ids"].shape[1] :].tolist(), strict=True):
-            hits += tokenizer.decode(until_end(ids, model, tokenizer)).strip() == example.content.answer
-    return hits / len(examples)
+            hits.append(tokenizer.decode(until_end(ids, model, tokenizer)).strip() == example.content.answer)
+    return hits
 
 
 def held_out(examples: Examples, n: int, modality: str) -> list[Example]:

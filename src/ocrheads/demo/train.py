@@ -18,7 +18,7 @@ import yaml
 
 from ocrheads.atomic import atomic_folder
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
-from ocrheads.demo.examples import Examples, encode_for_training, exact_match, held_out
+from ocrheads.demo.examples import Examples, encode_for_training, exact_matches, held_out
 from ocrheads.demo.reading import GlyphReading
 from ocrheads.demo.task import DemoTask
 from ocrheads.models.qwen_vl import QwenVLAdapter
@@ -109,7 +109,7 @@ def train_demo(
                 f"{elapsed:.0f}s")  # fmt: skip
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
             model.eval()
-            scores = {m: exact_match(adapter, checks[m]) for m in checks}
+            scores = {m: sum(exact_matches(adapter, checks[m])) / len(checks[m]) for m in checks}
             model.train()
             reached = {f"{m} curriculum": p for m, p in curriculum.progress.items()}
             history.append({"step": step + 1, **scores, **reached, "seconds": round(time.perf_counter() - started)})

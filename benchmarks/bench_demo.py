@@ -1,0 +1,41 @@
+"""The bundled demo model: exact match on fresh passkeys at the demo task's defaults (a seed it never saw),
+its recorded training time, and the wall time of `ocrheads demo` with default settings.
+
+Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_demo.py
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from ocrheads.demo.examples import Examples, exact_matches
+from ocrheads.demo.run import BUNDLED_MODEL, DemoSettings, run_demo
+from ocrheads.demo.task import DemoTask
+from ocrheads.eval.metrics import estimate
+from ocrheads.models import load_adapter
+
+SAMPLES = 200
+UNSEEN_SEED = 777
+
+
+def main() -> None:
+    record = yaml.safe_load((BUNDLED_MODEL / "training.yaml").read_text(encoding="utf-8"))
+    adapter = load_adapter(BUNDLED_MODEL)
+    examples = Examples(DemoTask(), UNSEEN_SEED)
+    for modality in ("image", "text"):
+        hits = exact_matches(adapter, [examples.example(i, modality) for i in range(SAMPLES)])
+        found = estimate([float(hit) for hit in hits])
+        print(f"{modality} passkeys: exact match {found.mean:.3f} [{found.low:.3f}, {found.high:.3f}] (n={found.n})")
+    steps = record["settings"]["steps"]
+    print(f"training: {record['training_seconds']} s for {steps} steps, threads {record['settings']['threads']}")
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        run_demo(DemoSettings(out=Path(folder) / "demo"), Console(quiet=True))
+        print(f"ocrheads demo (default settings): {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
