@@ -7,6 +7,7 @@ Every stage resumes: a rerun of the same command skips what is done.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -123,4 +124,5 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 
 
 def _recorded(settings: DemoSettings) -> dict:
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(settings).items()}
+    """The settings as plain YAML values (paths as text, tuples as lists), so a rerun's config compares equal."""
+    return json.loads(json.dumps(asdict(settings), default=str))

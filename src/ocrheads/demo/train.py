@@ -3,8 +3,8 @@
 The answer loss covers the answer and the end-of-turn token; image batches add the glyph-reading loss
 (reading.py). A curriculum per modality grows the key from one digit and the haystack from nothing (no intro, a
 page only as tall as its lines) to the task's defaults, moving on only while the model keeps up: a lone digit
-teaches where digits are and what they look like before their order matters. Three image batches go with each
-text batch. Everything is seeded, so a run is reproducible from its settings (on the same machine and threads).
+teaches where digits are and what they look like before their order matters. Image and text batches alternate.
+Everything is seeded, so a run is reproducible from its settings (on the same machine and threads).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ocrheads.rundir import versions
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 4000
+    steps: int = 6000
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup_steps: int = 100
@@ -88,7 +88,7 @@ def train_demo(
     curriculum = Curriculum(settings)
     history = []
     for step in range(settings.steps):
-        modality = "text" if step % 4 == 3 else "image"
+        modality = "text" if step % 2 else "image"
         progress = curriculum.progress[modality]
         batch = encode_for_training(
             adapter, examples.training_batch(step * settings.batch_size, settings.batch_size, modality, progress)
