@@ -1,7 +1,10 @@
-"""What every run directory shares: a config that pins it, and files that appear whole or not at all."""
+"""What every run directory shares: a config that pins it, one process at a time, and files that appear whole or
+not at all."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,8 +20,33 @@ def versions() -> dict[str, str]:
     return {name: version(name) for name in ("ocrheads", "torch", "transformers")}
 
 
+_HELD: dict[Path, int] = {}  # run directories this process holds, and their lock file descriptors
+
+
+def lock(folder: Path) -> None:
+    """Hold `folder` for this process until it exits (the kernel lets go even after SIGKILL); refuse it while
+    another process holds it, so two runs never interleave their parts."""
+    folder = folder.resolve()
+    if folder in _HELD:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "?"
+        os.close(descriptor)
+        raise OcrHeadsError(
+            f"{folder} is in use by another run (process {holder}); wait for it to finish or use another --out"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    _HELD[folder] = descriptor
+
+
 def claim(folder: Path, config: dict) -> None:
-    """Start a run directory, or continue one whose config matches; refuse a different config."""
+    """Lock a run directory, then start it, or continue one whose config matches; refuse a different config."""
+    lock(folder)
     path = folder / "config.yaml"
     if path.is_file():
         before = yaml.safe_load(path.read_text(encoding="utf-8"))

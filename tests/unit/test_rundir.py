@@ -1,0 +1,40 @@
+"""A run directory is held by one process at a time, and a config change is refused."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ocrheads.errors import OcrHeadsError
+from ocrheads.rundir import claim
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from ocrheads.rundir import claim
+claim(Path(sys.argv[1]), {"kind": "ocr"})
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_process_is_refused_until_the_first_is_gone(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (run / "config.yaml").read_bytes()
+        with pytest.raises(OcrHeadsError, match=rf"in use by another run \(process {holder.pid}\); wait for it"):
+            claim(run, {"kind": "ocr"})
+        assert (run / "config.yaml").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    claim(run, {"kind": "ocr"})  # a killed holder lets go
+    claim(run, {"kind": "ocr"})  # the same process may claim again
+
+
+def test_a_different_config_is_refused(tmp_path):
+    claim(tmp_path / "run", {"kind": "ocr", "seed": 1})
+    with pytest.raises(OcrHeadsError, match="was run with a different seed; use another --out"):
+        claim(tmp_path / "run", {"kind": "ocr", "seed": 2})
