@@ -53,12 +53,14 @@ class HeadScores:
     """Per-head score lists over a full layers x heads grid."""
 
     def __init__(self, lists: dict[Head, np.ndarray], layers: int, heads: int):
-        missing = [Head(layer, h).name for layer in range(layers) for h in range(heads) if Head(layer, h) not in lists]
-        if missing:
-            raise OcrHeadsError(f"no scores for {len(missing)} head(s) of the {layers}x{heads} grid, e.g. {missing[0]}")
         outside = [head.name for head in lists if not (head.layer < layers and head.head < heads)]
         if outside:
             raise OcrHeadsError(f"head(s) {', '.join(outside[:5])} lie outside the {layers}x{heads} grid")
+        if len(lists) < layers * heads:  # counted first: a stray l100000_h100000 must not mean 10^10 lookups
+            first = next(Head(layer, h) for layer in range(layers) for h in range(heads) if Head(layer, h) not in lists)
+            raise OcrHeadsError(
+                f"no scores for {layers * heads - len(lists)} head(s) of the {layers}x{heads} grid, e.g. {first.name}"
+            )
         self.layers, self.heads = layers, heads
         self.lists = {head: np.asarray(lists[head], dtype=np.float64) for head in sorted(lists)}
 

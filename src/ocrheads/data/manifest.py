@@ -101,12 +101,11 @@ def read_manifest(folder: str | Path) -> list[Sample]:
     if not path.is_file():
         raise DataError(f"{folder} has no {MANIFEST}; create a dataset with `ocrheads data ...`")
     samples = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            try:
-                samples.append(Sample.model_validate(json.loads(line)))
-            except (json.JSONDecodeError, ValidationError) as err:
-                raise DataError(f"{path}:{number}: malformed sample record ({err}); regenerate the dataset") from None
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            samples.append(Sample.model_validate(json.loads(line.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as err:
+            raise DataError(f"{path}:{number}: malformed sample record ({err}); regenerate the dataset") from None
     return samples
 
 

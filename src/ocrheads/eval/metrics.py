@@ -86,8 +86,9 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
 
 
 def passkey_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """1 when a gold pass key appears in the prediction (the paper's `str(gold) in pred`)."""
-    return float(any(answer in prediction for answer in answers))
+    """1 when a gold pass key appears in the prediction (the paper's `str(gold) in pred`); an empty gold key
+    matches nothing (it is in every string)."""
+    return float(any(answer and answer in prediction for answer in answers))
 
 
 METRICS: dict[str, Callable[[str, Sequence[str]], float]] = {
