@@ -394,7 +394,7 @@ def _run_train_demo(args: argparse.Namespace) -> None:
     from ocrheads.demo.train import TrainSettings, train_demo
 
     settings = TrainSettings(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
-    record = train_demo(args.out, settings)
+    record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume)
     print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
     print(f"wrote {args.out}")
 
@@ -415,7 +415,7 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--batch-size", type=int, default=default.batch_size)
     demo.set_defaults(run=_run_demo)
 
-    text = "train the demo model from scratch on the demo task (seeded; about an hour on two CPU cores)"
+    text = "train the demo model from scratch on the demo task (seeded), or continue a stage with --resume"
     train = sub.add_parser("train-demo", help=text, description=text)
     settings = TrainSettings()
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
@@ -423,6 +423,8 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=settings.steps)
     train.add_argument("--batch-size", type=int, default=settings.batch_size)
     train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
+    train.add_argument("--snapshot", type=Path, help="also save the model here at every held-out check")
+    train.add_argument("--resume", type=Path, help="continue from a checkpoint or snapshot written by train-demo")
     train.set_defaults(run=_run_train_demo)
 
 

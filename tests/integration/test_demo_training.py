@@ -3,6 +3,7 @@ the curriculum gate, the learning-rate schedule, and a seeded run that repeats e
 
 import pytest
 import torch
+import yaml
 
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import Examples, encode_for_training, glyph_targets
@@ -66,12 +67,20 @@ def test_learning_rate_warms_up_holds_then_falls_to_a_tenth():
     assert learning_rate(75, settings) == pytest.approx(0.55) and learning_rate(100, settings) == pytest.approx(0.1)
 
 
-def test_a_seeded_run_repeats_exactly_and_loads_through_the_adapter(tmp_path):
-    settings = TrainSettings(steps=4, batch_size=2, warmup_steps=2, eval_every=4, eval_samples=2, threads=1)
-    records = [train_demo(tmp_path / name, settings, log=lambda _: None) for name in ("a", "b")]
-    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b")]
+def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_path):
+    settings = TrainSettings(steps=4, batch_size=2, warmup_steps=2, eval_every=2, eval_samples=2, threads=1)
+    quiet = {"log": lambda _: None}
+    records = [train_demo(tmp_path / name, settings, snapshot=tmp_path / f"{name}-snap", **quiet) for name in "ab"]
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in "ab"]
     assert weights[0] == weights[1]
-    assert records[0]["history"][0]["step"] == 4 and records[0]["settings"]["seed"] == 0
+    assert [h["step"] for h in records[0]["history"]] == [2, 4] and records[0]["settings"]["seed"] == 0
     loaded = load_adapter(tmp_path / "a")
     assert isinstance(loaded, QwenVLAdapter) and loaded.grid == (6, 8)
     assert loaded.model.config.tie_word_embeddings
+
+    resumed = train_demo(
+        tmp_path / "c", TrainSettings(**{**settings.__dict__, "steps": 2}), resume=tmp_path / "a", **quiet
+    )
+    written = yaml.safe_load((tmp_path / "a" / "training.yaml").read_text())
+    assert resumed["first_step"] == 4 and resumed["resumed_from"]["record"] == written
+    assert (tmp_path / "c" / "model.safetensors").read_bytes() != weights[0]

@@ -71,28 +71,52 @@ def train_demo(
     task: DemoTask | None = None,
     log=print,
     snapshot: str | Path | None = None,
+    resume: str | Path | None = None,
 ) -> dict:
     """Train, check on held-out samples of the task's default settings, and save a loadable checkpoint to `out`
-    (and, at every check, to `snapshot`)."""
+    (and, at every check, to `snapshot`).
+
+    `resume` continues from a checkpoint this function wrote (a snapshot or a finished stage): its weights, its
+    curriculum progress and the next unseen training samples; the optimiser starts afresh with a new warm-up.
+    The record keeps the earlier stages' records, so the whole chain stays reproducible."""
     settings, task = settings or TrainSettings(), task or DemoTask()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
-    tokenizer = build_tokenizer(settings.seed)
-    adapter = QwenVLAdapter(build_model(tokenizer, settings.seed), build_processor(tokenizer))
+    curriculum = Curriculum(settings)
+    earlier, first_step = None, 0
+    if resume is None:
+        tokenizer = build_tokenizer(settings.seed)
+        adapter = QwenVLAdapter(build_model(tokenizer, settings.seed), build_processor(tokenizer))
+        torch.nn.init.normal_(adapter.model.model.visual.patch_embed.proj.weight, std=settings.patch_init_std)
+    else:
+        adapter = QwenVLAdapter.load(resume)
+        earlier = yaml.safe_load((Path(resume) / "training.yaml").read_text(encoding="utf-8"))
+        last = earlier["history"][-1]
+        first_step = earlier.get("first_step", 0) + last["step"]
+        curriculum.progress = {m: last[f"{m} curriculum"] for m in curriculum.progress}
     model = adapter.model.train()
-    torch.nn.init.normal_(model.model.visual.patch_embed.proj.weight, std=settings.patch_init_std)
     reading = GlyphReading(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     examples = Examples(task, settings.seed)
     checks = {m: held_out(examples, settings.eval_samples, m) for m in ("image", "text")}
-    curriculum = Curriculum(settings)
     history = []
+
+    def record() -> dict:
+        return {
+            "settings": asdict(settings),
+            "task": asdict(task),
+            "first_step": first_step,
+            "training_seconds": round(time.perf_counter() - started),
+            "history": history,
+            "versions": versions(),
+            "resumed_from": earlier and {"checkpoint": str(resume), "record": earlier},
+        }
+
     for step in range(settings.steps):
         modality = "text" if step % 2 else "image"
         progress = curriculum.progress[modality]
-        batch = encode_for_training(
-            adapter, examples.training_batch(step * settings.batch_size, settings.batch_size, modality, progress)
-        )
+        first = (first_step + step) * settings.batch_size
+        batch = encode_for_training(adapter, examples.training_batch(first, settings.batch_size, modality, progress))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
         targets = batch.pop("glyph_targets", None)
@@ -115,18 +139,10 @@ def train_demo(
             history.append({"step": step + 1, **scores, **reached, "seconds": round(time.perf_counter() - started)})
             log(f"held-out exact match at step {step + 1}: {scores}")
             if snapshot is not None:
-                _save(snapshot, adapter, {"history": history})
+                _save(snapshot, adapter, record())
     model.eval()
-    seconds = time.perf_counter() - started
-    record = {
-        "settings": asdict(settings),
-        "task": asdict(task),
-        "training_seconds": round(seconds),
-        "history": history,
-        "versions": versions(),
-    }
-    _save(out, adapter, record)
-    return record
+    _save(out, adapter, record())
+    return record()
 
 
 def _save(out: str | Path, adapter: QwenVLAdapter, record: dict) -> None:
