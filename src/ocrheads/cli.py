@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ocrheads.distributed import current_shard
 from ocrheads.errors import OcrHeadsError
 
 Command = Callable[[argparse.Namespace], None]
@@ -158,7 +159,8 @@ def _run_score(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
-    _report_outcomes(folder)
+    if current_shard().leader:
+        _report_outcomes(folder)
 
 
 def _report_outcomes(folder: Path) -> None:
@@ -326,8 +328,9 @@ def _run_intervention(args: argparse.Namespace) -> None:
                 "limit": args.limit},
         progress=not args.quiet,
     )  # fmt: skip
-    print((folder / "results.md").read_text(encoding="utf-8"), end="")
-    print(f"wrote {folder / 'results.parquet'} and {folder / 'predictions.jsonl'}")
+    if current_shard().leader:
+        print((folder / "results.md").read_text(encoding="utf-8"), end="")
+        print(f"wrote {folder / 'results.parquet'} and {folder / 'predictions.jsonl'}")
 
 
 def _intervention_parsers(sub: argparse._SubParsersAction) -> None:

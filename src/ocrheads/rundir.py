@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ocrheads.atomic import atomic_write_text
+from ocrheads.distributed import Shard
 from ocrheads.errors import OcrHeadsError
 
 
@@ -44,9 +45,21 @@ def lock(folder: Path) -> None:
     _HELD[folder] = descriptor
 
 
-def claim(folder: Path, config: dict) -> None:
-    """Lock a run directory, then start it, or continue one whose config matches; refuse a different config."""
-    lock(folder)
+def claim(folder: Path, config: dict, shard: Shard | None = None) -> None:
+    """Lock a run directory, then start it, or continue one whose config matches; refuse a different config.
+
+    In a sharded run the leader locks and writes the config; the other ranks wait for it, then check theirs (if
+    the leader is refused, it exits and the launcher stops the others)."""
+    shard = shard or Shard(0, 1)
+    if shard.leader:
+        lock(folder)
+        _pin(folder, config)
+    shard.barrier()
+    if not shard.leader:
+        _pin(folder, config)
+
+
+def _pin(folder: Path, config: dict) -> None:
     path = folder / "config.yaml"
     if path.is_file():
         before = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ from rich.progress import Progress
 
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
+from ocrheads.distributed import current_shard
 from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample, EvalSet
 from ocrheads.eval.means import reference_means
@@ -111,22 +112,25 @@ def evaluate(
     """Every condition on every set with every prompt style; finished batches of an earlier run are kept."""
     folder = Path(out) / experiment
     install(adapter.model)
+    shard = current_shard()
     claim(folder, _config(experiment, adapter, conditions, eval_sets, intervention, prompts, max_new_tokens,
-                          cot_max_new_tokens, batch_size, (config or {}) | {"anls": anls}))  # fmt: skip
+                          cot_max_new_tokens, batch_size, (config or {}) | {"anls": anls}), shard)  # fmt: skip
     metrics = METRICS | {"anls": partial(METRICS["anls"], options=ANLS_PRESETS[anls])}
     arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
     total = sum(-(-e.size // batch_size) for _, e, _ in arms)
     means = {}
     if intervention.kind == "mask" and intervention.mode == "mean":
         means = {e.name: reference_means(adapter, e, intervention.mean_samples, batch_size) for e in eval_sets}
-    with Progress(disable=not progress) as bar:
+    index = -1  # every part of every arm, in order: part `index` belongs to rank index mod world size
+    with Progress(disable=not progress or not shard.leader) as bar:
         task = bar.add_task(experiment, total=total)
         for condition, eval_set, style in arms:
             new = cot_max_new_tokens if style == "cot" else max_new_tokens
             arm = folder / "parts" / condition.name / eval_set.name / style
             for number, start in enumerate(range(0, eval_set.size, batch_size)):
                 part = arm / f"{number:06d}.jsonl"
-                if not part.is_file():
+                index += 1
+                if shard.owns(index) and not part.is_file():
                     samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)))
                     runnable = [s for s in samples if not s.skip]
                     replies = []
@@ -138,7 +142,11 @@ def evaluate(
                     records = _records(condition, eval_set, style, samples, iter(replies), metrics)
                     atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
                 bar.advance(task)
-    return finish(folder, arms, batch_size)
+    shard.barrier()
+    if shard.leader:
+        finish(folder, arms, batch_size)
+    shard.barrier()
+    return folder
 
 
 def _records(

@@ -25,6 +25,7 @@ from rich.progress import Progress
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import install
 from ocrheads.data.manifest import MANIFEST, Sample, open_page, read_manifest
+from ocrheads.distributed import current_shard
 from ocrheads.errors import DataError
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models.base import ModelAdapter
@@ -84,17 +85,18 @@ def score(
     _check_samples(kind, samples, data)
     folder.mkdir(parents=True, exist_ok=True)
     config = _config(kind, adapter, model_name or str(adapter.model.name_or_path), data, options, batch_size)
-    claim(folder, config)
+    shard = current_shard()
+    claim(folder, config, shard)
     install(adapter.model)
     parts = folder / "parts"
     parts.mkdir(exist_ok=True)
     batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
     layers, heads = config["grid"]
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not progress or not shard.leader) as bar:
         task = bar.add_task(f"{kind} scores", total=len(batches))
         for number, batch in enumerate(batches):
             part = parts / f"{number:06d}.parquet"
-            if not part.is_file():
+            if shard.owns(number) and not part.is_file():
                 table = EntryTable(layers, heads)
                 if kind == "ocr":
                     pages = [[open_page(data, sample, p) for p in range(len(sample.pages))] for sample in batch]
@@ -103,7 +105,11 @@ def score(
                     outcomes = score_retrieval_batch(adapter, batch, options, table)
                 _write_part(part, table, outcomes)
             bar.advance(task)
-    return finish(folder, len(batches), (layers, heads), kind)
+    shard.barrier()
+    if shard.leader:
+        finish(folder, len(batches), (layers, heads), kind)
+    shard.barrier()
+    return folder
 
 
 def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:
