@@ -42,6 +42,11 @@ def test_a_rerun_resumes_and_other_settings_are_refused(demo_run, capsys):
     assert "was generated with other settings; give the demo a new --out" in capsys.readouterr().err
 
 
+def test_a_missing_model_is_refused_before_anything_is_written(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "run"), "--model", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_the_report_renders_in_headless_chromium_with_every_figure(demo_run):
     pytest.importorskip("playwright", reason="the browser check needs Playwright (pip install ocrheads[browser])")
     if find_chromium() is None:

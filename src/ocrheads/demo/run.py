@@ -64,6 +64,11 @@ def _dataset(folder: Path, modality: str, n: int, seed: int, task: DemoTask) -> 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     """Run every stage into `settings.out` and return the report's path."""
     console = console or Console()
+    if not (Path(settings.model) / "config.json").is_file():
+        raise OcrHeadsError(
+            f"no checkpoint at {settings.model}; the bundled demo model is still in training, so train one with "
+            "`ocrheads train-demo --out DIR` (or use any checkpoint folder) and pass --model DIR"
+        )
     out, task = settings.out, settings.task
     stage = iter(range(1, 9))
 
