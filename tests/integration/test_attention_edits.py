@@ -107,6 +107,10 @@ def test_output_sums_equal_the_slices_before_o_proj_over_real_tokens(tiny_batch)
     assert session.summed_tokens == int(real.sum())
     assert (session.sums[1] - expected).abs().max() < TOLERANCE
     assert sorted(session.sums) == list(range(model.config.get_text_config().num_hidden_layers))
+    with torch.no_grad(), attention_session(model, output_sums=OutputSums(real)) as generating:
+        model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert generating.summed_tokens == int(real.sum())  # the written tokens lie past the mask: left out
+    assert (generating.sums[1] - expected).abs().max() < TOLERANCE
 
 
 def test_mean_edit_equals_setting_the_slice_before_o_proj(tiny_batch):

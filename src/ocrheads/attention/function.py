@@ -146,9 +146,10 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
     layer = module.layer_idx
     end = session.advance(layer, query.shape[2], key.shape[2])
     capture, edits = session.capture, session.edits
-    if session.output_sums is not None:
-        tokens = session.output_sums.tokens.to(output.device)[:, end - query.shape[2] : end].float()
-        session.add_outputs(layer, torch.einsum("bq,bqhd->hd", tokens, output.float()), int(tokens.sum()))
+    if session.output_sums is not None:  # positions past the mask (tokens being generated) are left out
+        tokens = session.output_sums.tokens.to(output.device)
+        tokens = torch.nn.functional.pad(tokens, (0, max(0, end - tokens.shape[1])))[:, end - query.shape[2] : end]
+        session.add_outputs(layer, torch.einsum("bq,bqhd->hd", tokens.float(), output.float()), int(tokens.sum()))
     wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
     if not wants_capture and layer not in edits.layers():
         return output, None
