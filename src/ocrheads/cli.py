@@ -406,7 +406,8 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
     from ocrheads.demo.train import TrainSettings
 
-    text = "the whole pipeline on the bundled demo model and fresh synthetic passkeys, ending in RUN/report.html"
+    text = "the whole pipeline on a checkpoint (--model; the bundled demo model once it ships) and fresh synthetic "
+    text += "passkeys, ending in RUN/report.html"
     demo = sub.add_parser("demo", help=text, description=text)
     default = DemoSettings()
     demo.add_argument("--out", type=Path, default=default.out, help="run directory (default %(default)s)")
