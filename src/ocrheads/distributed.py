@@ -8,6 +8,7 @@ process would have written: the merged results are the single-process results, b
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.distributed as dist
@@ -24,6 +25,13 @@ class Shard:
 
     def owns(self, part: int) -> bool:
         return part % self.world == self.rank
+
+    def merge(self, merge_parts: Callable[[], object]) -> None:
+        """Once every rank has written its parts, the leader merges them; every rank returns after the merge."""
+        self.barrier()
+        if self.leader:
+            merge_parts()
+        self.barrier()
 
     def barrier(self) -> None:
         """Wait until every rank gets here (a no-op in a single process)."""

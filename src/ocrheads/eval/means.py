@@ -12,7 +12,7 @@ import torch
 from ocrheads.attention import OutputSums, attention_session
 from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.datasets import EvalSet
-from ocrheads.eval.prompts import question_text
+from ocrheads.eval.prompts import encode_questions
 from ocrheads.models.base import ModelAdapter
 
 
@@ -28,8 +28,7 @@ def reference_means(adapter: ModelAdapter, eval_set: EvalSet, samples: int, batc
     tokens = 0
     for first in range(0, len(picked), batch_size):
         chunk = picked[first : first + batch_size]
-        prompts = [adapter.prompt(question_text(s, "direct", eval_set.instruction), len(s.images)) for s in chunk]
-        batch = adapter.encode(prompts, [list(s.images) for s in chunk])
+        batch = encode_questions(adapter, chunk, "direct", eval_set.instruction)
         request = OutputSums(batch["attention_mask"].bool())
         with torch.no_grad(), attention_session(adapter.model, output_sums=request) as session:
             adapter.model(**batch, logits_to_keep=1)

@@ -9,8 +9,10 @@ which is what is scored.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from ocrheads.eval.datasets import EvalSample
+from ocrheads.models.base import ModelAdapter
 
 PROMPTS = ("direct", "cot")
 COT = (
@@ -29,6 +31,12 @@ def question_text(sample: EvalSample, style: str, instruction: str = "") -> str:
     elif instruction:
         question = f"{question}\n{instruction}"
     return f"{sample.context}\n\n{question}" if sample.context else question
+
+
+def encode_questions(adapter: ModelAdapter, samples: Sequence[EvalSample], style: str, instruction: str = ""):
+    """One encoded batch of the samples' question turns (with their images), ready for the model."""
+    prompts = [adapter.prompt(question_text(s, style, instruction), len(s.images)) for s in samples]
+    return adapter.encode(prompts, [list(s.images) for s in samples])
 
 
 def final_answer(reply: str, style: str) -> str:

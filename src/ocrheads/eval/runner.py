@@ -28,7 +28,7 @@ from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample, EvalSet
 from ocrheads.eval.means import reference_means
 from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
-from ocrheads.eval.prompts import final_answer, question_text
+from ocrheads.eval.prompts import encode_questions, final_answer
 from ocrheads.eval.sinks import first_sinks, mass_sinks
 from ocrheads.models.base import ModelAdapter
 from ocrheads.rundir import claim, versions, write_parquet
@@ -84,8 +84,7 @@ def edits_for(
 
 
 def _generate(adapter: ModelAdapter, samples: list[EvalSample], style: str, instruction: str, new: int, edits_of):
-    prompts = [adapter.prompt(question_text(s, style, instruction), len(s.images)) for s in samples]
-    batch = adapter.encode(prompts, [list(s.images) for s in samples])
+    batch = encode_questions(adapter, samples, style, instruction)
     tokenizer = adapter.processor.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad(), attention_session(adapter.model, edits=edits_of(batch, new)):
@@ -142,10 +141,7 @@ def evaluate(
                     records = _records(condition, eval_set, style, samples, iter(replies), metrics)
                     atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
                 bar.advance(task)
-    shard.barrier()
-    if shard.leader:
-        finish(folder, arms, batch_size)
-    shard.barrier()
+    shard.merge(lambda: finish(folder, arms, batch_size))
     return folder
 
 

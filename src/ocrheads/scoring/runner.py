@@ -105,10 +105,7 @@ def score(
                     outcomes = score_retrieval_batch(adapter, batch, options, table)
                 _write_part(part, table, outcomes)
             bar.advance(task)
-    shard.barrier()
-    if shard.leader:
-        finish(folder, len(batches), (layers, heads), kind)
-    shard.barrier()
+    shard.merge(lambda: finish(folder, len(batches), (layers, heads), kind))
     return folder
 
 
