@@ -56,7 +56,7 @@ def _run_generate(args: argparse.Namespace) -> None:
     )
     options = {
         key: value
-        for key in ("n", "lengths", "digits", "needles", "per_char", "alphabet", "length", "kinds")
+        for key in ("n", "lengths", "digits", "intro", "needles", "per_char", "alphabet", "length", "kinds")
         if (value := getattr(args, key, None)) is not None
     }
     samples = generate(
@@ -107,6 +107,7 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     passkey.add_argument("--n", type=int, default=600)
     passkey.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="haystack characters")
     passkey.add_argument("--digits", type=int, default=5, help="pass key length")
+    passkey.add_argument("--no-intro", dest="intro", action="store_false", help="leave out the paper's soft prompt")
 
     niah = _generator(tasks, "niah", "a fact sentence (needle) in filler text, asked about afterwards")
     niah.add_argument("--n", type=int, default=600)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image, ImageDraw
 
 from ocrheads import generate, read_manifest
 from ocrheads.cli import main
 from ocrheads.data.fonts import load_font
 from ocrheads.data.manifest import MANIFEST, Sample
+from ocrheads.data.passkey import INTRO
 from ocrheads.data.samples import RenderStyle
 from ocrheads.errors import DataError, OcrHeadsError
 
@@ -172,6 +174,16 @@ def test_cli_generates_shows_and_reports_errors(tmp_path, capsys):
     assert "no sample nope" in capsys.readouterr().err
     assert main(["data", "passkey", "--n", "1", "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_leaves_out_the_passkey_intro_on_request_and_records_it(tmp_path):
+    out = tmp_path / "bare"
+    args = ["data", "passkey", "--n", "2", "--lengths", "200", "--modality", "text", "--quiet"]
+    assert main([*args, "--no-intro", "--out", str(out)]) == 0
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    bare, full = read_manifest(out), read_manifest(tmp_path / "full")
+    assert [s.context for s in full] == [f"{INTRO} {s.context}" for s in bare]
+    assert yaml.safe_load((out / "dataset.yaml").read_text())["options"]["intro"] is False
 
 
 def test_several_fonts_are_used_in_turn_and_recorded(tmp_path):

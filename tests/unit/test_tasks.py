@@ -7,7 +7,7 @@ from ocrheads.data.docs import KINDS, docs_contents
 from ocrheads.data.fonts import load_font
 from ocrheads.data.haystack import FakerText
 from ocrheads.data.niah import niah_contents, read_needles
-from ocrheads.data.passkey import NEEDLE, chars_contents, passkey_contents
+from ocrheads.data.passkey import INTRO, NEEDLE, chars_contents, passkey_contents
 from ocrheads.data.render import GlyphAtlas
 from ocrheads.data.samples import Content
 from ocrheads.errors import DataError
@@ -26,6 +26,15 @@ def test_passkeys_are_length_major_and_occur_once():
         assert content.context.count(content.answer) == 1
         assert NEEDLE.format(key=content.answer) in content.context
         assert len(content.context) > content.meta["context_length"]
+
+
+def test_passkeys_without_the_intro_are_the_same_haystack_and_key_without_the_soft_prompt():
+    with_intro = list(passkey_contents(3, FakerText(), seed=2, lengths=(300,)))
+    without = list(passkey_contents(3, FakerText(), seed=2, lengths=(300,), intro=False))
+    for full, bare in zip(with_intro, without, strict=True):
+        assert full.context.startswith(INTRO + " ") and INTRO not in bare.context
+        assert full.context == INTRO + " " + bare.context and full.answer == bare.answer
+        assert _answer_at_offset(bare) == bare.answer
 
 
 def test_a_sample_does_not_depend_on_how_many_are_drawn():

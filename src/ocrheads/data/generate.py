@@ -59,7 +59,7 @@ def generate(
 ) -> list[Sample]:
     """Write the `task` dataset to `out` and return its samples.
 
-    `options` are the task's own (passkey: n, lengths, digits; niah: n, lengths, needles; chars: per_char,
+    `options` are the task's own (passkey: n, lengths, digits, intro; niah: n, lengths, needles; chars: per_char,
     alphabet, length; docs: n, kinds). `fonts`, when given, replace the style's font in turn, sample by sample.
     Every sample is built before anything is written, so bad input fails early; `overlays` draws the answer
     boxes of the first that many samples into `out/overlays/`.

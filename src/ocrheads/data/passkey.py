@@ -49,13 +49,20 @@ def _passkey_content(
 
 
 def passkey_contents(
-    n: int, source: TextSource, *, seed: int = 0, lengths: Sequence[int] = DEFAULT_LENGTHS, digits: int = 5
+    n: int,
+    source: TextSource,
+    *,
+    seed: int = 0,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    digits: int = 5,
+    intro: bool = True,
 ) -> Iterator[Content]:
     """n samples, length-major like the paper: the first n/len(lengths) at lengths[0], and so on."""
     if n < 1 or not lengths or min(lengths) < 1 or digits < 1:
         raise DataError("passkey needs --n >= 1, at least one positive --lengths value and --digits >= 1")
     for index in range(n):
-        yield passkey_content(index, source, seed=seed, length=lengths[index * len(lengths) // n], digits=digits)
+        length = lengths[index * len(lengths) // n]
+        yield passkey_content(index, source, seed=seed, length=length, digits=digits, intro=intro)
 
 
 def passkey_content(

@@ -49,7 +49,7 @@ class DemoSettings:
 
 def _dataset(folder: Path, modality: str, n: int, seed: int, task: DemoTask) -> Path:
     """Generate the demo set once; a rerun reuses it, unless it was made with other settings."""
-    options = {"n": n, "lengths": (task.context_length,), "digits": task.digits}
+    options = {"n": n, "lengths": (task.context_length,), "digits": task.digits, "intro": task.intro}
     if (folder / "dataset.yaml").is_file():
         made = yaml.safe_load((folder / "dataset.yaml").read_text(encoding="utf-8"))
         if (made["modality"], made["seed"], made["samples"]) != (modality, seed, n):
