@@ -1,15 +1,16 @@
 """The demo model's training pieces: examples encoded as the adapters prompt, glyph targets on the right tokens,
-the curriculum gate, the learning-rate schedule, and a seeded run that repeats exactly."""
+training keys and haystacks, the learning-rate schedule, and a seeded run that repeats exactly."""
 
 import pytest
 import torch
 import yaml
 
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
-from ocrheads.demo.examples import Examples, encode_for_training, glyph_targets
+from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
 from ocrheads.demo.task import DemoTask
-from ocrheads.demo.train import Curriculum, TrainSettings, learning_rate, train_demo
+from ocrheads.demo.train import TrainSettings, learning_rate, train_demo
 from ocrheads.models import load_adapter
+from ocrheads.models.geometry import box_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
 
 
@@ -20,7 +21,7 @@ def adapter():
 
 
 def test_labels_are_the_answer_and_end_of_turn_after_the_adapters_prompt(adapter):
-    examples = Examples(DemoTask(), seed=0).training_batch(0, 3, "text", 1.0)
+    examples = Examples(DemoTask(), seed=0).training_batch(0, 3, "text")
     batch = encode_for_training(adapter, examples)
     tokenizer = adapter.processor.tokenizer
     for item, example in enumerate(examples):
@@ -32,7 +33,7 @@ def test_labels_are_the_answer_and_end_of_turn_after_the_adapters_prompt(adapter
 
 
 def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink(adapter):
-    examples = Examples(DemoTask(), seed=0).training_batch(0, 2, "image", 0.5)
+    examples = Examples(DemoTask(), seed=0).training_batch(0, 2, "image")
     batch = encode_for_training(adapter, examples)
     targets = glyph_targets(adapter, batch, examples)
     tokenizer = adapter.processor.tokenizer
@@ -51,13 +52,28 @@ def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink(adapter):
         assert key_tokens <= {token for _, token in mine}
 
 
-def test_curriculum_moves_on_only_while_the_smoothed_loss_is_low():
-    curriculum = Curriculum(TrainSettings(advance_below=0.5, advance_step=0.25))
-    curriculum.update("image", 2.0)
-    assert curriculum.progress == {"image": 0.0, "text": 0.0}
-    for _ in range(30):
-        curriculum.update("image", 0.0)
-    assert curriculum.progress["image"] == 1.0 and curriculum.progress["text"] == 0.0
+def test_training_keys_run_from_one_to_sixteen_digits_in_mostly_short_haystacks():
+    task = DemoTask()
+    examples = Examples(task, seed=0).training_batch(0, 200, "text")
+    digits = [len(e.content.answer) for e in examples]
+    lengths = [e.content.meta["context_length"] for e in examples]
+    assert min(digits) == 1 and max(digits) == TRAINING_DIGITS
+    assert len(set(lengths)) == 1 and lengths[0] <= task.context_length
+    batches = [Examples(task, seed=0).training_batch(first, 1, "text") for first in range(0, 3000, 16)]
+    lengths = sorted(batch[0].content.meta["context_length"] for batch in batches)
+    assert lengths[-1] <= task.context_length and lengths[len(lengths) // 2] < task.context_length / 2
+
+
+def test_each_image_token_of_a_held_out_page_shows_exactly_one_character(adapter):
+    examples = Examples(DemoTask(), seed=0)
+    pages = [examples.example(10**9 + i, "image") for i in range(5)]  # one per font
+    batch = adapter.encode([adapter.prompt("q", 1)] * 5, [e.pages for e in pages])
+    images = adapter.image_tokens(batch, [[page.size for page in e.pages] for e in pages])
+    for example, (image,) in zip(pages, images, strict=True):
+        assert len(example.pages) == 1 and example.pages[0].size == (560, 560)
+        tokens = [box_tokens(glyph.box, image, "any", 0.0) for glyph in example.glyphs]
+        assert all(len(seen) == 1 for seen in tokens)
+        assert len({seen[0] for seen in tokens}) == len(tokens)
 
 
 def test_learning_rate_warms_up_holds_then_falls_to_a_tenth():

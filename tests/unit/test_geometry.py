@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.geometry import ImageTokens, Tile, box_tokens, crop_regions, spread_over_image, whole_image
+from ocrheads.models.geometry import (
+    ImageTokens,
+    Tile,
+    box_tokens,
+    crop_regions,
+    point_tokens,
+    spread_over_image,
+    whole_image,
+)
 
 IMAGE = ImageTokens(image=0, size=(40, 20), tiles=(Tile(token_start=5, rows=2, cols=4, region=(0, 0, 40, 20)),))
 # Box (8, 2, 22, 12): 14x10 = 140 px. Overlaps: cell (0,0) 2x8=16, (0,1) 10x8=80, (0,2) 2x8=16,
@@ -37,6 +45,14 @@ def test_a_tile_over_part_of_the_image_and_bad_boxes():
         box_tokens((30, 0, 41, 5), IMAGE)
     with pytest.raises(OcrHeadsError, match="unknown evidence rule"):
         box_tokens(BOX, IMAGE, rule="centre")
+
+
+def test_a_point_belongs_to_the_one_cell_that_holds_it_in_each_tile_that_sees_it():
+    assert point_tokens((15, 12), IMAGE) == [10]  # row 1, col 1
+    assert point_tokens((0, 0), IMAGE) == [5] and point_tokens((39.9, 19.9), IMAGE) == [12]
+    assert point_tokens((20, 10), IMAGE) == box_tokens((20, 10, 20.5, 10.5), IMAGE) == [11]  # edges go right/down
+    two_views = ImageTokens(0, (40, 20), (Tile(0, 1, 2, (20, 0, 40, 20)), Tile(2, 2, 4, (0, 0, 40, 20))))
+    assert point_tokens((25, 5), two_views) == [0, 2 + 2] and point_tokens((5, 5), two_views) == [2]
 
 
 def test_spread_over_image_puts_each_token_on_its_own_cell_and_keeps_the_total():

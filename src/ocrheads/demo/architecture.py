@@ -37,7 +37,7 @@ TEXT = dict(
     rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 10000.0},
 )
 VISION = dict(depth=4, embed_dim=96, num_heads=4, mlp_ratio=2, patch_size=14, spatial_merge_size=2)
-PIXELS = dict(min_pixels=4 * 28 * 28, max_pixels=400 * 28 * 28)
+PIXELS = dict(min_pixels=4 * 28 * 28, max_pixels=1024 * 28 * 28)
 
 
 def build_tokenizer(seed: int) -> tf.PreTrainedTokenizerBase:

@@ -6,7 +6,6 @@ held-out checks are reproducible; held-out indices start where training indices 
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 
@@ -16,12 +15,13 @@ from ocrheads.data.haystack import FakerText
 from ocrheads.data.samples import Content, text_sample
 from ocrheads.demo.architecture import END_OF_TURN
 from ocrheads.demo.task import DemoTask, Glyph, PageRenderer
-from ocrheads.models.geometry import box_tokens
+from ocrheads.models.geometry import point_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.scoring.passes import until_end
 from ocrheads.scoring.retrieval import text_prompt
 
 HELD_OUT_FROM = 10**9  # sample indices from here on are never trained on
+TRAINING_DIGITS = 16  # the longest training key: it still fits on one line of the demo page
 
 
 @dataclass
@@ -45,26 +45,24 @@ class Examples:
         modality: str,
         context_length: int | None = None,
         digits: int | None = None,
-        intro: bool = True,
     ) -> Example:
-        """Held-out examples (no context_length) are drawn on full pages; shorter training ones on fitted pages."""
-        content = self.task.content(
-            index, self.source, seed=self.seed, context_length=context_length, digits=digits, intro=intro
-        )
+        """Held-out examples (no context_length) are drawn on full pages; training ones on fitted pages."""
+        content = self.task.content(index, self.source, seed=self.seed, context_length=context_length, digits=digits)
         if modality == "text":
             return Example(content, [])
         pages, glyphs = self.renderer.render(content, index, fit=context_length is not None)
         return Example(content, pages, glyphs)
 
-    def training_batch(self, first: int, size: int, modality: str, progress: float) -> list[Example]:
-        """At curriculum progress p (0..1): keys of 1 to 1 + p (digits - 1) digits, haystacks up to p times the
-        task's (leaning towards the longest: square root of a uniform draw), the intro with probability p."""
+    def training_batch(self, first: int, size: int, modality: str) -> list[Example]:
+        """Keys of 1 to `TRAINING_DIGITS` digits in haystacks of the task's length times u² (u uniform): mostly
+        short, sometimes a full page. Long keys give many supervised copies per example, and keys with repeated
+        digits force copying by position, not by the previous digit, so 5-digit keys come out in order. A batch
+        shares one haystack length, so it pads to what it holds, not to its longest example (three times faster)."""
+        length = round(self.task.context_length * random.Random(f"{self.seed}:length:{first}").random() ** 2)
         batch = []
         for index in range(first, first + size):
-            rng = random.Random(f"{self.seed}:curriculum:{index}")
-            digits = rng.randint(1, 1 + round(progress * (self.task.digits - 1)))
-            length = round(progress * self.task.context_length * math.sqrt(rng.random()))
-            batch.append(self.example(index, modality, length, digits, intro=rng.random() < progress))
+            digits = random.Random(f"{self.seed}:digits:{index}").randint(1, TRAINING_DIGITS)
+            batch.append(self.example(index, modality, length, digits))
         return batch
 
 
@@ -95,7 +93,8 @@ def encode_for_training(adapter: QwenVLAdapter, examples: list[Example]) -> dict
 
 
 def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[tuple[int, int, int]]:
-    """(batch item, token position, vocabulary id) for every character whose ink an image token sees."""
+    """(batch item, token position, vocabulary id) for every character, at the token that sees its centre (on the
+    demo task's grid, the one token that sees its ink)."""
     tokenizer = adapter.processor.tokenizer
     ids = {}
     found = set()
@@ -104,7 +103,8 @@ def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) 
         for glyph in example.glyphs:
             if glyph.char not in ids:
                 ids[glyph.char] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(glyph.char)[0])
-            for position in box_tokens(glyph.box, images[glyph.page], "any", 0.0):
+            x0, y0, x1, y1 = glyph.box
+            for position in point_tokens(((x0 + x1) / 2, (y0 + y1) / 2), images[glyph.page]):
                 found.add((item, position, ids[glyph.char]))
     return sorted(found)
 

@@ -21,22 +21,23 @@ FONTS = ("dejavu-sans", "dejavu-serif", "dejavu-mono", "dejavu-sans-bold", "pill
 
 @dataclass(frozen=True)
 class DemoTask:
-    """Defaults: a 5-digit key at a random depth of 448 haystack characters after the passkey intro, which fill
-    a 26-line page; each sample is drawn in the next of five fonts.
+    """Defaults: a 5-digit key at a random depth of 160 haystack characters, which fill most of a 20-line page
+    (the longest of 1,500 seeded samples takes 19 lines); each sample is drawn in the next of five fonts.
 
-    Pages are typeset on a 14-pixel grid (13 px type, each character centred in a 14-px cell, 14-px lines, no
-    margin), so each of Qwen2-VL's 14-px patches holds one character and each token two characters of two
-    lines. A CPU-trained vision tower learns to read such pages in minutes; proportional type at arbitrary
-    offsets needs far more data than a CPU can push through in a session.
+    Pages are typeset on a 28-pixel grid (22 px type, each character centred in a 28-px cell, 28-px lines, no
+    margin), so each Qwen2-VL image token (2x2 patches of 14 px) shows exactly one character, as a text token
+    shows one digit. Copying a key from a page is then the same skill as copying it from text, which a
+    CPU-trained model learns in a session; several characters per token made reading their order a second skill.
     """
 
-    context_length: int = 448
+    context_length: int = 160
     digits: int = 5
     fonts: tuple[str, ...] = FONTS
-    font_size: int = 13
-    wrap_width: int = 32
-    lines_per_page: int = 26
-    cell: int = 14
+    font_size: int = 22
+    wrap_width: int = 20
+    lines_per_page: int = 20
+    cell: int = 28
+    intro: bool = False
 
     def style(self, index: int) -> RenderStyle:
         font = self.fonts[index % len(self.fonts)]
@@ -52,11 +53,10 @@ class DemoTask:
         seed: int,
         context_length: int | None = None,
         digits: int | None = None,
-        intro: bool = True,
     ) -> Content:
-        """Sample `index` at the task's defaults, or easier: shorter haystack or key, no intro (the curriculum)."""
+        """Sample `index` at the task's defaults, or with another haystack length or key length (training)."""
         length = self.context_length if context_length is None else context_length
-        return passkey_content(index, source, seed=seed, length=length, digits=digits or self.digits, intro=intro)
+        return passkey_content(index, source, seed=seed, length=length, digits=digits or self.digits, intro=self.intro)
 
 
 @dataclass(frozen=True)
