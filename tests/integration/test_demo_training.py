@@ -32,24 +32,28 @@ def test_labels_are_the_answer_and_end_of_turn_after_the_adapters_prompt(adapter
         assert tokenizer.decode(batch["input_ids"][item][:prompt_length]) == prompt
 
 
-def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink(adapter):
+def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink_and_name_their_left_neighbour(adapter):
     examples = Examples(DemoTask(), seed=0).training_batch(0, 2, "image")
     batch = encode_for_training(adapter, examples)
     targets = glyph_targets(adapter, batch, examples)
     tokenizer = adapter.processor.tokenizer
     image_token = adapter.model.config.image_token_id
-    first_patch = 0
+    first_patch, left_of_line = 0, tokenizer.convert_tokens_to_ids(tokenizer.tokenize(" ")[0])
     for item, example in enumerate(examples):
         positions = torch.nonzero(batch["input_ids"][item] == image_token).flatten().tolist()
         patches = batch["pixel_values"][first_patch : first_patch + 4 * len(positions)].unflatten(0, (-1, 4))
         first_patch += 4 * len(positions)
         inked = {positions[j] for j in range(len(positions)) if patches[j].max() > 0}
-        mine = [(position, token) for i, position, token in targets if i == item]
-        assert {position for position, _ in mine} <= inked
-        seen = "".join(sorted({tokenizer.decode([token]) for _, token in mine}))
-        assert seen == "".join(sorted({glyph.char for glyph in example.glyphs}))
-        key_tokens = {tokenizer.convert_tokens_to_ids(d) for d in example.content.answer}
-        assert key_tokens <= {token for _, token in mine}
+        mine = [target[1:] for target in targets if target[0] == item]
+        assert {position for position, _, _ in mine} <= inked
+        assert "".join(tokenizer.decode([char]) for _, char, _ in mine) == "".join(g.char for g in example.glyphs)
+        lefts = {g.offset: tokenizer.decode([left]) for g, (_, _, left) in zip(example.glyphs, mine, strict=True)}
+        start, key, space = example.content.answer_start, example.content.answer, tokenizer.decode([left_of_line])
+        assert [lefts[start + i] for i in range(len(key))] == [space, *key[:-1]]
+        lines = {}
+        for glyph in example.glyphs:
+            lines.setdefault(glyph.box[1] // DemoTask().cell, []).append(glyph.offset)
+        assert {lefts[min(offsets)] for offsets in lines.values()} == {space}
 
 
 def test_training_keys_run_from_one_to_sixteen_digits_in_mostly_short_haystacks():
@@ -84,9 +88,15 @@ def test_learning_rate_warms_up_holds_then_falls_to_a_tenth():
 
 
 def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_path):
-    settings = TrainSettings(steps=4, batch_size=2, warmup_steps=2, eval_every=2, eval_samples=2, threads=1)
+    settings = TrainSettings(
+        steps=4, batch_size=2, warmup_steps=2, eval_every=2, eval_samples=2, threads=1, text_first=2
+    )
     quiet = {"log": lambda _: None}
-    records = [train_demo(tmp_path / name, settings, snapshot=tmp_path / f"{name}-snap", **quiet) for name in "ab"]
+    lines = []
+    records = [train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", log=lines.append)]
+    records.append(train_demo(tmp_path / "b", settings, **quiet))
+    steps = [line.split()[2] for line in lines if line.startswith("step ")]
+    assert steps == ["text", "text", "image", "text"]  # text alone first, then alternating
     weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in "ab"]
     assert weights[0] == weights[1]
     assert [h["step"] for h in records[0]["history"]] == [2, 4] and records[0]["settings"]["seed"] == 0

@@ -92,21 +92,31 @@ def encode_for_training(adapter: QwenVLAdapter, examples: list[Example]) -> dict
     return batch
 
 
-def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[tuple[int, int, int]]:
-    """(batch item, token position, vocabulary id) for every character, at the token that sees its centre (on the
-    demo task's grid, the one token that sees its ink)."""
+def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[tuple[int, int, int, int]]:
+    """(batch item, token position, character, character to its left) for every inked character, at the token
+    that sees its centre (on the demo task's grid, the one token that sees its ink). Left of a line's first
+    character is a space: the space the line broke at, or nothing."""
     tokenizer = adapter.processor.tokenizer
     ids = {}
-    found = set()
+
+    def vocabulary_id(char: str) -> int:
+        if char not in ids:
+            ids[char] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(char)[0])
+        return ids[char]
+
+    found = []
     sizes = [[page.size for page in e.pages] for e in examples]
     for item, (example, images) in enumerate(zip(examples, adapter.image_tokens(batch, sizes), strict=True)):
+        left = None
         for glyph in example.glyphs:
-            if glyph.char not in ids:
-                ids[glyph.char] = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(glyph.char)[0])
             x0, y0, x1, y1 = glyph.box
+            beside = left is not None and left.offset == glyph.offset - 1 and left.page == glyph.page
+            beside = beside and left.box[1] < y1 and y0 < left.box[3]  # and on the same line
+            previous = vocabulary_id(left.char if beside else " ")
             for position in point_tokens(((x0 + x1) / 2, (y0 + y1) / 2), images[glyph.page]):
-                found.add((item, position, ids[glyph.char]))
-    return sorted(found)
+                found.append((item, position, vocabulary_id(glyph.char), previous))
+            left = glyph
+    return found
 
 
 def exact_matches(adapter: QwenVLAdapter, examples: list[Example], batch_size: int = 16) -> list[bool]:

@@ -62,6 +62,7 @@ class DemoTask:
 @dataclass(frozen=True)
 class Glyph:
     char: str
+    offset: int  # in the context
     page: int
     box: Box
 
@@ -83,5 +84,6 @@ class PageRenderer:
         if style.font not in self._atlases:
             self._atlases[style.font] = style.atlas()
         _, rendering, _, _ = render_content(content, self._atlases[style.font], style)
-        glyphs = [Glyph(content.context[offset], page, box) for offset, (page, box) in sorted(rendering.boxes.items())]
+        boxes = sorted(rendering.boxes.items())
+        glyphs = [Glyph(content.context[offset], offset, page, box) for offset, (page, box) in boxes]
         return rendering.pages, glyphs
