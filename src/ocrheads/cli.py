@@ -407,7 +407,7 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
     from ocrheads.demo.train import TrainSettings
 
-    text = "the whole pipeline on a checkpoint (--model; the bundled demo model once it ships) and fresh synthetic "
+    text = "the whole pipeline, offline, on the bundled demo model (or --model CHECKPOINT) and fresh synthetic "
     text += "passkeys, ending in RUN/report.html"
     demo = sub.add_parser("demo", help=text, description=text)
     default = DemoSettings()

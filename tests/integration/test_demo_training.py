@@ -5,13 +5,16 @@ import pytest
 import torch
 import yaml
 
+from ocrheads.data.samples import text_sample
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
+from ocrheads.demo.reading import KeyAlignment
 from ocrheads.demo.task import DemoTask
 from ocrheads.demo.train import TrainSettings, learning_rate, train_demo
 from ocrheads.models import load_adapter
 from ocrheads.models.geometry import box_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
+from ocrheads.scoring.retrieval import needle_positions, text_prompt
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +113,32 @@ def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_
     written = yaml.safe_load((tmp_path / "a" / "training.yaml").read_text())
     assert resumed["first_step"] == 4 and resumed["resumed_from"]["record"] == written
     assert (tmp_path / "c" / "model.safetensors").read_bytes() != weights[0]
+
+
+def test_key_tokens_are_the_consecutive_tokens_of_the_key_line_and_twins_align_with_text(adapter):
+    examples = Examples(DemoTask(), seed=0).training_batch(16, 3, "image")
+    batch = encode_for_training(adapter, examples)
+    keys = batch.pop("key_tokens")
+    targets = {(item, position): char for item, position, char, _ in batch.pop("glyph_targets")}
+    tokenizer = adapter.processor.tokenizer
+    for item, (example, positions) in enumerate(zip(examples, keys, strict=True)):
+        assert positions == list(range(positions[0], positions[0] + len(example.content.answer)))
+        assert tokenizer.decode([targets[item, p] for p in positions]) == example.content.answer
+
+    alignment = KeyAlignment(adapter, layers=(1, 3))
+    contents = [e.content for e in examples]
+    shape = (len(examples), batch["input_ids"].shape[1], adapter.model.config.text_config.hidden_size)
+    zeros = tuple(torch.zeros(shape) for _ in range(7))
+    assert alignment.loss(contents, keys, zeros).item() == pytest.approx(1.0)  # each layer: |t|^2 / |t|^2
+
+    samples = [text_sample(content) for content in contents]
+    prompts = [adapter.prompt(text_prompt(sample), 0) for sample in samples]
+    text = adapter.encode(prompts, [[] for _ in samples])
+    twins = needle_positions(adapter, prompts, samples, text["input_ids"])
+    with torch.no_grad():
+        teacher = adapter.model(**text, output_hidden_states=True).hidden_states
+    copied = tuple(torch.zeros(shape) for _ in range(7))
+    for layer in (1, 3):
+        for item, (image, words) in enumerate(zip(keys, twins, strict=True)):
+            copied[layer][item, image] = teacher[layer][item, words]
+    assert alignment.loss(contents, keys, copied).item() == pytest.approx(0.0, abs=1e-6)

@@ -89,6 +89,7 @@ def encode_for_training(adapter: QwenVLAdapter, examples: list[Example]) -> dict
     batch["labels"] = labels
     if images:
         batch["glyph_targets"] = glyph_targets(adapter, batch, examples)
+        batch["key_tokens"] = key_tokens(adapter, batch, examples)
     return batch
 
 
@@ -109,14 +110,29 @@ def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) 
     for item, (example, images) in enumerate(zip(examples, adapter.image_tokens(batch, sizes), strict=True)):
         left = None
         for glyph in example.glyphs:
-            x0, y0, x1, y1 = glyph.box
+            y0, y1 = glyph.box[1], glyph.box[3]
             beside = left is not None and left.offset == glyph.offset - 1 and left.page == glyph.page
             beside = beside and left.box[1] < y1 and y0 < left.box[3]  # and on the same line
             previous = vocabulary_id(left.char if beside else " ")
-            for position in point_tokens(((x0 + x1) / 2, (y0 + y1) / 2), images[glyph.page]):
+            for position in point_tokens(_centre(glyph.box), images[glyph.page]):
                 found.append((item, position, vocabulary_id(glyph.char), previous))
             left = glyph
     return found
+
+
+def key_tokens(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[list[int]]:
+    """For each batch item, the image token that shows each character of its key, in order."""
+    sizes = [[page.size for page in e.pages] for e in examples]
+    found = []
+    for example, images in zip(examples, adapter.image_tokens(batch, sizes), strict=True):
+        start, end = example.content.answer_start, example.content.answer_start + len(example.content.answer)
+        key = [glyph for glyph in example.glyphs if start <= glyph.offset < end]
+        found.append([point_tokens(_centre(glyph.box), images[glyph.page])[0] for glyph in key])
+    return found
+
+
+def _centre(box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 def exact_matches(adapter: QwenVLAdapter, examples: list[Example], batch_size: int = 16) -> list[bool]:

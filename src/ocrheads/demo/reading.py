@@ -35,3 +35,36 @@ class GlyphReading:
         embeds = self.embeds[found[:, 0], found[:, 1]]
         own = torch.nn.functional.cross_entropy(self.output_layer(embeds).float(), found[:, 2])
         return own + torch.nn.functional.cross_entropy(self.previous(embeds).float(), found[:, 3])
+
+
+class KeyAlignment:
+    """Auxiliary loss: at the first layers, the hidden states of the image tokens that show the key match those
+    of the key's digits when the same sample is given as text (the teacher: a no-grad pass of the same model).
+
+    Text copying is learnt first and fast; its previous-token heads work by rotary position, which image columns
+    lack. Pulling each key token of a page towards its text twin hands the page the features the copying circuit
+    already reads, instead of waiting for the answer loss to grow a second circuit for pages."""
+
+    def __init__(self, adapter, layers: tuple[int, ...] = (1, 2, 3, 4)):
+        self.adapter, self.layers = adapter, layers
+
+    def loss(self, contents: list, key_tokens: list[list[int]], hidden_states: tuple[torch.Tensor, ...]):
+        """Mean over layers of the squared distance between twins, relative to the teacher's squared norm."""
+        from ocrheads.data.samples import text_sample
+        from ocrheads.scoring.retrieval import needle_positions, text_prompt
+
+        samples = [text_sample(content) for content in contents]
+        prompts = [self.adapter.prompt(text_prompt(sample), 0) for sample in samples]
+        batch = self.adapter.encode(prompts, [[] for _ in samples])
+        twins = needle_positions(self.adapter, prompts, samples, batch["input_ids"])
+        with torch.no_grad():
+            teacher = self.adapter.model(**batch, output_hidden_states=True).hidden_states
+        pairs = [(item, i, t) for item, (image, text) in enumerate(zip(key_tokens, twins, strict=True))
+                 if len(image) == len(text) for i, t in zip(image, text, strict=True)]  # fmt: skip
+        items, image_positions, text_positions = (torch.tensor(column) for column in zip(*pairs, strict=True))
+        total = 0.0
+        for layer in self.layers:
+            target = teacher[layer][items, text_positions]
+            found = hidden_states[layer][items, image_positions]
+            total = total + ((found - target) ** 2).mean() / (target**2).mean()
+        return total / len(self.layers)

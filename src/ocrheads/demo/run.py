@@ -66,8 +66,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     console = console or Console()
     if not (Path(settings.model) / "config.json").is_file():
         raise OcrHeadsError(
-            f"no checkpoint at {settings.model}; the bundled demo model is still in training, so train one with "
-            "`ocrheads train-demo --out DIR` (or use any checkpoint folder) and pass --model DIR"
+            f"no checkpoint at {settings.model} (no config.json); pass a checkpoint folder with --model, or train "
+            "the demo model with `ocrheads train-demo --out DIR` and pass --model DIR"
         )
     out, task = settings.out, settings.task
     stage = iter(range(1, 9))

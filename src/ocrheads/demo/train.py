@@ -20,7 +20,7 @@ import yaml
 from ocrheads.atomic import atomic_folder
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import Examples, encode_for_training, exact_matches, held_out
-from ocrheads.demo.reading import GlyphReading
+from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.rundir import versions
@@ -78,7 +78,7 @@ def train_demo(
         last = earlier["history"][-1]
         first_step = earlier.get("first_step", 0) + last["step"]
     model = adapter.model.train()
-    reading = GlyphReading(model)
+    reading, alignment = GlyphReading(model), KeyAlignment(adapter)
     parameters = [*model.parameters(), *reading.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     examples = Examples(task, settings.seed)
@@ -97,14 +97,19 @@ def train_demo(
         }
 
     for step in range(settings.steps):
-        modality = "text" if step < settings.text_first or step % 2 else "image"
-        first = (first_step + step) * settings.batch_size
-        batch = encode_for_training(adapter, examples.training_batch(first, settings.batch_size, modality))
+        overall = first_step + step  # counts on across resumed stages
+        modality = "text" if overall < settings.text_first or overall % 2 else "image"
+        first = overall * settings.batch_size
+        chosen = examples.training_batch(first, settings.batch_size, modality)
+        batch = encode_for_training(adapter, chosen)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
-        targets = batch.pop("glyph_targets", None)
-        loss = model(**batch).loss
-        total = loss if targets is None else loss + reading.loss(targets)
+        targets, keys = batch.pop("glyph_targets", None), batch.pop("key_tokens", None)
+        output = model(**batch, output_hidden_states=targets is not None)
+        loss = total = output.loss
+        if targets is not None:  # reading first: the alignment's teacher pass replaces the embeddings it keeps
+            read = reading.loss(targets)
+            total = loss + read + alignment.loss([e.content for e in chosen], keys, output.hidden_states)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
