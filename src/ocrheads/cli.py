@@ -397,7 +397,13 @@ def _run_demo(args: argparse.Namespace) -> None:
 def _run_train_demo(args: argparse.Namespace) -> None:
     from ocrheads.demo.train import TrainSettings, train_demo
 
-    settings = TrainSettings(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
+    settings = TrainSettings(
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        threads=args.threads,
+    )
     record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume)
     print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
     print(f"wrote {args.out}")
@@ -427,6 +433,7 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=settings.seed)
     train.add_argument("--steps", type=int, default=settings.steps)
     train.add_argument("--batch-size", type=int, default=settings.batch_size)
+    train.add_argument("--learning-rate", type=float, default=settings.learning_rate, help="peak, after warm-up")
     train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
     train.add_argument("--snapshot", type=Path, help="also save the model here at every held-out check")
     train.add_argument("--resume", type=Path, help="continue from a checkpoint or snapshot written by train-demo")

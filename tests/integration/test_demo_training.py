@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
@@ -142,3 +143,11 @@ def test_key_tokens_are_the_consecutive_tokens_of_the_key_line_and_twins_align_w
         for item, (image, words) in enumerate(zip(keys, twins, strict=True)):
             copied[layer][item, image] = teacher[layer][item, words]
     assert alignment.loss(contents, keys, copied).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path):
+    out = tmp_path / "cli"
+    args = ["train-demo", "--out", str(out), "--steps", "1", "--batch-size", "1", "--learning-rate", "1e-4"]
+    assert main([*args, "--threads", "1", "--seed", "3"]) == 0
+    settings = yaml.safe_load((out / "training.yaml").read_text())["settings"]
+    assert (settings["learning_rate"], settings["steps"], settings["seed"]) == (1e-4, 1, 3)
