@@ -39,7 +39,9 @@ def test_labels_are_the_answer_and_end_of_turn_after_the_adapters_prompt(adapter
 def test_glyph_targets_sit_on_tokens_whose_pixels_hold_ink_and_name_their_left_neighbour(adapter):
     examples = Examples(DemoTask(), seed=0).training_batch(0, 2, "image")
     batch = encode_for_training(adapter, examples)
-    targets = glyph_targets(adapter, batch, examples)
+    tokens = adapter.image_tokens(batch, [[page.size for page in e.pages] for e in examples])
+    targets = glyph_targets(adapter, tokens, examples)
+    assert targets == batch["glyph_targets"]
     tokenizer = adapter.processor.tokenizer
     image_token = adapter.model.config.image_token_id
     first_patch, left_of_line = 0, tokenizer.convert_tokens_to_ids(tokenizer.tokenize(" ")[0])

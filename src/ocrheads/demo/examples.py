@@ -15,7 +15,7 @@ from ocrheads.data.haystack import FakerText
 from ocrheads.data.samples import Content, text_sample
 from ocrheads.demo.architecture import END_OF_TURN
 from ocrheads.demo.task import DemoTask, Glyph, PageRenderer
-from ocrheads.models.geometry import point_tokens
+from ocrheads.models.geometry import ImageTokens, point_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.scoring.passes import until_end
 from ocrheads.scoring.retrieval import text_prompt
@@ -88,15 +88,18 @@ def encode_for_training(adapter: QwenVLAdapter, examples: list[Example]) -> dict
             raise AssertionError(f"answer tokens of {example.content.id} do not close its training text")
     batch["labels"] = labels
     if images:
-        batch["glyph_targets"] = glyph_targets(adapter, batch, examples)
-        batch["key_tokens"] = key_tokens(adapter, batch, examples)
+        tokens = adapter.image_tokens(batch, [[page.size for page in e.pages] for e in examples])
+        batch["glyph_targets"] = glyph_targets(adapter, tokens, examples)
+        batch["key_tokens"] = key_tokens(tokens, examples)
     return batch
 
 
-def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[tuple[int, int, int, int]]:
+def glyph_targets(
+    adapter: QwenVLAdapter, tokens: list[list[ImageTokens]], examples: list[Example]
+) -> list[tuple[int, int, int, int]]:
     """(batch item, token position, character, character to its left) for every inked character, at the token
     that sees its centre (on the demo task's grid, the one token that sees its ink). Left of a line's first
-    character is a space: the space the line broke at, or nothing."""
+    character is a space: the space the line broke at, or nothing. `tokens`: the batch's image tokens."""
     tokenizer = adapter.processor.tokenizer
     ids = {}
 
@@ -106,8 +109,7 @@ def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) 
         return ids[char]
 
     found = []
-    sizes = [[page.size for page in e.pages] for e in examples]
-    for item, (example, images) in enumerate(zip(examples, adapter.image_tokens(batch, sizes), strict=True)):
+    for item, (example, images) in enumerate(zip(examples, tokens, strict=True)):
         left = None
         for glyph in example.glyphs:
             y0, y1 = glyph.box[1], glyph.box[3]
@@ -120,11 +122,10 @@ def glyph_targets(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) 
     return found
 
 
-def key_tokens(adapter: QwenVLAdapter, batch: dict, examples: list[Example]) -> list[list[int]]:
+def key_tokens(tokens: list[list[ImageTokens]], examples: list[Example]) -> list[list[int]]:
     """For each batch item, the image token that shows each character of its key, in order."""
-    sizes = [[page.size for page in e.pages] for e in examples]
     found = []
-    for example, images in zip(examples, adapter.image_tokens(batch, sizes), strict=True):
+    for example, images in zip(examples, tokens, strict=True):
         start, end = example.content.answer_start, example.content.answer_start + len(example.content.answer)
         key = [glyph for glyph in example.glyphs if start <= glyph.offset < end]
         found.append([point_tokens(_centre(glyph.box), images[glyph.page])[0] for glyph in key])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ocrheads.data.samples import text_sample
+from ocrheads.scoring.retrieval import needle_positions, text_prompt
+
 
 class GlyphReading:
     """Auxiliary losses on each image token's input embedding (the vision tower's output):
@@ -11,9 +14,9 @@ class GlyphReading:
     - it names the character it shows, read through the model's (tied) output layer. This dense signal, on every
       token of every page, teaches the vision tower to read long before the answer loss alone would, and puts
       image tokens where the text tokens they show live, so copying learnt on text carries over to pages;
-    - a linear probe, used in training only, reads from it the character to its left. Qwen2-VL's rotary code
-      gives columns only its slowest frequencies (mrope), so the language model cannot tell horizontal
-      neighbours apart by position; copying a key in order needs each token to carry its neighbour itself.
+    - a linear probe, used in training only, reads from it the character to its left. Copying a key in order
+      means finding the token whose left neighbour is the digit just written; on a page that neighbour is one
+      column away, not one position in every rotary section as in text, so each token carries it itself.
     """
 
     def __init__(self, model):
@@ -41,18 +44,16 @@ class KeyAlignment:
     """Auxiliary loss: at the first layers, the hidden states of the image tokens that show the key match those
     of the key's digits when the same sample is given as text (the teacher: a no-grad pass of the same model).
 
-    Text copying is learnt first and fast; its previous-token heads work by rotary position, which image columns
-    lack. Pulling each key token of a page towards its text twin hands the page the features the copying circuit
-    already reads, instead of waiting for the answer loss to grow a second circuit for pages."""
+    Text copying is learnt first and fast, by heads that find a digit's predecessor by rotary position, and a
+    page's positions differ from text's (one column apart, not one position in every section). Pulling each key
+    token of a page towards its text twin hands the page the features the copying circuit already reads,
+    instead of waiting for the answer loss to grow a second circuit for pages."""
 
     def __init__(self, adapter, layers: tuple[int, ...] = (1, 2, 3, 4)):
         self.adapter, self.layers = adapter, layers
 
     def loss(self, contents: list, key_tokens: list[list[int]], hidden_states: tuple[torch.Tensor, ...]):
         """Mean over layers of the squared distance between twins, relative to the teacher's squared norm."""
-        from ocrheads.data.samples import text_sample
-        from ocrheads.scoring.retrieval import needle_positions, text_prompt
-
         samples = [text_sample(content) for content in contents]
         prompts = [self.adapter.prompt(text_prompt(sample), 0) for sample in samples]
         batch = self.adapter.encode(prompts, [[] for _ in samples])

@@ -1,7 +1,7 @@
 """Train the demo model from scratch on the demo task: image passkeys (read from pages) and text passkeys (copied).
 
-The answer loss covers the answer and the end-of-turn token; image batches add the glyph-reading loss
-(reading.py). Training keys run to 16 digits (examples.py): with one- to five-digit keys the answer loss is
+The answer loss covers the answer and the end-of-turn token; image batches add the reading and alignment
+losses (reading.py). Training keys run to 16 digits (examples.py): with one- to five-digit keys the answer loss is
 too sparse, and a model this size stalled for thousands of steps before it could copy more than one digit in
 order. Text batches come first: there the copying forms in minutes, where with every other batch a page it
 had not formed after 700 steps. Then image and text batches alternate, and copying carries over to pages.
