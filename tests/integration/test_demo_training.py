@@ -9,7 +9,7 @@ from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
-from ocrheads.demo.reading import KeyAlignment
+from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
 from ocrheads.demo.train import TrainSettings, learning_rate, train_demo
 from ocrheads.models import load_adapter
@@ -153,3 +153,26 @@ def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path):
     assert main([*args, "--threads", "1", "--seed", "3"]) == 0
     settings = yaml.safe_load((out / "training.yaml").read_text())["settings"]
     assert (settings["learning_rate"], settings["steps"], settings["seed"]) == (1e-4, 1, 3)
+
+
+def test_reading_loss_is_both_cross_entropies_on_the_language_models_input_embeddings(adapter):
+    examples = Examples(DemoTask(), seed=0).training_batch(32, 2, "image")
+    batch = encode_for_training(adapter, examples)
+    targets, _ = batch.pop("glyph_targets"), batch.pop("key_tokens")
+    kept = {}
+    hook = adapter.model.model.language_model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: kept.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    with torch.no_grad():
+        hidden = adapter.model(**batch, output_hidden_states=True).hidden_states
+    hook.remove()
+    assert torch.equal(hidden[0], kept["embeds"])  # hidden_states[0] is what the language model reads
+    reading = GlyphReading(adapter.model)
+    rows = torch.tensor(targets)
+    embeds = kept["embeds"][rows[:, 0], rows[:, 1]]
+    by_hand = [torch.log_softmax(adapter.model.lm_head(embeds), -1), torch.log_softmax(reading.previous(embeds), -1)]
+    expected = sum(
+        -scores[torch.arange(len(rows)), rows[:, col]].mean() for scores, col in zip(by_hand, (2, 3), strict=True)
+    )
+    with torch.no_grad():
+        assert reading.loss(targets, hidden[0]).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -22,20 +22,16 @@ class GlyphReading:
     def __init__(self, model):
         self.output_layer = model.lm_head
         self.previous = torch.nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
-        self.embeds = None
-        model.model.language_model.register_forward_pre_hook(self._keep, with_kwargs=True)
-
-    def _keep(self, _module, args, kwargs):
-        self.embeds = kwargs.get("inputs_embeds")
 
     def parameters(self):
         """The probe's: the optimiser trains it with the model; it is not saved."""
         return self.previous.parameters()
 
-    def loss(self, targets: list[tuple[int, int, int, int]]) -> torch.Tensor:
-        """Cross-entropy of each (batch item, position, character, character to its left) of the last forward."""
+    def loss(self, targets: list[tuple[int, int, int, int]], inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each (batch item, position, character, character to its left); `inputs_embeds` are
+        the language model's inputs (hidden_states[0] of a forward with output_hidden_states)."""
         found = torch.tensor(targets)
-        embeds = self.embeds[found[:, 0], found[:, 1]]
+        embeds = inputs_embeds[found[:, 0], found[:, 1]]
         own = torch.nn.functional.cross_entropy(self.output_layer(embeds).float(), found[:, 2])
         return own + torch.nn.functional.cross_entropy(self.previous(embeds).float(), found[:, 3])
 

@@ -107,8 +107,8 @@ def train_demo(
         targets, keys = batch.pop("glyph_targets", None), batch.pop("key_tokens", None)
         output = model(**batch, output_hidden_states=targets is not None)
         loss = total = output.loss
-        if targets is not None:  # reading first: the alignment's teacher pass replaces the embeddings it keeps
-            read = reading.loss(targets)
+        if targets is not None:
+            read = reading.loss(targets, output.hidden_states[0])
             total = loss + read + alignment.loss([e.content for e in chosen], keys, output.hidden_states)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
