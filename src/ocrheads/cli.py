@@ -402,6 +402,9 @@ def _run_train_demo(args: argparse.Namespace) -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        decay=args.decay,
+        text_every=args.text_every,
+        eval_samples=args.eval_samples,
         threads=args.threads,
     )
     record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume)
@@ -434,6 +437,9 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=settings.steps)
     train.add_argument("--batch-size", type=int, default=settings.batch_size)
     train.add_argument("--learning-rate", type=float, default=settings.learning_rate, help="peak, after warm-up")
+    train.add_argument("--decay", type=float, default=settings.decay, help="final fraction of steps, falling to 10 %%")
+    train.add_argument("--eval-samples", type=int, default=settings.eval_samples, help="held-out samples per check")
+    train.add_argument("--text-every", type=int, default=settings.text_every, help="then one step in this many is text")
     train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
     train.add_argument("--snapshot", type=Path, help="also save the model here at every held-out check")
     train.add_argument("--resume", type=Path, help="continue from a checkpoint or snapshot written by train-demo")

@@ -11,7 +11,7 @@ from ocrheads.demo.architecture import build_model, build_processor, build_token
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
 from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
-from ocrheads.demo.train import TrainSettings, learning_rate, train_demo
+from ocrheads.demo.train import TrainSettings, learning_rate, modality_at, train_demo
 from ocrheads.models import load_adapter
 from ocrheads.models.geometry import box_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
@@ -93,6 +93,12 @@ def test_learning_rate_warms_up_holds_then_falls_to_a_tenth():
     assert learning_rate(75, settings) == pytest.approx(0.55) and learning_rate(100, settings) == pytest.approx(0.1)
 
 
+def test_text_batches_come_first_then_one_step_in_text_every():
+    settings = TrainSettings(text_first=3, text_every=4)
+    initials = "".join(modality_at(step, settings)[0] for step in range(10))
+    assert initials == "tttiitiiit"
+
+
 def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_path):
     settings = TrainSettings(
         steps=4, batch_size=2, warmup_steps=2, eval_every=2, eval_samples=2, threads=1, text_first=2
@@ -150,9 +156,11 @@ def test_key_tokens_are_the_consecutive_tokens_of_the_key_line_and_twins_align_w
 def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path):
     out = tmp_path / "cli"
     args = ["train-demo", "--out", str(out), "--steps", "1", "--batch-size", "1", "--learning-rate", "1e-4"]
+    args += ["--decay", "0.5", "--text-every", "3", "--eval-samples", "1"]
     assert main([*args, "--threads", "1", "--seed", "3"]) == 0
     settings = yaml.safe_load((out / "training.yaml").read_text())["settings"]
     assert (settings["learning_rate"], settings["steps"], settings["seed"]) == (1e-4, 1, 3)
+    assert (settings["decay"], settings["text_every"], settings["eval_samples"]) == (0.5, 3, 1)
 
 
 def test_reading_loss_is_both_cross_entropies_on_the_language_models_input_embeddings(adapter):

@@ -34,7 +34,8 @@ class TrainSettings:
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     decay: float = 0.25  # the last fraction of the steps, over which the learning rate falls linearly to 10 %
-    text_first: int = 800  # steps of text batches alone before images join in (every other step)
+    text_first: int = 800  # steps of text batches alone before images join in
+    text_every: int = 2  # afterwards, one step in this many is a text batch, the others are image batches
     patch_init_std: float = 0.1  # patch embeddings start larger than the default 0.02, so ink stands out at once
     eval_every: int = 250
     eval_samples: int = 32
@@ -48,6 +49,12 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
     decay_start = settings.steps * (1 - settings.decay)
     fallen = max(0.0, (step - decay_start) / max(1.0, settings.steps - decay_start))
     return settings.learning_rate * (1 - 0.9 * fallen)
+
+
+def modality_at(step: int, settings: TrainSettings) -> str:
+    """Text alone first, so copying is learnt where it is easy; then image batches, with a text batch now and then
+    so that skill is kept. `step` counts across resumed stages."""
+    return "text" if step < settings.text_first or step % settings.text_every == 1 else "image"
 
 
 def train_demo(
@@ -98,7 +105,7 @@ def train_demo(
 
     for step in range(settings.steps):
         overall = first_step + step  # counts on across resumed stages
-        modality = "text" if overall < settings.text_first or overall % 2 else "image"
+        modality = modality_at(overall, settings)
         first = overall * settings.batch_size
         chosen = examples.training_batch(first, settings.batch_size, modality)
         batch = encode_for_training(adapter, chosen)
