@@ -22,6 +22,13 @@ SAMPLES = 200
 UNSEEN_SEED = 777
 
 
+def chain_of(record: dict):
+    """The record and the records of the stages it resumed from."""
+    while record:
+        yield record
+        record = (record.get("resumed_from") or {}).get("record")
+
+
 def main() -> None:
     record = yaml.safe_load((BUNDLED_MODEL / "training.yaml").read_text(encoding="utf-8"))
     adapter = load_adapter(BUNDLED_MODEL)
@@ -30,8 +37,12 @@ def main() -> None:
         hits = exact_matches(adapter, [examples.example(i, modality) for i in range(SAMPLES)])
         found = estimate([float(hit) for hit in hits])
         print(f"{modality} passkeys: exact match {found.mean:.3f} [{found.low:.3f}, {found.high:.3f}] (n={found.n})")
-    steps = record["settings"]["steps"]
-    print(f"training: {record['training_seconds']} s for {steps} steps, threads {record['settings']['threads']}")
+    stages = list(chain_of(record))
+    seconds, steps = (
+        sum(stage["training_seconds"] for stage in stages),
+        sum(stage["history"][-1]["step"] for stage in stages),
+    )
+    print(f"training: {seconds} s for {steps} steps in {len(stages)} stages, threads {record['settings']['threads']}")
     if "--demo" not in sys.argv:
         return
     with tempfile.TemporaryDirectory() as folder:
