@@ -9,7 +9,7 @@ from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
-from ocrheads.demo.reading import GlyphReading, KeyAlignment
+from ocrheads.demo.reading import PROBE_FILE, GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
 from ocrheads.demo.train import TrainSettings, learning_rate, modality_at, train_demo
 from ocrheads.models import load_adapter
@@ -120,6 +120,7 @@ def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_
         tmp_path / "c", TrainSettings(**{**settings.__dict__, "steps": 2}), resume=tmp_path / "a", **quiet
     )
     written = yaml.safe_load((tmp_path / "a" / "training.yaml").read_text())
+    assert all((tmp_path / name / PROBE_FILE).is_file() for name in "ac")
     assert resumed["first_step"] == 4 and resumed["resumed_from"]["record"] == written
     assert (tmp_path / "c" / "model.safetensors").read_bytes() != weights[0]
 
@@ -184,3 +185,16 @@ def test_reading_loss_is_both_cross_entropies_on_the_language_models_input_embed
     )
     with torch.no_grad():
         assert reading.loss(targets, hidden[0]).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_reading_probe_is_saved_and_loaded_beside_a_checkpoint(adapter, tmp_path):
+    trained, fresh = GlyphReading(adapter.model), GlyphReading(adapter.model)
+    assert not torch.equal(trained.previous.weight, fresh.previous.weight)
+    trained.save(tmp_path)
+    fresh.load(tmp_path)
+    assert torch.equal(trained.previous.weight, fresh.previous.weight)
+    assert torch.equal(trained.previous.bias, fresh.previous.bias)
+    untouched = GlyphReading(adapter.model)
+    before = untouched.previous.weight.clone()
+    untouched.load(tmp_path / "no-probe-here")
+    assert torch.equal(untouched.previous.weight, before)

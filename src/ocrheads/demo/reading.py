@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file, save_file
 
 from ocrheads.data.samples import text_sample
 from ocrheads.scoring.retrieval import needle_positions, text_prompt
+
+PROBE_FILE = "reading_probe.safetensors"  # training state only: not part of the model, not shipped
 
 
 class GlyphReading:
@@ -24,8 +29,18 @@ class GlyphReading:
         self.previous = torch.nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
 
     def parameters(self):
-        """The probe's: the optimiser trains it with the model; it is not saved."""
+        """The probe's: the optimiser trains it with the model."""
         return self.previous.parameters()
+
+    def save(self, folder: Path) -> None:
+        """Beside the checkpoint, apart from the model's weights: a resumed stage goes on with the trained probe,
+        where a fresh one's large early gradients would shake the embeddings the model has learnt to read."""
+        save_file(self.previous.state_dict(), folder / PROBE_FILE)
+
+    def load(self, folder: Path) -> None:
+        """The probe saved beside a checkpoint, if there is one (checkpoints saved before it was kept have none)."""
+        if (folder / PROBE_FILE).is_file():
+            self.previous.load_state_dict(load_file(folder / PROBE_FILE))
 
     def loss(self, targets: list[tuple[int, int, int, int]], inputs_embeds: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of each (batch item, position, character, character to its left); `inputs_embeds` are

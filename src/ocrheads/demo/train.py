@@ -4,7 +4,7 @@ The answer loss covers the answer and the end-of-turn token; image batches add t
 losses (reading.py). Training keys run to 16 digits (examples.py): with one- to five-digit keys the answer loss is
 too sparse, and a model this size stalled for thousands of steps before it could copy more than one digit in
 order. Text batches come first: there the copying forms in minutes, where with every other batch a page it
-had not formed after 700 steps. Then image and text batches alternate, and copying carries over to pages.
+had not formed after 700 steps. Then image and text batches mix, and copying carries over to pages.
 Everything is seeded, so a run is reproducible from its settings (on the same machine and threads).
 """
 
@@ -68,8 +68,8 @@ def train_demo(
     """Train, check on held-out samples of the task's default settings, and save a loadable checkpoint to `out`
     (and, at every check, to `snapshot`).
 
-    `resume` continues from a checkpoint this function wrote (a snapshot or a finished stage): its weights and the
-    next unseen training samples; the optimiser starts afresh with a new warm-up.
+    `resume` continues from a checkpoint this function wrote (a snapshot or a finished stage): its weights, its reading
+    probe and the next unseen training samples; the optimiser starts afresh with a new warm-up.
     The record keeps the earlier stages' records, so the whole chain stays reproducible."""
     settings, task = settings or TrainSettings(), task or DemoTask()
     torch.set_num_threads(settings.threads)
@@ -86,6 +86,8 @@ def train_demo(
         first_step = earlier.get("first_step", 0) + last["step"]
     model = adapter.model.train()
     reading, alignment = GlyphReading(model), KeyAlignment(adapter)
+    if resume is not None:
+        reading.load(Path(resume))
     parameters = [*model.parameters(), *reading.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     examples = Examples(task, settings.seed)
@@ -131,14 +133,15 @@ def train_demo(
             history.append({"step": step + 1, **scores, "seconds": round(time.perf_counter() - started)})
             log(f"held-out exact match at step {step + 1}: {scores}")
             if snapshot is not None:
-                _save(snapshot, adapter, record())
+                _save(snapshot, adapter, reading, record())
     model.eval()
-    _save(out, adapter, record())
+    _save(out, adapter, reading, record())
     return record()
 
 
-def _save(out: str | Path, adapter: QwenVLAdapter, record: dict) -> None:
+def _save(out: str | Path, adapter: QwenVLAdapter, reading: GlyphReading, record: dict) -> None:
     with atomic_folder(out, overwrite=True) as staging:
         adapter.model.save_pretrained(staging)
+        reading.save(staging)
         adapter.processor.save_pretrained(staging)
         (staging / "training.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
