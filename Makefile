@@ -12,8 +12,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: demo test lint
 demo: $(VENV)/.installed
-	$(VENV)/bin/ocrheads data passkey --n 8 --lengths 1024 2048 4096 8192 --out runs/demo/passkey --overwrite --overlays 8
-	@echo "open runs/demo/passkey/overlays/ to see every answer box"
+	$(VENV)/bin/ocrheads demo --out runs/demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
