@@ -4,6 +4,7 @@ training keys and haystacks, the learning-rate schedule, and a seeded run that r
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
@@ -121,6 +122,9 @@ def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_
     )
     written = yaml.safe_load((tmp_path / "a" / "training.yaml").read_text())
     assert all((tmp_path / name / PROBE_FILE).is_file() for name in "ac")
+    train_demo(tmp_path / "d", TrainSettings(**{**settings.__dict__, "steps": 0}), resume=tmp_path / "a", **quiet)
+    probes = [load_file(tmp_path / name / PROBE_FILE) for name in "ad"]
+    assert all(torch.equal(probes[0][key], probes[1][key]) for key in probes[0])  # the resume took a's probe
     assert resumed["first_step"] == 4 and resumed["resumed_from"]["record"] == written
     assert (tmp_path / "c" / "model.safetensors").read_bytes() != weights[0]
 
