@@ -171,6 +171,8 @@ def _report_outcomes(folder: Path) -> None:
     print(f"scored {summary['scored']} of {summary['total']} samples into {folder}")
     for reason, count in summary["reasons"].items():
         print(f"  not scored ({count}): {reason}")
+    if not summary["scored"]:
+        print("  no sample was scored: the score files are empty; see outcomes.jsonl for each sample")
 
 
 def _run_import(args: argparse.Namespace) -> None:

@@ -78,8 +78,9 @@ def score_ocr_batch(
 
 
 def _why_nothing(sample: Sample, text: str, tokens) -> str:
+    """The reason, then this sample's details in parentheses: outcome summaries count reasons by the first part."""
     if not text:
         return "the model wrote nothing"
     if not tokens:
-        return f"the answer {sample.answer!r} is nowhere in what the model wrote ({text[:80]!r})"
+        return f"the answer is nowhere in what the model wrote (answer {sample.answer!r}, written {text[:80]!r})"
     return "no written answer token has evidence tokens (blank characters, or text outside what the model sees)"

@@ -66,7 +66,7 @@ def score_retrieval_batch(
         needle = torch.tensor(needles[item], dtype=torch.long)
         tokens, c, text = answer_tokens(adapter, sample, written.tokens[item], len(sample.answer), options)
         if not tokens or c < options.min_correct:
-            reason = f"the model wrote {text[:80]!r}, {c:.0%} of the answer {sample.answer!r}"
+            reason = f"too little of the answer was written ({c:.0%} of {sample.answer!r} in {text[:80]!r})"
             outcomes.append(Outcome(sample.id, False, text, c, 0, reason))
             continue
         if options.retrieval == "needle":

@@ -33,7 +33,7 @@ from ocrheads.rundir import claim, versions, write_parquet
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.retrieval import score_retrieval_batch
-from ocrheads.scoring.table import EntryTable, Outcome
+from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
 
 Kind = Literal["ocr", "retrieval"]
 
@@ -112,13 +112,15 @@ def score(
 def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:
     """Outcomes first, then the table renamed into place: a part file means the batch is complete."""
     atomic_write_text(part.with_suffix(".outcomes.json"), json.dumps([asdict(o) for o in outcomes]))
-    write_parquet(pa.table(table.arrays()), part)
+    write_parquet(table.to_arrow(), part)
 
 
 def finish(folder: Path, batches: int, grid: tuple[int, int], kind: Kind) -> Path:
-    """Merge the parts into scores.parquet, scores.json and outcomes.jsonl."""
+    """Merge the parts into scores.parquet, scores.json and outcomes.jsonl (empty, but valid, when nothing scored).
+
+    Parts are cast to the one schema: parts that an older version wrote for batches without entries had none."""
     parts = [folder / "parts" / f"{n:06d}.parquet" for n in range(batches)]
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    table = pa.concat_tables([pq.read_table(p).cast(SCHEMA) for p in parts])
     outcomes = [o for p in parts for o in json.loads(p.with_suffix(".outcomes.json").read_text(encoding="utf-8"))]
     write_parquet(table, folder / "scores.parquet")
     atomic_write_text(folder / "outcomes.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))

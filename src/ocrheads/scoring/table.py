@@ -6,9 +6,24 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-COLUMNS = ("sample", "token", "row", "layer", "head", "hit", "argmax_key", "mass", "c", "value")
+SCHEMA = pa.schema(
+    [
+        ("sample", pa.string()),
+        ("token", pa.int32()),
+        ("row", pa.int32()),
+        ("layer", pa.int16()),
+        ("head", pa.int16()),
+        ("hit", pa.bool_()),
+        ("argmax_key", pa.int32()),
+        ("mass", pa.float32()),
+        ("c", pa.float32()),
+        ("value", pa.float32()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
 
 
 @dataclass
@@ -47,5 +62,9 @@ class EntryTable:
 
     def arrays(self) -> dict[str, np.ndarray]:
         if not self.columns:
-            return {name: np.array([]) for name in COLUMNS}
+            return {field.name: np.array([], dtype=field.type.to_pandas_dtype()) for field in SCHEMA}
         return {name: np.concatenate(self.columns[name]) for name in COLUMNS}
+
+    def to_arrow(self) -> pa.Table:
+        """The same schema whatever the table holds, empty tables included, so every part merges with every other."""
+        return pa.table(self.arrays(), schema=SCHEMA)
