@@ -234,7 +234,7 @@ def _run_overlay(args: argparse.Namespace) -> None:
     else:
         heads = top_heads(args.run_dir, "ocr", args.top, adapter.grid)
     out = args.run_dir / "overlays"
-    written = write_overlays(adapter, args.data, samples, heads, out)
+    written = write_overlays(adapter, args.data, samples, heads, out, model_name=args.model)
     print(f"wrote {len(written)} attention overlays to {out}")
 
 
@@ -308,8 +308,7 @@ def _run_intervention(args: argparse.Namespace) -> None:
     from ocrheads.models import load_adapter
 
     eval_sets = [load_eval_set(spec, args.limit, args.data_seed, args.max_pages) for spec in args.dataset]
-    pixels = _pixel_options(args.pixels)
-    adapter = load_adapter(args.model, **pixels)
+    adapter = load_adapter(args.model, **_pixel_options(args.pixels))
     seeds = range(args.random_seeds)
     if args.experiment == "mask":
         conditions = masking_conditions(
@@ -327,8 +326,7 @@ def _run_intervention(args: argparse.Namespace) -> None:
         args.name or args.experiment, adapter, conditions, eval_sets, args.run_dir,
         intervention=intervention, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
         cot_max_new_tokens=args.cot_max_new_tokens, batch_size=args.batch_size, anls=args.anls,
-        config={"model": args.model, "pixels": pixels, "data_seed": args.data_seed, "max_pages": args.max_pages,
-                "limit": args.limit},
+        config={"model": args.model, "data_seed": args.data_seed, "max_pages": args.max_pages, "limit": args.limit},
         progress=not args.quiet,
     )  # fmt: skip
     if current_shard().leader:

@@ -63,13 +63,34 @@ def _pin(folder: Path, config: dict) -> None:
     path = folder / "config.yaml"
     if path.is_file():
         before = yaml.safe_load(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in config if k != "versions" and before.get(k) != config[k])
+        changed = [
+            line for key in config if key != "versions" for line in differences(key, before.get(key), config[key])
+        ]
         if changed:
+            listed = "; ".join(changed[:MAX_LISTED]) + ("; ..." if len(changed) > MAX_LISTED else "")
             raise OcrHeadsError(
-                f"{folder} was run with a different {', '.join(changed)}; use another --out to keep both"
+                f"{folder} was run with other settings ({listed}); rerun with the earlier settings to resume, or use "
+                "another --out to keep both"
             )
         return
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+MAX_LISTED = 5
+
+
+def differences(name: str, before, now) -> list[str]:
+    """One 'setting: earlier -> now' line for each leaf that differs, nested settings named with dots."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        keys = dict.fromkeys([*before, *now])
+        return [line for key in keys for line in differences(f"{name}.{key}", before.get(key), now.get(key))]
+    if before == now:
+        return []
+    return [f"{name}: {_shown(before)} -> {_shown(now)}"]
+
+
+def _shown(value) -> str:
+    return "(not set)" if value is None else repr(value)
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

@@ -57,7 +57,7 @@ def test_scoring_runs_resume_without_redoing_finished_batches(tmp_path, checkpoi
     assert first.stat().st_mtime_ns == stamp
     assert json.loads((run / "ocr" / "scores.json").read_text()) == scores
     assert main([*command, "--row", "consuming"]) == 2
-    assert "was run with a different options" in capsys.readouterr().err
+    assert "options.row: 'producing' -> 'consuming'" in capsys.readouterr().err
     retrieval = ["score", "retrieval", "--model", str(checkpoint), "--data", str(data), "--out", str(run), "--quiet"]
     assert main(retrieval) == 2
     assert "needs text samples, but passkey-00000" in capsys.readouterr().err

@@ -34,7 +34,15 @@ def test_a_second_process_is_refused_until_the_first_is_gone(tmp_path):
     claim(run, {"kind": "ocr"})  # the same process may claim again
 
 
-def test_a_different_config_is_refused(tmp_path):
-    claim(tmp_path / "run", {"kind": "ocr", "seed": 1})
-    with pytest.raises(OcrHeadsError, match="was run with a different seed; use another --out"):
-        claim(tmp_path / "run", {"kind": "ocr", "seed": 2})
+def test_a_different_config_is_refused_naming_each_setting_then_and_now(tmp_path):
+    first = {"kind": "ocr", "seed": 1, "model": {"dtype": "float32", "pixels": {"max_pixels": 200704}}}
+    claim(tmp_path / "run", first)
+    again = {"kind": "ocr", "seed": 2, "model": {"dtype": "float32", "pixels": {"min_pixels": 3136}}}
+    with pytest.raises(OcrHeadsError) as refused:
+        claim(tmp_path / "run", again)
+    message = str(refused.value)
+    assert "seed: 1 -> 2" in message
+    assert "model.pixels.max_pixels: 200704 -> (not set)" in message
+    assert "model.pixels.min_pixels: (not set) -> 3136" in message
+    assert "dtype" not in message and "use another --out" in message
+    claim(tmp_path / "run", first | {"versions": {"torch": "other"}})  # library versions may change on a resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -107,6 +108,11 @@ def read_manifest(folder: str | Path) -> list[Sample]:
         except (UnicodeDecodeError, json.JSONDecodeError, ValidationError) as err:
             raise DataError(f"{path}:{number}: malformed sample record ({err}); regenerate the dataset") from None
     return samples
+
+
+def manifest_sha256(folder: str | Path) -> str:
+    """The dataset's fingerprint in run configs: a run resumed on changed samples is refused."""
+    return hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest()
 
 
 def open_page(folder: str | Path, sample: Sample, page: int) -> Image.Image:

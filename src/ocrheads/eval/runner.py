@@ -223,6 +223,7 @@ def _config(experiment, adapter, conditions, eval_sets, intervention, prompts, n
         **extra,
         "family": adapter.family,
         "grid": list(adapter.grid),
+        "model_settings": adapter.settings(),
         "intervention": intervention.__dict__,
         "conditions": {c.name: [h.name for h in c.heads] for c in conditions},
         "datasets": {e.name: {"size": e.size, "source": e.source} for e in eval_sets},

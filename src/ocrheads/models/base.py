@@ -7,6 +7,7 @@ to a model through this interface.
 from __future__ import annotations
 
 import inspect
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,9 +52,10 @@ class ModelAdapter(ABC):
     processor_class: ClassVar[type[ProcessorMixin]]
     pixel_options: ClassVar[tuple[str, ...]] = ()  # processor bounds a user may set at load time
 
-    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, pixels: dict | None = None):
         self.model = model
         self.processor = processor
+        self.pixels = dict(pixels or {})  # the processor bounds the user set at load time
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -70,8 +72,19 @@ class ModelAdapter(ABC):
             raise OcrHeadsError(f"{cls.family} has no pixel option(s) {', '.join(unknown)}; it takes: {allowed}")
         model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
         processor = cls.processor_class.from_pretrained(name_or_path)
-        cls.set_pixel_options(processor.image_processor, **{k: v for k, v in pixels.items() if v is not None})
-        return cls(model, processor)
+        pixels = {k: v for k, v in pixels.items() if v is not None}
+        cls.set_pixel_options(processor.image_processor, **pixels)
+        return cls(model, processor, pixels)
+
+    def settings(self) -> dict:
+        """Everything about the loaded model that changes what it sees and computes, as plain YAML values: its
+        dtype, the pixel bounds the user gave, and the image processor's resolved settings (the class name is left
+        out: the torchvision and PIL processors of one family resize alike)."""
+        image_processor = json.loads(self.processor.image_processor.to_json_string())
+        image_processor.pop("image_processor_type", None)
+        image_processor.pop("processor_class", None)
+        dtype = str(self.model.dtype).removeprefix("torch.")
+        return {"dtype": dtype, "pixels": json.loads(json.dumps(self.pixels)), "image_processor": image_processor}
 
     @classmethod
     def set_pixel_options(cls, image_processor, **options) -> None:

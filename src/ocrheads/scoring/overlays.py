@@ -10,11 +10,12 @@ from PIL import Image
 
 from ocrheads.analysis import figures
 from ocrheads.attention import Capture, attention_session, install
-from ocrheads.data.manifest import Sample, open_page
+from ocrheads.data.manifest import Sample, manifest_sha256, open_page
 from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, check_heads
 from ocrheads.models.base import ModelAdapter
 from ocrheads.models.geometry import spread_over_image
+from ocrheads.rundir import claim, versions
 from ocrheads.scoring.passes import append_tokens
 
 
@@ -45,9 +46,23 @@ def head_attention(
 
 
 def write_overlays(
-    adapter: ModelAdapter, data: Path, samples: list[Sample], heads: list[Head], out: Path
+    adapter: ModelAdapter, data: Path, samples: list[Sample], heads: list[Head], out: Path, *, model_name: str = ""
 ) -> list[Path]:
-    """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer."""
+    """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer.
+
+    `out` is pinned to one model, dataset and set of load settings (config.yaml), so its overlays stay comparable;
+    later calls may draw other samples and heads."""
+    check_heads(heads, adapter.grid, "overlay heads")
+    config = {
+        "model": model_name or str(adapter.model.name_or_path),
+        "family": adapter.family,
+        "grid": list(adapter.grid),
+        "model_settings": adapter.settings(),
+        "data": str(data),
+        "data_sha256": manifest_sha256(data),
+        "versions": versions(),
+    }
+    claim(Path(out), config)
     tokenizer = adapter.processor.tokenizer
     written = []
     for sample in samples:

@@ -10,7 +10,6 @@ Layout of `<run>/<kind>/` (kind: ocr or retrieval):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from rich.progress import Progress
 
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import install
-from ocrheads.data.manifest import MANIFEST, Sample, open_page, read_manifest
+from ocrheads.data.manifest import Sample, manifest_sha256, open_page, read_manifest
 from ocrheads.distributed import current_shard
 from ocrheads.errors import DataError
 from ocrheads.heads import Head, HeadScores
@@ -60,8 +59,9 @@ def _config(kind: Kind, adapter: ModelAdapter, model_name: str, data: Path, opti
         "model": model_name,
         "family": adapter.family,
         "grid": list(adapter.grid),
+        "model_settings": adapter.settings(),
         "data": str(data),
-        "data_sha256": hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest(),
+        "data_sha256": manifest_sha256(data),
         "options": options.model_dump(),
         "batch_size": batch_size,
         "versions": versions(),
