@@ -146,7 +146,8 @@ def _run_score(args: argparse.Namespace) -> None:
     from ocrheads.scoring.options import scoring_options
     from ocrheads.scoring.runner import score
 
-    choices = ("row", "alignment", "evidence_rule", "evidence_threshold", "argmax_keys", "retrieval", "answers")
+    choices = ("row", "alignment", "evidence_rule", "evidence_threshold", "box_rounding", "argmax_keys", "retrieval")
+    choices += ("answers",)
     overrides = {name: getattr(args, name) for name in (*choices, "max_new_tokens", "min_correct")}
     options = scoring_options(args.preset, **overrides)
     adapter = load_adapter(args.model, **_pixel_options(args.pixels))
@@ -253,7 +254,7 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
         "--preset", choices=list(PRESETS), default="default", help="paper-code: the paper code's choices"
     )
     fields = ScoringOptions.model_fields
-    for name in ("row", "alignment", "evidence_rule", "argmax_keys", "retrieval", "answers"):
+    for name in ("row", "alignment", "evidence_rule", "box_rounding", "argmax_keys", "retrieval", "answers"):
         choices = fields[name].annotation.__args__
         score.add_argument(f"--{name.replace('_', '-')}", choices=choices, help=f"default {fields[name].default}")
     score.add_argument("--evidence-threshold", type=float)

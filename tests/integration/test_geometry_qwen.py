@@ -3,6 +3,7 @@
 import pytest
 import torch
 from PIL import Image
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import adapter_class, load_adapter
@@ -48,6 +49,9 @@ def test_box_tokens_equal_the_tokens_whose_patches_hold_ink(family):
             mostly_ink = {start + int(k) for k in torch.nonzero(darkness >= 0.5).flatten()}
             found = set(box_tokens(box, tokens))
             grid = (tokens.tiles[0].cols * cell, tokens.tiles[0].rows * cell)
+            bounds = adapter.processor.image_processor.size
+            resized = smart_resize(height, width, cell, bounds["shortest_edge"], bounds["longest_edge"])
+            assert tokens.tiles[0].pixels == grid == resized[::-1]  # what truncated boxes are scaled to
             if grid == (width, height):  # no resampling: pixel-exact
                 assert found == any_ink, (width, height, trial)
                 exact += 1

@@ -32,7 +32,8 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
     evidence = set()
     for unit in units:
         if (where := answer_units(sample, options)[unit]) is not None:
-            evidence |= set(box_tokens(where[1], images[where[0]], options.evidence_rule, options.evidence_threshold))
+            rule, threshold, rounding = options.evidence_rule, options.evidence_threshold, options.box_rounding
+            evidence |= set(box_tokens(where[1], images[where[0]], rule, threshold, rounding))
     extended = extend_for(batch, torch.cat([batch["input_ids"], torch.tensor([written])], 1))
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():

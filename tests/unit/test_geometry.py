@@ -71,3 +71,48 @@ def test_spread_over_image_puts_each_token_on_its_own_cell_and_keeps_the_total()
     density = spread_over_image(tiled, mass)
     assert np.isclose(density.sum(), mass.sum())  # crops and the thumbnail see the same pixels and add up
     assert np.isclose(density[0, 0], 0.1 / 200 + 0.3 / 800)
+
+
+def _paper_evidence(box, size, resized, token=28):
+    """METHOD.md 2.2 as the paper's code does it: scale the corners to the resized page, int() them, weigh each
+    28-px tile by 100 x its overlap / the box's area, keep tiles weighing more than 0.1."""
+    (width, height), (new_w, new_h) = size, resized
+    x0, y0 = int(box[0] * new_w / width), int(box[1] * new_h / height)
+    x1, y1 = int(box[2] * new_w / width), int(box[3] * new_h / height)
+    area = (x1 - x0) * (y1 - y0)
+    found = []
+    for index in range((new_h // token) * (new_w // token)):
+        row, col = divmod(index, new_w // token)
+        dx = max(0, min(x1, (col + 1) * token) - max(x0, col * token))
+        dy = max(0, min(y1, (row + 1) * token) - max(y0, row * token))
+        if area > 0 and 100 * dx * dy / area > 0.1:
+            found.append(index)
+    return found
+
+
+def test_truncated_boxes_drop_the_token_row_the_paper_code_drops():
+    page = ImageTokens(0, (560, 560), (Tile(0, 16, 16, (0, 0, 560, 560), (448, 448)),))  # 560 px shown at 448
+    box = (365, 84, 388, 106)  # bottom edge 106 * 0.8 = 84.8 -> 84, a token boundary
+    assert box_tokens(box, page) == [42, 43, 58, 59]  # rows 2-3, columns 10-11
+    truncated = box_tokens(box, page, "coverage", 0.001, "truncate")
+    assert truncated == [42, 43] == _paper_evidence(box, (560, 560), (448, 448))
+    native = ImageTokens(0, (560, 560), (Tile(0, 20, 20, (0, 0, 560, 560), (560, 560)),))
+    assert box_tokens(box, native, rounding="truncate") == box_tokens(box, native)
+    with pytest.raises(OcrHeadsError, match="needs each tile's resized pixel size"):
+        box_tokens(BOX, IMAGE, rounding="truncate")
+    with pytest.raises(OcrHeadsError, match="unknown box rounding"):
+        box_tokens(box, page, rounding="round")
+
+
+@pytest.mark.parametrize("resized", [(448, 448), (336, 336), (448, 224)])
+def test_truncation_equals_the_paper_code_on_random_boxes_where_exact_boxes_differ(resized):
+    size, rng = (560, 560), np.random.default_rng(7)
+    page = ImageTokens(0, size, (Tile(0, resized[1] // 28, resized[0] // 28, whole_image(size), resized),))
+    differ = 0
+    for _ in range(1000):
+        x0, y0 = (int(v) for v in rng.integers(0, 540, 2))
+        box = (x0, y0, x0 + int(rng.integers(1, 20)), y0 + int(rng.integers(1, 20)))
+        paper = _paper_evidence(box, size, resized)
+        assert box_tokens(box, page, "coverage", 0.001, "truncate") == paper, box
+        differ += box_tokens(box, page, "coverage", 0.001) != paper
+    assert 10 < differ < 200  # exact boxes keep rows and columns that truncation drops, now and then

@@ -25,8 +25,10 @@ class Gemma3Adapter(ModelAdapter):
         if self.processor.image_processor.do_pan_and_scan:
             raise OcrHeadsError("Gemma 3 pan-and-scan crops are not mapped; set do_pan_and_scan=False on the processor")
         runs = runs_of(batch["input_ids"][item], self.model.config.image_token_id)
+        target = self.processor.image_processor.size
         images = []
         for index, ((start, length), size) in enumerate(zip(runs, sizes, strict=False)):
             side = square_side(length, f"batch item {item}, image {index}")
-            images.append(ImageTokens(index, size, (Tile(start, side, side, whole_image(size)),)))
+            tile = Tile(start, side, side, whole_image(size), (target.width, target.height))
+            images.append(ImageTokens(index, size, (tile,)))
         return images

@@ -17,6 +17,7 @@ import numpy as np
 from ocrheads.errors import OcrHeadsError
 
 Rule = Literal["any", "coverage", "iou"]
+Rounding = Literal["exact", "truncate"]
 Region = tuple[float, float, float, float]  # (x0, y0, x1, y1) in original-image pixels; may reach past the image
 
 
@@ -26,6 +27,7 @@ class Tile:
     rows: int
     cols: int
     region: Region  # the rectangle of the original image this tile sees
+    pixels: tuple[int, int] | None = None  # (width, height) the processor resizes the region to, where known
 
     @property
     def token_count(self) -> int:
@@ -77,14 +79,39 @@ def _overlaps(box: tuple[float, float, float, float], tile: Tile) -> tuple[np.nd
     return np.outer(height, width), cell
 
 
+def truncated(box: tuple[float, float, float, float], tile: Tile) -> tuple[tuple[float, ...], Tile]:
+    """The box and the tile in the tile's resized pixels, box corners truncated to integers as the paper's code
+    does (`int()` after scaling). Truncation can pull a right or bottom edge back onto a token boundary."""
+    if tile.pixels is None:
+        raise OcrHeadsError(
+            "box rounding 'truncate' needs each tile's resized pixel size, which this model's adapter does not give; "
+            "use box rounding 'exact'"
+        )
+    x0, y0, x1, y1 = tile.region
+    width, height = tile.pixels
+    scale_x, scale_y = width / (x1 - x0), height / (y1 - y0)
+    scaled = (
+        math.trunc((box[0] - x0) * scale_x),
+        math.trunc((box[1] - y0) * scale_y),
+        math.trunc((box[2] - x0) * scale_x),
+        math.trunc((box[3] - y0) * scale_y),
+    )
+    return scaled, Tile(tile.token_start, tile.rows, tile.cols, (0.0, 0.0, float(width), float(height)), tile.pixels)
+
+
 def box_tokens(
-    box: tuple[float, float, float, float], image: ImageTokens, rule: Rule = "any", threshold: float = 0.0
+    box: tuple[float, float, float, float],
+    image: ImageTokens,
+    rule: Rule = "any",
+    threshold: float = 0.0,
+    rounding: Rounding = "exact",
 ) -> list[int]:
     """Positions of the tokens of `image` that see `box` (original-image pixels, ends exclusive).
 
     rule "any": any overlap; "coverage": overlap / box area >= threshold (the paper's code used > 0.1 %, i.e.
     any overlap in practice); "iou": overlap / union with the token cell >= threshold. A token is counted in
-    every tile that sees the box (a crop and the thumbnail, say).
+    every tile that sees the box (a crop and the thumbnail, say). rounding "truncate" first maps the box to each
+    tile's resized pixels with truncated corners (the paper's code; a box truncated to no area sees nothing).
     """
     width, height = image.size
     x0, y0, x1, y1 = box
@@ -92,10 +119,15 @@ def box_tokens(
         raise OcrHeadsError(f"box {box} is empty or outside its {width}x{height} image {image.image}")
     if rule not in ("any", "coverage", "iou"):
         raise OcrHeadsError(f"unknown evidence rule {rule!r}; use any, coverage or iou")
-    area = (x1 - x0) * (y1 - y0)
+    if rounding not in ("exact", "truncate"):
+        raise OcrHeadsError(f"unknown box rounding {rounding!r}; use exact or truncate")
     positions = []
     for tile in image.tiles:
-        overlap, cell = _overlaps(box, tile)
+        seen, grid = truncated(box, tile) if rounding == "truncate" else (box, tile)
+        area = (seen[2] - seen[0]) * (seen[3] - seen[1])
+        if area <= 0:
+            continue
+        overlap, cell = _overlaps(seen, grid)
         if rule == "any":
             hit = overlap > 0
         elif rule == "coverage":

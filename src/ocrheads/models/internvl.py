@@ -29,6 +29,8 @@ class InternVLAdapter(ModelAdapter):
         per_tile = self.processor.image_seq_length
         side = square_side(per_tile, f"{self.family} image_seq_length")
         runs = runs_of(batch["input_ids"][item], self.model.config.image_token_id)
+        target = self.processor.image_processor.size  # every crop and the thumbnail are resized to it
+        resized = (target.width, target.height)
         images = []
         for index, ((start, length), size) in enumerate(zip(runs, sizes, strict=False)):
             regions = self._regions(size)
@@ -37,7 +39,7 @@ class InternVLAdapter(ModelAdapter):
                     f"batch item {item}, image {index}: {length} image tokens, but a {size[0]}x{size[1]} image "
                     f"gives {len(regions)} tile(s) of {per_tile}; were `sizes` the original image sizes?"
                 )
-            tiles = tuple(Tile(start + k * per_tile, side, side, region) for k, region in enumerate(regions))
+            tiles = tuple(Tile(start + k * per_tile, side, side, region, resized) for k, region in enumerate(regions))
             images.append(ImageTokens(index, size, tiles))
         return images
 

@@ -16,8 +16,9 @@ from ocrheads.models.base import ModelAdapter
 from ocrheads.models.geometry import ImageTokens, Region, Tile, square_side
 
 
-def view_region(image_processor, size: tuple[int, int]) -> Region:
-    """The rectangle of the original image that reaches the vision tower: pad to square, resize, centre-crop."""
+def view_region(image_processor, size: tuple[int, int]) -> tuple[Region, tuple[int, int]]:
+    """The rectangle of the original image that reaches the vision tower (pad to square, resize, centre-crop),
+    and the pixel size it is resized to."""
     width, height = size
     left, top, canvas_w, canvas_h = 0.0, 0.0, width, height
     if getattr(image_processor, "do_pad", False):  # pad_to_square centres the image on a max-side canvas
@@ -33,16 +34,17 @@ def view_region(image_processor, size: tuple[int, int]) -> Region:
         else:
             resized_w, resized_h = target.width, target.height
     if not image_processor.do_center_crop:
-        return (left, top, left + canvas_w, top + canvas_h)
+        return (left, top, left + canvas_w, top + canvas_h), (resized_w, resized_h)
     crop = image_processor.crop_size
     crop_left, crop_top = (resized_w - crop.width) // 2, (resized_h - crop.height) // 2
     scale_x, scale_y = canvas_w / resized_w, canvas_h / resized_h
-    return (
+    region = (
         left + crop_left * scale_x,
         top + crop_top * scale_y,
         left + (crop_left + crop.width) * scale_x,
         top + (crop_top + crop.height) * scale_y,
     )
+    return region, (crop.width, crop.height)
 
 
 class LlavaAdapter(ModelAdapter):
@@ -63,6 +65,6 @@ class LlavaAdapter(ModelAdapter):
         for index, size in enumerate(sizes):
             start = positions[index * per_image]
             side = square_side(per_image - cls_tokens, f"batch item {item}, image {index}")
-            region = view_region(self.processor.image_processor, size)
-            images.append(ImageTokens(index, size, (Tile(start + cls_tokens, side, side, region),)))
+            region, resized = view_region(self.processor.image_processor, size)
+            images.append(ImageTokens(index, size, (Tile(start + cls_tokens, side, side, region, resized),)))
         return images

@@ -36,6 +36,7 @@ class QwenVLAdapter(ModelAdapter):
     def _image_tokens(self, batch: BatchEncoding, item: int, sizes: list[tuple[int, int]]) -> list[ImageTokens]:
         ids = batch["input_ids"][item]
         merge = self.processor.image_processor.merge_size
+        token_pixels = merge * self.processor.image_processor.patch_size  # each token sees this square, resized
         grids = batch["image_grid_thw"]
         first_grid = sum(len(self._runs(batch["input_ids"][i])) for i in range(item))
         images = []
@@ -47,7 +48,7 @@ class QwenVLAdapter(ModelAdapter):
                     f"batch item {item}, image {index}: {length} image tokens but a {rows}x{cols} grid; "
                     "was the prompt built with a different processor?"
                 )
-            tile = Tile(start, rows, cols, whole_image(size))
+            tile = Tile(start, rows, cols, whole_image(size), (cols * token_pixels, rows * token_pixels))
             images.append(ImageTokens(index, size, (tile,)))
         return images
 

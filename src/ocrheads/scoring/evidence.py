@@ -55,7 +55,8 @@ def evidence(units, images: list[ImageTokens], options: ScoringOptions) -> Evide
         if where is None:
             continue
         page, box = where
-        for position in box_tokens(box, images[page], options.evidence_rule, options.evidence_threshold):
+        rule, threshold, rounding = options.evidence_rule, options.evidence_threshold, options.box_rounding
+        for position in box_tokens(box, images[page], rule, threshold, rounding):
             seen.setdefault(position, set()).add(unit)
     atoms: dict[frozenset[int], list[int]] = {}
     for position, sees in sorted(seen.items()):

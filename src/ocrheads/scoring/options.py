@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.geometry import Rule
+from ocrheads.models.geometry import Rounding, Rule
 from ocrheads.scoring.alignment import Alignment
 
 
@@ -17,6 +17,7 @@ class ScoringOptions(BaseModel):
     alignment: Alignment = "offsets"
     evidence_rule: Rule = "any"
     evidence_threshold: float = Field(0.0, ge=0, le=1)
+    box_rounding: Rounding = "exact"  # "truncate": corners scaled to the resized page, then int() (paper code)
     argmax_keys: Literal["all", "prompt"] = "all"  # "prompt": keys before the last prompt token (paper code)
     retrieval: Literal["needle", "repeats"] = "needle"  # Wu et al.'s copy from the needle, or the paper code's
     answers: Literal["generated", "gold"] = "generated"  # score what the model writes, or teacher-force the answer
@@ -31,6 +32,7 @@ PRESETS = {
         "alignment": "position",
         "evidence_rule": "coverage",
         "evidence_threshold": 0.001,  # tile weight > 0.1 percent of the box area (METHOD.md 2.2)
+        "box_rounding": "truncate",
         "argmax_keys": "prompt",
         "retrieval": "repeats",
     },
