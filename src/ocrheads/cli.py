@@ -141,8 +141,28 @@ def _pixel_options(pairs: list[str]) -> dict:
     return options
 
 
+def _model_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    from ocrheads.devices import DEVICES, DTYPES
+
+    group = parser.add_argument_group("model")
+    if required:
+        group.add_argument("--model", required=True, help="hub id or local checkpoint folder")
+    group.add_argument("--device", default="cpu", help=f"{DEVICES} (default %(default)s)")
+    group.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: the checkpoint's own")
+    group.add_argument("--device-map", choices=("auto",), help="spread a model too big for one GPU over all GPUs")
+    group.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
+
+
+def _model_spec(args: argparse.Namespace, name: str | None = None):
+    """The checkpoint and its load options, checked (config only) but not loaded."""
+    from ocrheads.models import ModelSpec
+
+    spec = ModelSpec(str(name or args.model), args.device, args.dtype, args.device_map, _pixel_options(args.pixels))
+    spec.grid  # noqa: B018 - reads the config: a missing checkpoint or a bad --pixels fails here, in one line
+    return spec
+
+
 def _run_score(args: argparse.Namespace) -> None:
-    from ocrheads.models import load_adapter
     from ocrheads.scoring.options import scoring_options
     from ocrheads.scoring.runner import score
 
@@ -150,10 +170,9 @@ def _run_score(args: argparse.Namespace) -> None:
     choices += ("answers",)
     overrides = {name: getattr(args, name) for name in (*choices, "max_new_tokens", "min_correct")}
     options = scoring_options(args.preset, **overrides)
-    adapter = load_adapter(args.model, **_pixel_options(args.pixels))
     folder = score(
         args.kind,
-        adapter,
+        _model_spec(args),
         args.data,
         args.out,
         options,
@@ -225,17 +244,16 @@ def _run_overlay(args: argparse.Namespace) -> None:
     from ocrheads.analysis.runs import top_heads
     from ocrheads.data.manifest import read_manifest
     from ocrheads.heads import Head
-    from ocrheads.models import load_adapter
     from ocrheads.scoring.overlays import write_overlays
 
     samples = _pick_samples(read_manifest(args.data), args.sample, args.data)
-    adapter = load_adapter(args.model, **_pixel_options(args.pixels))
+    spec = _model_spec(args)
     if args.heads:
         heads = [Head.parse(name) for name in args.heads]
     else:
-        heads = top_heads(args.run_dir, "ocr", args.top, adapter.grid)
+        heads = top_heads(args.run_dir, "ocr", args.top, spec.grid)
     out = args.run_dir / "overlays"
-    written = write_overlays(adapter, args.data, samples, heads, out, model_name=args.model)
+    written = write_overlays(spec, args.data, samples, heads, out)
     print(f"wrote {len(written)} attention overlays to {out}")
 
 
@@ -245,7 +263,6 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
 
     score = sub.add_parser("score", help="score every head as an OCR head or a retrieval head")
     score.add_argument("kind", choices=("ocr", "retrieval"))
-    score.add_argument("--model", required=True, help="hub id or local checkpoint folder")
     score.add_argument(
         "--data", required=True, type=Path, help="dataset folder (image samples for ocr, text for retrieval)"
     )
@@ -261,8 +278,8 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--max-new-tokens", type=int)
     score.add_argument("--min-correct", type=float)
     score.add_argument("--batch-size", type=int, default=1)
-    score.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
     score.add_argument("--quiet", action="store_true")
+    _model_options(score)
     score.set_defaults(run=_run_score)
 
     scores = sub.add_parser("scores", help="import score files in the paper's format")
@@ -293,12 +310,11 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
 
     overlay = sub.add_parser("overlay", help="draw where heads look on a sample's pages while it writes the answer")
     overlay.add_argument("run_dir", metavar="RUN", type=Path, help="run directory; overlays go to RUN/overlays")
-    overlay.add_argument("--model", required=True, help="hub id or local checkpoint folder")
     overlay.add_argument("--data", required=True, type=Path, help="dataset folder of image samples")
     overlay.add_argument("--sample", required=True, nargs="+", help="sample ids")
     overlay.add_argument("--heads", nargs="+", metavar="lL_hH", help="default: the --top best OCR heads of RUN")
     overlay.add_argument("--top", type=int, default=3)
-    overlay.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, as for score")
+    _model_options(overlay)
     overlay.set_defaults(run=_run_overlay)
 
 
@@ -306,25 +322,24 @@ def _run_intervention(args: argparse.Namespace) -> None:
     from ocrheads.eval.conditions import masking_conditions, sink_conditions
     from ocrheads.eval.datasets import load_eval_set
     from ocrheads.eval.runner import Intervention, evaluate
-    from ocrheads.models import load_adapter
 
     eval_sets = [load_eval_set(spec, args.limit, args.data_seed, args.max_pages) for spec in args.dataset]
-    adapter = load_adapter(args.model, **_pixel_options(args.pixels))
+    model = _model_spec(args)
     seeds = range(args.random_seeds)
     if args.experiment == "mask":
         conditions = masking_conditions(
-            args.run_dir, adapter.grid, args.k, seeds,
+            args.run_dir, model.grid, args.k, seeds,
             exclude_selected=args.exclude_selected, layer_matched=args.layer_matched,
         )  # fmt: skip
         intervention = Intervention("mask", mode=args.mode, mean_samples=args.mean_samples)
     else:
-        conditions = sink_conditions(args.run_dir, adapter.grid, args.top, seeds)
+        conditions = sink_conditions(args.run_dir, model.grid, args.top, seeds)
         intervention = Intervention(
             "sink", beta=args.beta, sinks=args.sinks, sink_tokens=args.sink_tokens,
             sink_threshold=args.sink_threshold, receivers=args.receivers,
         )  # fmt: skip
     folder = evaluate(
-        args.name or args.experiment, adapter, conditions, eval_sets, args.run_dir,
+        args.name or args.experiment, model, conditions, eval_sets, args.run_dir,
         intervention=intervention, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
         cot_max_new_tokens=args.cot_max_new_tokens, batch_size=args.batch_size, anls=args.anls,
         config={"model": args.model, "data_seed": args.data_seed, "max_pages": args.max_pages, "limit": args.limit},
@@ -345,7 +360,6 @@ def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
     ):
         parser = sub.add_parser(name, help=text, description=text)
         parser.add_argument("run_dir", metavar="RUN", type=Path, help="scored run directory; results go to RUN/NAME")
-        parser.add_argument("--model", required=True, help="hub id or local checkpoint folder")
         parser.add_argument(
             "--dataset", required=True, nargs="+", metavar="SET",
             help="docvqa[=PATH|HUB_ID], mp_docvqa[=...], nq=PATH, hotpotqa=PATH, or a synthetic set's folder",
@@ -359,7 +373,7 @@ def _intervention_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--anls", choices=list(ANLS_PRESETS), default="lmms-eval-docvqa", help="ANLS normalisation")
         parser.add_argument("--cot-max-new-tokens", type=int, default=256)
         parser.add_argument("--batch-size", type=int, default=1)
-        parser.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, as for score")
+        _model_options(parser)
         parser.add_argument("--name", help=f"results folder under RUN (default {name})")
         parser.add_argument("--quiet", action="store_true")
         if name == "mask":
@@ -391,6 +405,7 @@ def _run_demo(args: argparse.Namespace) -> None:
     settings = DemoSettings(
         out=args.out, model=args.model or DemoSettings.model, score_samples=args.score_samples,
         eval_samples=args.eval_samples, k=tuple(args.k), random_seeds=args.random_seeds, batch_size=args.batch_size,
+        device=args.device, dtype=args.dtype, device_map=args.device_map, pixels=_pixel_options(args.pixels),
     )  # fmt: skip
     run_demo(settings)
 
@@ -413,6 +428,51 @@ def _run_train_demo(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _run_verify(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ocrheads.data.generate import generate
+    from ocrheads.data.manifest import open_page, read_manifest
+    from ocrheads.verify import verify
+
+    if (args.data is None) != (args.sample is None):
+        raise OcrHeadsError("give --data and --sample together, or neither (then a short passkey page is generated)")
+    spec = _model_spec(args)
+    with tempfile.TemporaryDirectory() as scratch:
+        data = args.data or Path(scratch) / "sample"
+        if args.data is None:
+            generate("passkey", data, n=1, lengths=(200,), digits=5, seed=0, progress=False)
+        [sample] = _pick_samples(read_manifest(data), [args.sample or "passkey-00000"], data)
+        if sample.modality != "image":
+            raise OcrHeadsError(f"sample {sample.id} is a text sample; verify needs an image sample")
+        pages = [open_page(data, sample, page) for page in range(len(sample.pages))]
+        checks = verify(spec.load(), sample, pages, eager_budget=int(args.eager_budget_gib * 2**30))
+    table = Table(title=f"ocrheads verify: {args.model} ({args.dtype}, {args.device}) on {sample.id}")
+    for column in ("check", "result", "value", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"pass": "green", "fail": "bold red", "info": "cyan"}
+    for check in checks:
+        table.add_row(check.name, f"[{colours[check.status]}]{check.status}", check.value, check.detail)
+    Console().print(table)
+    failed = [check.name for check in checks if check.status == "fail"]
+    print(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def _verify_parser(sub: argparse._SubParsersAction) -> None:
+    text = "check, once per checkpoint, transformers version or GPU, that captured attention is exact and the image "
+    text += "geometry right; exits 1 when a check fails"
+    verify = sub.add_parser("verify", help=text, description=text)
+    _model_options(verify)
+    verify.add_argument("--data", type=Path, help="dataset folder (default: one generated passkey page)")
+    verify.add_argument("--sample", help="sample id in --data")
+    verify.add_argument("--eager-budget-gib", type=float, default=2.0, help="largest eager attention to compare")
+    verify.set_defaults(run=_run_verify)
+
+
 def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
     from ocrheads.demo.train import TrainSettings
@@ -428,6 +488,7 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--k", type=int, nargs="+", default=list(default.k), help="heads masked per arm")
     demo.add_argument("--random-seeds", type=int, default=default.random_seeds)
     demo.add_argument("--batch-size", type=int, default=default.batch_size)
+    _model_options(demo, required=False)
     demo.set_defaults(run=_run_demo)
 
     text = "train the demo model from scratch on the demo task (seeded), or continue a stage with --resume"
@@ -454,17 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
     _heads_parsers(sub)
     _intervention_parsers(sub)
     _demo_parsers(sub)
+    _verify_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except OcrHeadsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -59,24 +59,45 @@ def claim(folder: Path, config: dict, shard: Shard | None = None) -> None:
         _pin(folder, config)
 
 
-def _pin(folder: Path, config: dict) -> None:
+def preflight(folder: Path, known: dict, shard: Shard | None = None) -> None:
+    """Before the model is loaded: hold the run directory, and refuse it if the part of its config that is
+    already known (`known`: settings, and settings nested one level down) differs from the earlier run's."""
+    shard = shard or Shard(0, 1)
+    if shard.leader:
+        lock(folder)
     path = folder / "config.yaml"
     if path.is_file():
         before = yaml.safe_load(path.read_text(encoding="utf-8"))
-        changed = [
-            line for key in config if key != "versions" for line in differences(key, before.get(key), config[key])
-        ]
-        if changed:
-            listed = "; ".join(changed[:MAX_LISTED]) + ("; ..." if len(changed) > MAX_LISTED else "")
-            raise OcrHeadsError(
-                f"{folder} was run with other settings ({listed}); rerun with the earlier settings to resume, or use "
-                "another --out to keep both"
-            )
+        restricted = {
+            key: {k: before[key].get(k) for k in value}
+            if isinstance(value, dict) and isinstance(before.get(key), dict)
+            else before.get(key)
+            for key, value in known.items()
+        }
+        _refuse_changes(folder, restricted, known)
+
+
+def _pin(folder: Path, config: dict) -> None:
+    path = folder / "config.yaml"
+    if path.is_file():
+        _refuse_changes(folder, yaml.safe_load(path.read_text(encoding="utf-8")), config)
         return
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
+UNPINNED = ("versions", "hardware")  # recorded, but a resume may change them (a library upgrade, another GPU)
 MAX_LISTED = 5
+
+
+def _refuse_changes(folder: Path, before: dict, now: dict) -> None:
+    pinned = (key for key in now if key not in UNPINNED)
+    changed = [line for key in pinned for line in differences(key, before.get(key), now[key])]
+    if changed:
+        listed = "; ".join(changed[:MAX_LISTED]) + ("; ..." if len(changed) > MAX_LISTED else "")
+        raise OcrHeadsError(
+            f"{folder} was run with other settings ({listed}); rerun with the earlier settings to resume, or use "
+            "another --out to keep both"
+        )
 
 
 def differences(name: str, before, now) -> list[str]:

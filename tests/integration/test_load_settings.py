@@ -5,6 +5,7 @@ import yaml
 
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
+from ocrheads.models.qwen_vl import QwenVLAdapter
 
 SMALL, SMALLER = "max_pixels=100352", "max_pixels=50176"
 
@@ -13,7 +14,11 @@ def _parts(folder):
     return {path.name: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
 
 
-def test_a_scoring_run_resumed_with_other_pixel_bounds_is_refused(tmp_path, checkpoint, capsys):
+def _no_loading(*args, **kwargs):
+    raise AssertionError("the model was loaded")
+
+
+def test_a_scoring_run_resumed_with_other_pixel_bounds_is_refused(tmp_path, checkpoint, capsys, monkeypatch):
     data, run = tmp_path / "data", tmp_path / "run"
     generate("passkey", data, n=2, lengths=(120,), digits=3, seed=2, progress=False)
     command = ["score", "ocr", "--model", str(checkpoint), "--data", str(data), "--out", str(run), "--quiet"]
@@ -27,13 +32,15 @@ def test_a_scoring_run_resumed_with_other_pixel_bounds_is_refused(tmp_path, chec
     (run / "ocr" / "parts" / "000001.parquet").unlink()  # as if interrupted
     before = _parts(run / "ocr")
     capsys.readouterr()
-    assert main([*command, "--pixels", SMALLER]) == 2
-    err = capsys.readouterr().err
-    assert "model_settings.pixels.max_pixels: 100352 -> 50176" in err
-    assert "model_settings.image_processor.size.longest_edge: 100352 -> 50176" in err
-    assert _parts(run / "ocr") == before  # nothing done, nothing rewritten
-    assert main([*command]) == 2  # no bounds at all is another setting too
-    assert "model_settings.pixels.max_pixels: 100352 -> (not set)" in capsys.readouterr().err
+    with monkeypatch.context() as patched:
+        patched.setattr(QwenVLAdapter, "load", _no_loading)  # refused before the weights are read
+        assert main([*command, "--pixels", SMALLER]) == 2
+        assert "model_settings.pixels.max_pixels: 100352 -> 50176" in capsys.readouterr().err
+        assert _parts(run / "ocr") == before  # nothing done, nothing rewritten
+        assert main([*command]) == 2  # no bounds at all is another setting too
+        assert "model_settings.pixels.max_pixels: 100352 -> (not set)" in capsys.readouterr().err
+        assert main([*command, "--pixels", SMALL, "--dtype", "bfloat16"]) == 2
+        assert "model_settings.dtype: 'float32' -> 'bfloat16'" in capsys.readouterr().err
     assert main([*command, "--pixels", SMALL]) == 0
     assert (run / "ocr" / "parts" / "000001.parquet").is_file()
 

@@ -1,9 +1,10 @@
 """One registered attention function that captures and edits heads, driven by an attention session."""
 
-from ocrheads.attention.requests import Capture, CapturedRows, Edits, OutputSums, SinkRedistribution
-from ocrheads.attention.session import AttentionSession, attention_session, install
+from ocrheads.attention.requests import AttentionInputs, Capture, CapturedRows, Edits, OutputSums, SinkRedistribution
+from ocrheads.attention.session import AttentionSession, attention_session, install, use_text_attention
 
 __all__ = [
+    "AttentionInputs",
     "AttentionSession",
     "Capture",
     "CapturedRows",
@@ -12,4 +13,5 @@ __all__ = [
     "SinkRedistribution",
     "attention_session",
     "install",
+    "use_text_attention",
 ]

@@ -2,7 +2,9 @@
 
 It receives query/key/value after the model's own rotary embedding and norms, so it needs no model knowledge.
 Probabilities are recomputed only for the rows being captured and, chunk by chunk, for the heads being edited;
-a full heads x T x T matrix is never built.
+a full heads x T x T matrix is never built. Captured rows are computed in float64 from the queries and keys as
+given (float32 loses about 1e-4 of a probability where attention logits reach the hundreds), then stored in
+float32; edited heads are computed in float32. Neither depends on the model's dtype.
 
 Positions: rows and key sets are given in absolute sequence positions. A call's keys are the last K positions
 before the end of what has been processed (sliding-window caches keep fewer keys than positions), and its
@@ -15,13 +17,12 @@ additive (batch, 1, Q, K) mask.
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from ocrheads.attention.requests import Capture, CapturedRows, SinkRedistribution
+from ocrheads.attention.requests import AttentionInputs, Capture, CapturedRows, SinkRedistribution
 from ocrheads.attention.session import current_session
+from ocrheads.devices import exact_dtype
 from ocrheads.errors import OcrHeadsError
 
 ATTENTION_NAME = "ocrheads"
@@ -42,35 +43,39 @@ class _Call:
         self.query_offset = end - self.q_len  # absolute position of query 0
         self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         self.softcap = softcap
+        self._keys: dict[torch.dtype, torch.Tensor] = {}
         if attention_mask is None and 1 < self.q_len < self.k_len:
             raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
 
-    def bias(self, local_rows: torch.Tensor) -> torch.Tensor:
-        """Additive float32 mask (batch, 1, R, K) for query rows given as indices into this call's queries."""
+    def bias(self, local_rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Additive mask (batch, 1, R, K) in `dtype` for query rows given as indices into this call's queries."""
         if self.mask is None:
             absolute = local_rows + (self.k_len - self.q_len)
             allowed = torch.arange(self.k_len, device=local_rows.device) <= absolute[:, None, :, None]
-            return torch.where(allowed, 0.0, _MASKED)
+            return torch.where(allowed, 0.0, _MASKED).to(dtype)
         mask = self.mask[..., : self.k_len].expand(self.batch, -1, -1, -1)
         index = local_rows[:, None, :, None].expand(-1, mask.shape[1], -1, self.k_len)
         rows = mask.gather(2, index)
-        return torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows.float()
+        return (torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows).to(dtype)
 
-    @cached_property
-    def float_key(self) -> torch.Tensor:
-        return self.key.float()
+    def key_in(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._keys:
+            self._keys[dtype] = self.key.to(dtype)
+        return self._keys[dtype]
 
-    def scores(self, query_rows: torch.Tensor, head_keys: torch.Tensor | None = None) -> torch.Tensor:
-        """Scaled logits (batch, h, R, K) in float32 for query rows (batch, h, R, D).
+    def scores(
+        self, query_rows: torch.Tensor, head_keys: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Scaled logits (batch, h, R, K) in `dtype` for query rows (batch, h, R, D).
 
         Without head_keys all heads are given and grouped onto their key heads without copying keys (GQA);
-        with it, head_keys[:, i] (float32) are the keys of query head i.
+        with it, head_keys[:, i] (in `dtype`) are the keys of query head i.
         """
         if head_keys is None:
-            grouped = query_rows.float().unflatten(1, (self.kv_heads, self.group))
-            logits = (grouped @ self.float_key.unsqueeze(2).transpose(-1, -2)).flatten(1, 2)
+            grouped = query_rows.to(dtype).unflatten(1, (self.kv_heads, self.group))
+            logits = (grouped @ self.key_in(dtype).unsqueeze(2).transpose(-1, -2)).flatten(1, 2)
         else:
-            logits = query_rows.float() @ head_keys.transpose(-1, -2)
+            logits = query_rows.to(dtype) @ head_keys.transpose(-1, -2)
         logits = logits * self.scaling
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
@@ -86,20 +91,31 @@ def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
     local = local.clamp(0, call.q_len - 1)
     head_dim = call.query.shape[-1]
     query_rows = call.query.gather(2, local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
-    probs = (call.scores(query_rows) + call.bias(local)).softmax(-1)
+    precision = exact_dtype(call.query.device)
+    probs = (call.scores(query_rows, dtype=precision) + call.bias(local, precision)).softmax(-1)
     keys = slice(call.key_offset, call.key_offset + call.k_len)
     mass = None
     if capture.key_sets is not None:
-        mass = torch.einsum("bhrk,bsk->bhrs", probs, capture.key_sets.to(probs.device)[..., keys].float())
+        key_sets = capture.key_sets.to(probs.device)[..., keys].to(precision)
+        mass = torch.einsum("bhrk,bsk->bhrs", probs, key_sets).float()
     eligible = probs
     if capture.argmax_keys is not None:
         eligible = probs.masked_fill(~capture.argmax_keys.to(probs.device)[:, None, None, keys], -1.0)
+    probs = probs.float()
+    inputs = None
+    if capture.keep_inputs:
+        mask_rows = None
+        if call.mask is not None:
+            mask = call.mask[..., : call.k_len].expand(call.batch, -1, -1, -1)
+            mask_rows = mask.gather(2, local[:, None, :, None].expand(-1, mask.shape[1], -1, call.k_len))
+        inputs = AttentionInputs(query_rows, call.key, mask_rows, local, call.q_len, call.scaling, call.softcap)
     return CapturedRows(
         layer=layer,
         positions=torch.where(valid, rows, -1),
         argmax=eligible.argmax(-1) + call.key_offset,
         mass=mass,
         probs=torch.nn.functional.pad(probs, (call.key_offset, 0)) if capture.keep_probs else None,
+        inputs=inputs,
     )
 
 
@@ -120,7 +136,7 @@ def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution 
     head_index = torch.tensor(heads, device=device)
     kv_index = head_index // call.group
     value = call.value.float()[:, kv_index]
-    head_keys = call.float_key[:, kv_index] if sink is not None else None
+    head_keys = call.key_in(torch.float32)[:, kv_index] if sink is not None else None
     keys = slice(call.key_offset, call.key_offset + call.k_len)
     outputs = []
     for start in range(0, call.q_len, EDIT_CHUNK_ROWS):

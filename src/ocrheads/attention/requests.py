@@ -27,6 +27,8 @@ class Capture:
     argmax_keys: optional (batch, T) boolean mask of the keys the argmax may pick (default: every visible key).
     unseen_ok: rows may never be computed (generation stopped early, or a last token is never fed back);
         such rows keep position -1 instead of failing the session.
+    keep_inputs: also keep what the probabilities were computed from (the rows' queries, the keys, the mask
+        transformers passed), for a recomputation in float64 (`ocrheads verify`); small inputs only.
     """
 
     rows: torch.Tensor
@@ -35,6 +37,7 @@ class Capture:
     layers: frozenset[int] | None = None
     argmax_keys: torch.Tensor | None = None
     unseen_ok: bool = False
+    keep_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,19 @@ class Edits:
 
 
 @dataclass
+class AttentionInputs:
+    """What one call's captured rows were computed from, as the attention function received it."""
+
+    query_rows: torch.Tensor  # (batch, heads, R, D) in the model's dtype, after rotary embedding and norms
+    key: torch.Tensor  # (batch, kv_heads, K, D)
+    mask_rows: torch.Tensor | None  # (batch, 1, R, K) boolean or additive, as transformers passed it; None: causal
+    local_rows: torch.Tensor  # (batch, R) the rows' indices among this call's queries
+    q_len: int
+    scaling: float
+    softcap: float | None
+
+
+@dataclass
 class CapturedRows:
     """What one forward call captured in one layer."""
 
@@ -88,3 +104,4 @@ class CapturedRows:
     argmax: torch.Tensor  # (batch, heads, R) key index with the highest probability
     mass: torch.Tensor | None  # (batch, heads, R, S) probability mass on each key set
     probs: torch.Tensor | None  # (batch, heads, R, K) when keep_probs
+    inputs: AttentionInputs | None = None  # when keep_inputs

@@ -14,7 +14,8 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ocrheads.attention.requests import Capture, CapturedRows, Edits, HeadMap, OutputSums
+from ocrheads.attention.requests import AttentionInputs, Capture, CapturedRows, Edits, HeadMap, OutputSums
+from ocrheads.devices import model_device, to_device
 from ocrheads.errors import OcrHeadsError
 
 _ACTIVE: ContextVar[AttentionSession | None] = ContextVar("ocrheads_attention_session", default=None)
@@ -53,6 +54,10 @@ class AttentionSession:
         self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         if layer == self._first_layer:
             self.summed_tokens += tokens
+
+    def inputs(self, layer: int) -> list[AttentionInputs]:
+        """What each call of `layer` computed its captured rows from (captures with keep_inputs), in call order."""
+        return [record.inputs for record in self._records.get(layer, []) if record.inputs is not None]
 
     @property
     def layers(self) -> list[int]:
@@ -109,8 +114,13 @@ def install(model: PreTrainedModel) -> PreTrainedModel:
 
     AttentionInterface.register(ATTENTION_NAME, ocrheads_attention)
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    return use_text_attention(model, ATTENTION_NAME)
+
+
+def use_text_attention(model: PreTrainedModel, implementation: str) -> PreTrainedModel:
+    """Route the text model's attention through `implementation` ("sdpa", "eager": for comparisons)."""
     text_key = "text_config" if "text_config" in getattr(model.config, "sub_configs", {}) else None
-    model.set_attn_implementation({text_key: ATTENTION_NAME} if text_key else ATTENTION_NAME)
+    model.set_attn_implementation({text_key: implementation} if text_key else implementation)
     return model
 
 
@@ -160,7 +170,8 @@ def attention_session(
             raise OcrHeadsError(f"capture: layer(s) {bad_layers} outside the model (layers 0..{n_layers - 1})")
         if capture.rows.dim() != 2:
             raise OcrHeadsError(f"capture rows must be a (batch, rows) tensor, got shape {tuple(capture.rows.shape)}")
-    session = AttentionSession(capture, edits, output_sums)
+    device = model_device(model)  # requests move once, not in every layer of every call
+    session = AttentionSession(to_device(capture, device), to_device(edits, device), to_device(output_sums, device))
     token = _ACTIVE.set(session)
     try:
         yield session

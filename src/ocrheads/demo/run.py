@@ -22,7 +22,7 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.conditions import masking_conditions, sink_conditions
 from ocrheads.eval.datasets import load_eval_set
 from ocrheads.eval.runner import Intervention, evaluate
-from ocrheads.models import load_adapter
+from ocrheads.models import ModelSpec
 from ocrheads.report.build import build_report
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.overlays import write_overlays
@@ -45,6 +45,10 @@ class DemoSettings:
     batch_size: int = 16
     data_seed: int = 2026
     task: DemoTask = field(default_factory=DemoTask)
+    device: str = "cpu"
+    dtype: str = "auto"
+    device_map: str | None = None
+    pixels: dict = field(default_factory=dict)
 
 
 def _dataset(folder: Path, modality: str, n: int, seed: int, task: DemoTask) -> Path:
@@ -87,7 +91,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
             ("eval-text", "text", settings.eval_samples, eval_seed),
         )
     }
-    adapter = load_adapter(settings.model)
+    spec = ModelSpec(str(settings.model), settings.device, settings.dtype, settings.device_map, settings.pixels)
+    adapter = spec.load()
     options = scoring_options()
     for kind, name in (("ocr", "score-image"), ("retrieval", "score-text")):
         say(f"{kind} head scores on {name}")
@@ -129,5 +134,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 
 
 def _recorded(settings: DemoSettings) -> dict:
-    """The settings as plain YAML values (paths as text, tuples as lists), so a rerun's config compares equal."""
-    return json.loads(json.dumps(asdict(settings), default=str))
+    """The settings as plain YAML values (paths as text, tuples as lists), so a rerun's config compares equal.
+
+    Where it ran is left out: runs record it as hardware, and a rerun may use another device."""
+    recorded = json.loads(json.dumps(asdict(settings), default=str))
+    return {key: value for key, value in recorded.items() if key not in ("device", "device_map")}

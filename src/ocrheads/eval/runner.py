@@ -30,8 +30,8 @@ from ocrheads.eval.means import reference_means
 from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import encode_questions, final_answer
 from ocrheads.eval.sinks import first_sinks, mass_sinks
-from ocrheads.models.base import ModelAdapter
-from ocrheads.rundir import claim, versions, write_parquet
+from ocrheads.models import ModelAdapter, ModelSpec, resolve
+from ocrheads.rundir import claim, preflight, versions, write_parquet
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _generate(adapter: ModelAdapter, samples: list[EvalSample], style: str, inst
 
 def evaluate(
     experiment: str,
-    adapter: ModelAdapter,
+    model: ModelAdapter | ModelSpec,
     conditions: Sequence[Condition],
     eval_sets: Sequence[EvalSet],
     out: str | Path,
@@ -108,12 +108,31 @@ def evaluate(
     config: dict | None = None,
     progress: bool = True,
 ) -> Path:
-    """Every condition on every set with every prompt style; finished batches of an earlier run are kept."""
+    """Every condition on every set with every prompt style; finished batches of an earlier run are kept.
+
+    Given a ModelSpec, the run directory is checked before the weights are loaded."""
     folder = Path(out) / experiment
-    install(adapter.model)
     shard = current_shard()
-    claim(folder, _config(experiment, adapter, conditions, eval_sets, intervention, prompts, max_new_tokens,
-                          cot_max_new_tokens, batch_size, (config or {}) | {"anls": anls}), shard)  # fmt: skip
+    name = model.name if isinstance(model, ModelSpec) else str(model.model.name_or_path)
+    known = {
+        "experiment": experiment,
+        "model": name,
+        **(config or {}),
+        "anls": anls,
+        "intervention": intervention.__dict__,
+        "conditions": {c.name: [h.name for h in c.heads] for c in conditions},
+        "datasets": {e.name: {"size": e.size, "source": e.source} for e in eval_sets},
+        "prompts": list(prompts),
+        "max_new_tokens": max_new_tokens,
+        "cot_max_new_tokens": cot_max_new_tokens,
+        "batch_size": batch_size,
+    }
+    if isinstance(model, ModelSpec):
+        preflight(folder, model.pinned() | known, shard)
+    adapter = resolve(model)
+    install(adapter.model)
+    model_parts = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
+    claim(folder, known | model_parts | {"hardware": adapter.hardware(), "versions": versions()}, shard)
     metrics = METRICS | {"anls": partial(METRICS["anls"], options=ANLS_PRESETS[anls])}
     arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
     total = sum(-(-e.size // batch_size) for _, e, _ in arms)
@@ -215,21 +234,3 @@ def results_markdown(rows: list[dict]) -> str:
     lines = ["| condition | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in grid.items()]
     return "\n".join(lines) + "\n"
-
-
-def _config(experiment, adapter, conditions, eval_sets, intervention, prompts, new, cot_new, batch_size, extra):
-    return {
-        "experiment": experiment,
-        **extra,
-        "family": adapter.family,
-        "grid": list(adapter.grid),
-        "model_settings": adapter.settings(),
-        "intervention": intervention.__dict__,
-        "conditions": {c.name: [h.name for h in c.heads] for c in conditions},
-        "datasets": {e.name: {"size": e.size, "source": e.source} for e in eval_sets},
-        "prompts": list(prompts),
-        "max_new_tokens": new,
-        "cot_max_new_tokens": cot_new,
-        "batch_size": batch_size,
-        "versions": versions(),
-    }

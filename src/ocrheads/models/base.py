@@ -11,12 +11,13 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from PIL import Image
-from transformers import BatchEncoding, PreTrainedModel, ProcessorMixin
+from transformers import BatchEncoding, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
+from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.geometry import ImageTokens
 
@@ -44,6 +45,12 @@ def image_only(processor_class: type) -> type:
     return ImageOnly
 
 
+def checkpoint_grid(config: PretrainedConfig) -> tuple[int, int]:
+    """(layers, query heads) of the text model, from the config alone: the grid head scores and head lists refer to."""
+    text = config.get_text_config()
+    return text.num_hidden_layers, text.num_attention_heads
+
+
 class ModelAdapter(ABC):
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter recognises
@@ -59,18 +66,36 @@ class ModelAdapter(ABC):
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(layers, query heads) of the text model: the grid every head score and head list refers to."""
-        text = self.model.config.get_text_config()
-        return text.num_hidden_layers, text.num_attention_heads
+        return checkpoint_grid(self.model.config)
 
     @classmethod
-    def load(cls, name_or_path: str | Path, *, dtype: Any = "auto", device: str = "cpu", **pixels) -> ModelAdapter:
-        """Model and processor from a hub id or a local folder; `pixels` are the family's processor bounds."""
+    def check_pixel_options(cls, pixels: dict) -> None:
         unknown = sorted(set(pixels) - set(cls.pixel_options))
         if unknown:
             allowed = ", ".join(cls.pixel_options) or "none"
             raise OcrHeadsError(f"{cls.family} has no pixel option(s) {', '.join(unknown)}; it takes: {allowed}")
-        model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        dtype: str | torch.dtype = "auto",
+        device: str = "cpu",
+        device_map: str | None = None,
+        **pixels,
+    ) -> ModelAdapter:
+        """Model and processor from a hub id or a local folder; `pixels` are the family's processor bounds.
+
+        dtype: "auto" (the checkpoint's), float32, bfloat16 or float16; device: cpu, cuda, cuda:N or auto;
+        device_map "auto" spreads a model too big for one GPU over all of them (accelerate), instead of `device`.
+        """
+        cls.check_pixel_options(pixels)
+        dtype = resolve_dtype(dtype)
+        if device_map is not None:
+            model = cls.model_class.from_pretrained(name_or_path, dtype=dtype, device_map=device_map).eval()
+        else:
+            model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(resolve_device(device)).eval()
         processor = cls.processor_class.from_pretrained(name_or_path)
         pixels = {k: v for k, v in pixels.items() if v is not None}
         cls.set_pixel_options(processor.image_processor, **pixels)
@@ -91,6 +116,17 @@ class ModelAdapter(ABC):
         """Apply the user's processor bounds (names from `pixel_options`) to a loaded image processor."""
         for name, value in options.items():
             setattr(image_processor, name, value)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def hardware(self) -> dict:
+        """Where it runs: recorded in run configs, but not pinned (a resumed run, or another rank, may use
+        another GPU)."""
+        devices = sorted({str(p.device) for p in self.model.parameters()})
+        names = sorted({torch.cuda.get_device_name(d) for d in devices if d.startswith("cuda")})
+        return {"devices": devices, "gpus": names}
 
     def prompt(self, question: str, n_images: int) -> str:
         """The user turn with n images then the question, through the chat template where there is one.
@@ -119,12 +155,15 @@ class ModelAdapter(ABC):
                 )
         self.processor.tokenizer.padding_side = "left"
         has_images = any(images)
-        return self.processor(
+        batch = self.processor(
             text=list(prompts),
             images=[list(p) for p in images] if has_images else None,
             padding=True,
             return_tensors="pt",
         )
+        if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        return to_device(batch, self.device)
 
     def image_tokens(self, batch: BatchEncoding, sizes: Sequence[Sequence[tuple[int, int]]]) -> list[list[ImageTokens]]:
         """For each batch item, each image's token positions and grid; `sizes` are the original (w, h)."""

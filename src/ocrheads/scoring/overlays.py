@@ -11,11 +11,12 @@ from PIL import Image
 from ocrheads.analysis import figures
 from ocrheads.attention import Capture, attention_session, install
 from ocrheads.data.manifest import Sample, manifest_sha256, open_page
+from ocrheads.devices import to_cpu
 from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, check_heads
-from ocrheads.models.base import ModelAdapter
+from ocrheads.models import ModelAdapter, ModelSpec, resolve
 from ocrheads.models.geometry import spread_over_image
-from ocrheads.rundir import claim, versions
+from ocrheads.rundir import claim, preflight, versions
 from ocrheads.scoring.passes import append_tokens
 
 
@@ -40,34 +41,46 @@ def head_attention(
         adapter.model(**append_tokens(batch, tokens, torch.ones_like(tokens)))
     maps = {}
     for head in heads:
-        mean_row = session.captured(head.layer).probs[0, head.head].float().mean(0).numpy()
+        mean_row = to_cpu(session.captured(head.layer).probs[0, head.head]).float().mean(0).numpy()
         maps[head] = [spread_over_image(image, mean_row) for image in images]
     return maps
 
 
 def write_overlays(
-    adapter: ModelAdapter, data: Path, samples: list[Sample], heads: list[Head], out: Path, *, model_name: str = ""
+    model: ModelAdapter | ModelSpec,
+    data: Path,
+    samples: list[Sample],
+    heads: list[Head],
+    out: Path,
+    *,
+    model_name: str = "",
 ) -> list[Path]:
     """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer.
 
     `out` is pinned to one model, dataset and set of load settings (config.yaml), so its overlays stay comparable;
-    later calls may draw other samples and heads."""
-    check_heads(heads, adapter.grid, "overlay heads")
+    later calls may draw other samples and heads. Given a ModelSpec, all of that is checked before loading."""
+    wrong = next((sample for sample in samples if sample.modality != "image"), None)
+    if wrong is not None:
+        raise DataError(f"sample {wrong.id} is a text sample; attention overlays need image samples")
+    check_heads(heads, model.grid, "overlay heads")
+    known = {"data": str(data), "data_sha256": manifest_sha256(data)}
+    if isinstance(model, ModelSpec):
+        model_name = model_name or model.name
+        preflight(Path(out), model.pinned() | {"model": model_name} | known)
+    adapter = resolve(model)
     config = {
         "model": model_name or str(adapter.model.name_or_path),
         "family": adapter.family,
         "grid": list(adapter.grid),
         "model_settings": adapter.settings(),
-        "data": str(data),
-        "data_sha256": manifest_sha256(data),
+        **known,
+        "hardware": adapter.hardware(),
         "versions": versions(),
     }
     claim(Path(out), config)
     tokenizer = adapter.processor.tokenizer
     written = []
     for sample in samples:
-        if sample.modality != "image":
-            raise DataError(f"sample {sample.id} is a text sample; attention overlays need image samples")
         pages = [open_page(data, sample, page) for page in range(len(sample.pages))]
         answer = tokenizer(sample.answer, add_special_tokens=False).input_ids
         maps = head_attention(adapter, sample, pages, heads, answer)

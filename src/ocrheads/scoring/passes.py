@@ -12,6 +12,7 @@ import torch
 from transformers import BatchEncoding
 
 from ocrheads.attention import Capture, attention_session
+from ocrheads.devices import to_cpu, to_device
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.options import ScoringOptions
 
@@ -36,6 +37,7 @@ class Written:
 
 def append_tokens(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
     """The batch with tokens appended (text tokens: attended where `mask`, type 0)."""
+    tokens, mask = to_device((tokens, mask), batch["input_ids"].device)
     extended = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
     for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
         if name in batch:
@@ -82,7 +84,7 @@ def write_answers(
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
             model(**append_tokens(batch, tokens, mask))
             written = [list(ids) for ids in gold]
-    captured = [session.captured(layer) for layer in session.layers]
+    captured = to_cpu([session.captured(layer) for layer in session.layers])
     return Written(
         prompt_length=prompt_length,
         length=prompt_length + new,

@@ -27,8 +27,8 @@ from ocrheads.data.manifest import Sample, manifest_sha256, open_page, read_mani
 from ocrheads.distributed import current_shard
 from ocrheads.errors import DataError
 from ocrheads.heads import Head, HeadScores
-from ocrheads.models.base import ModelAdapter
-from ocrheads.rundir import claim, versions, write_parquet
+from ocrheads.models import ModelAdapter, ModelSpec, resolve
+from ocrheads.rundir import claim, preflight, versions, write_parquet
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.retrieval import score_retrieval_batch
@@ -53,24 +53,22 @@ def _check_samples(kind: Kind, samples: list[Sample], data: Path) -> None:
             raise DataError(f"sample {boxless.id} in {data} has no answer boxes; OCR scores need character boxes")
 
 
-def _config(kind: Kind, adapter: ModelAdapter, model_name: str, data: Path, options: ScoringOptions, batch_size: int):
+def _config(kind: Kind, adapter: ModelAdapter, model_name: str, known: dict) -> dict:
     return {
         "kind": kind,
         "model": model_name,
         "family": adapter.family,
         "grid": list(adapter.grid),
         "model_settings": adapter.settings(),
-        "data": str(data),
-        "data_sha256": manifest_sha256(data),
-        "options": options.model_dump(),
-        "batch_size": batch_size,
+        **known,
+        "hardware": adapter.hardware(),
         "versions": versions(),
     }
 
 
 def score(
     kind: Kind,
-    adapter: ModelAdapter,
+    model: ModelAdapter | ModelSpec,
     data: str | Path,
     out: str | Path,
     options: ScoringOptions,
@@ -79,13 +77,20 @@ def score(
     batch_size: int = 1,
     progress: bool = True,
 ) -> Path:
-    """Score every sample of `data` into `out/kind/`; finished batches of an earlier run are kept, not redone."""
+    """Score every sample of `data` into `out/kind/`; finished batches of an earlier run are kept, not redone.
+
+    Given a ModelSpec, the data and the run directory are checked before the weights are loaded."""
     data, folder = Path(data), Path(out) / kind
     samples = read_manifest(data)
     _check_samples(kind, samples, data)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = _config(kind, adapter, model_name or str(adapter.model.name_or_path), data, options, batch_size)
+    known = {"data": str(data), "data_sha256": manifest_sha256(data), "options": options.model_dump()}
+    known["batch_size"] = batch_size
     shard = current_shard()
+    if isinstance(model, ModelSpec):
+        model_name = model_name or model.name
+        preflight(folder, {"kind": kind, **model.pinned(), "model": model_name, **known}, shard)
+    adapter = resolve(model)
+    config = _config(kind, adapter, model_name or str(adapter.model.name_or_path), known)
     claim(folder, config, shard)
     install(adapter.model)
     parts = folder / "parts"

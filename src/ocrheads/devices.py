@@ -1,0 +1,79 @@
+"""Where the model runs, and the one place that moves what runners build onto it.
+
+Runners build batches, capture rows, key sets and masks on the CPU. `to_device` moves any of them (tensors, and
+tensors inside dicts, lists, tuples and dataclasses) to the model's input device; results come back with
+`to_cpu`. Nothing else in ocrheads names a device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import BatchEncoding
+
+from ocrheads.errors import OcrHeadsError
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = "cpu, cuda, cuda:N or auto"
+
+
+def resolve_device(spec: str) -> str:
+    """`auto`: the GPU when there is one; `cuda` under torchrun: this rank's GPU (cuda:LOCAL_RANK)."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return spec
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise OcrHeadsError(f"--device {spec}: no CUDA GPU is visible to torch here; use --device cpu")
+        if spec == "cuda":
+            spec = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        index = spec.removeprefix("cuda:")
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise OcrHeadsError(f"--device {spec}: there are {torch.cuda.device_count()} GPUs (cuda:0 ...)")
+        return spec
+    raise OcrHeadsError(f"unknown --device {spec!r}; use {DEVICES}")
+
+
+def resolve_dtype(spec: str | torch.dtype) -> str | torch.dtype:
+    """`auto` (the checkpoint's own dtype) or a torch floating dtype, from its name."""
+    if isinstance(spec, torch.dtype):
+        return spec
+    if spec not in DTYPES:
+        raise OcrHeadsError(f"unknown --dtype {spec!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[spec]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device inputs go to: the input embeddings' (the first GPU of a device map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def exact_dtype(device: torch.device) -> torch.dtype:
+    """What captured rows are computed in: float64 (the few rows captured cost little even on GPUs with slow
+    float64), except where the device has none (Apple's MPS), then float32."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """The same structure with every tensor on `device` (no copy where it is already there)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, BatchEncoding):
+        return BatchEncoding({key: to_device(item, device) for key, item in value.items()})
+    if isinstance(value, Mapping):
+        return type(value)({key: to_device(item, device) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return type(value)(to_device(item, device) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = {field.name: to_device(getattr(value, field.name), device) for field in dataclasses.fields(value)}
+        return dataclasses.replace(value, **moved)
+    return value
+
+
+def to_cpu(value: Any) -> Any:
+    return to_device(value, "cpu")

@@ -1,0 +1,157 @@
+"""`ocrheads verify`: the parity check to run once per checkpoint, transformers version or GPU before trusting a score.
+
+On one short sample, with the checkpoint's own processor and chat template, one teacher-forced forward pass is
+compared three ways: its logits with SDPA's (the registered function must not change the model), its captured
+rows with a float64 recomputation from the very queries, keys and mask the function received, and with eager
+`output_attentions` where that fits in memory. It also checks the adapter's image geometry against the image
+tokens the processor wrote, the prompt's image placeholders and the answer's tokenisation, and shows what the
+model reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from ocrheads.attention import AttentionInputs, Capture, attention_session, install, use_text_attention
+from ocrheads.data.manifest import Sample
+from ocrheads.devices import to_cpu
+from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.passes import append_tokens, until_end
+
+ROW_TOLERANCE = 1e-5  # captured probabilities against float64
+EAGER_TOLERANCE = 1e-4  # against float32 eager attention, itself up to ~3e-5 off float64 where logits are large
+LOGIT_TOLERANCE = 1e-4  # the registered function runs SDPA itself: any difference means it changed the model
+EAGER_BUDGET = 2 * 2**30  # bytes of eager attention matrices verify may ask for
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Literal["pass", "fail", "info"]
+    value: str
+    detail: str = ""
+
+
+def _check(name: str, passed: bool, value: str, detail: str = "") -> Check:
+    return Check(name, "pass" if passed else "fail", value, detail)
+
+
+def float64_rows(inputs: AttentionInputs) -> torch.Tensor:
+    """The captured rows' probabilities recomputed in float64 from what the attention function received."""
+    query, key = inputs.query_rows.double(), inputs.key.double()
+    key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    logits = query @ key.transpose(-1, -2) * inputs.scaling
+    if inputs.softcap is not None:
+        logits = torch.tanh(logits / inputs.softcap) * inputs.softcap
+    k_len = key.shape[2]
+    if inputs.mask_rows is None:  # causal, queries aligned to the last keys
+        last_key = inputs.local_rows + (k_len - inputs.q_len)
+        allowed = torch.arange(k_len, device=logits.device) <= last_key[:, None, :, None]
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    elif inputs.mask_rows.dtype == torch.bool:
+        logits = logits.masked_fill(~inputs.mask_rows, float("-inf"))
+    else:
+        logits = logits + inputs.mask_rows.double()
+    return logits.softmax(-1)
+
+
+def _geometry(adapter: ModelAdapter, batch, pages: list[Image.Image]) -> list[Check]:
+    images = adapter.image_tokens(batch, [[page.size for page in pages]])[0]
+    ids = to_cpu(batch["input_ids"][0])
+    image_positions = set(torch.nonzero(ids == adapter.model.config.image_token_id).flatten().tolist())
+    claimed = [position for image in images for position in image.positions()]
+    wrong = sorted(set(claimed) - image_positions)
+    tiles = "; ".join(
+        f"image {image.image} ({image.size[0]}x{image.size[1]} px): "
+        + " + ".join(f"{tile.rows}x{tile.cols}" for tile in image.tiles)
+        for image in images
+    )
+    detail = f"{tiles}; {len(image_positions) - len(set(claimed))} image tokens see no cell (e.g. a CLS token)"
+    passed = not wrong and len(claimed) == len(set(claimed))
+    value = f"{len(set(claimed))} of {len(image_positions)} image tokens on grids"
+    if wrong:
+        detail = f"positions {wrong[:5]} are not image tokens; " + detail
+    return [_check("image tokens and grids", passed, value, detail)]
+
+
+def verify(
+    adapter: ModelAdapter, sample: Sample, pages: list[Image.Image], *, eager_budget: int = EAGER_BUDGET
+) -> list[Check]:
+    """Every check on one sample; the model is left with the registered function installed."""
+    model, tokenizer = adapter.model, adapter.processor.tokenizer
+    template = getattr(adapter.processor, "chat_template", None) or tokenizer.chat_template
+    prompt = adapter.prompt(sample.question, len(pages))
+    placeholders = prompt.count(adapter.image_placeholder)
+    checks = [
+        Check("chat template", "info", "found" if template else "none",
+              "prompts are rendered with it" if template else "prompts are the images, then the question"),
+        _check("image placeholders", placeholders == len(pages), f"{placeholders} for {len(pages)} image(s)"),
+    ]  # fmt: skip
+    batch = adapter.encode([prompt], [pages])
+    checks += _geometry(adapter, batch, pages)
+    answer = tokenizer(sample.answer, add_special_tokens=False).input_ids
+    read_back = tokenizer.decode(answer, skip_special_tokens=True)
+    checks.append(_check("answer tokens decode to the answer", read_back == sample.answer,
+                         f"{len(answer)} tokens", f"{sample.answer!r} -> {read_back!r}"))  # fmt: skip
+    tokens = torch.tensor([answer])
+    sequence = append_tokens(batch, tokens, torch.ones_like(tokens))
+    length = sequence["input_ids"].shape[1]
+    layers, heads = adapter.grid
+    with torch.no_grad():
+        sdpa_logits = use_text_attention(model, "sdpa")(**sequence, use_cache=False).logits.float()
+        eager = None
+        element = torch.finfo(model.dtype).bits // 8
+        if layers * heads * length * length * element <= eager_budget:
+            eager = use_text_attention(model, "eager")(**sequence, use_cache=False, output_attentions=True).attentions
+        install(model)
+        capture = Capture(torch.arange(length)[None], keep_probs=True, keep_inputs=True)
+        with attention_session(model, capture=capture) as session:
+            logits = model(**sequence, use_cache=False).logits.float()
+    difference = float((logits - sdpa_logits).abs().max())
+    checks.append(_check("logits: ocrheads vs SDPA", difference <= LOGIT_TOLERANCE, f"{difference:.1e}",
+                         f"max |difference| over {length} positions (at most {LOGIT_TOLERANCE:g})"))  # fmt: skip
+    checks += _row_checks(session, eager, model.dtype, (layers, heads, length))
+    with torch.no_grad():
+        written = model.generate(**batch, max_new_tokens=len(answer) + 8, do_sample=False)
+    text = tokenizer.decode(until_end(to_cpu(written[0, batch["input_ids"].shape[1] :]).tolist(), model, tokenizer))
+    found = "reads it" if sample.answer in text else "does not read it"
+    checks.append(Check("the model reads the answer", "info", repr(text.strip()), f"answer {sample.answer!r}: {found}"))
+    return checks
+
+
+def _row_checks(session, eager, dtype: torch.dtype, shape: tuple[int, int, int]) -> list[Check]:
+    """Captured rows against float64 (always) and eager attention (when computed), layer by layer."""
+    ours_error = eager_error = ours_vs_eager = 0.0
+    flips = eager_flips = 0
+    for layer in session.layers:
+        [inputs] = session.inputs(layer)
+        reference = float64_rows(inputs)
+        probs = session.captured(layer).probs
+        ours_error = max(ours_error, float((probs.double() - reference).abs().max()))
+        flips += int((probs.argmax(-1) != reference.argmax(-1)).sum())
+        if eager is not None:
+            rows = eager[layer].double()
+            eager_error = max(eager_error, float((rows - reference).abs().max()))
+            ours_vs_eager = max(ours_vs_eager, float((probs.double() - rows).abs().max()))
+            eager_flips += int((rows.argmax(-1) != reference.argmax(-1)).sum())
+    layers, heads, length = shape
+    pairs = layers * heads * length
+    checks = [
+        _check("captured rows vs float64", ours_error <= ROW_TOLERANCE, f"{ours_error:.1e}",
+               f"{layers} layers x {heads} heads x {length} rows (at most {ROW_TOLERANCE:g}); "
+               f"argmax moved in {flips} of {pairs} (head, row) pairs")
+    ]  # fmt: skip
+    if eager is None:
+        return [*checks, Check("captured rows vs eager attention", "info", "skipped", "it would not fit the budget")]
+    detail = (
+        f"eager output_attentions (the paper's method) is {eager_error:.1e} from float64 and moves the argmax in "
+        f"{eager_flips} of {pairs} pairs; the capture is {ours_error:.1e} from float64"
+    )
+    if dtype == torch.float32:
+        return [*checks, _check("captured rows vs eager attention", ours_vs_eager <= EAGER_TOLERANCE,
+                                f"{ours_vs_eager:.1e}", f"at most {EAGER_TOLERANCE:g}; {detail}")]  # fmt: skip
+    return [*checks, Check("captured rows vs eager attention", "info", f"{ours_vs_eager:.1e}", f"{dtype}: {detail}")]

@@ -1,0 +1,91 @@
+"""Load options (--device, --dtype) reach the model and the run config; bad input fails in one line, before any
+weights are loaded."""
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from ocrheads.cli import main
+from ocrheads.data.generate import generate
+from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.task import DemoTask
+from ocrheads.devices import to_device
+from ocrheads.models.qwen_vl import QwenVLAdapter
+
+
+def _no_loading(*args, **kwargs):
+    raise AssertionError("the model was loaded")
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def data(tmp_path):
+    generate("passkey", tmp_path / "data", n=2, lengths=(120,), digits=3, seed=2, progress=False)
+    return tmp_path / "data"
+
+
+def test_a_model_that_is_nowhere_is_one_line_naming_it_and_the_fix(tmp_path, data, capsys):
+    command = ["score", "ocr", "--data", str(data), "--out", str(tmp_path / "run"), "--quiet", "--model"]
+    assert main([*command, "someone/no-such-model"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "someone/no-such-model: not a local folder, and not found on the hub" in line and "HF_HUB_OFFLINE" in line
+    assert main([*command, str(tmp_path / "missing")]) == 2
+    assert f"there is no folder {tmp_path / 'missing'}" in _one_line(capsys.readouterr().err)
+    (tmp_path / "empty").mkdir()
+    assert main([*command, str(tmp_path / "empty")]) == 2
+    assert "the folder has no config.json" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_data_devices_and_pixel_options_fail_before_the_weights_load(
+    tmp_path, data, checkpoint, capsys, monkeypatch
+):
+    monkeypatch.setattr(QwenVLAdapter, "load", _no_loading)
+    command = ["score", "ocr", "--model", str(checkpoint), "--out", str(tmp_path / "run"), "--quiet"]
+    assert main([*command, "--data", str(tmp_path / "dat")]) == 2
+    assert "has no manifest.jsonl" in _one_line(capsys.readouterr().err)
+    assert main([*command, "--data", str(data), "--pixels", "max_patches=4"]) == 2
+    assert "qwen2_vl has no pixel option(s) max_patches" in _one_line(capsys.readouterr().err)
+    if not torch.cuda.is_available():
+        assert main([*command, "--data", str(data), "--device", "cuda"]) == 2
+        assert "no CUDA GPU is visible" in _one_line(capsys.readouterr().err)
+    assert main([*command, "--data", str(data), "--device", "tpu"]) == 2
+    assert "unknown --device 'tpu'" in _one_line(capsys.readouterr().err)
+    mask = ["mask", str(tmp_path / "unscored"), "--model", str(checkpoint), "--dataset", str(data)]
+    assert main(mask) == 2
+    assert "holds no scores" in _one_line(capsys.readouterr().err)
+    overlay = ["overlay", str(tmp_path / "run"), "--model", str(checkpoint), "--data", str(data)]
+    assert main([*overlay, "--sample", "passkey-00000", "--heads", "l7_h0"]) == 2
+    assert "outside the model's 2x4 heads" in _one_line(capsys.readouterr().err)
+
+
+def test_bfloat16_scoring_of_the_demo_model_runs_end_to_end_and_says_so(tmp_path):
+    task = DemoTask()
+    data, run = tmp_path / "data", tmp_path / "run"
+    options = dict(lengths=(task.context_length,), digits=task.digits, intro=task.intro, style=task.style(0))
+    generate("passkey", data, n=4, seed=5, progress=False, fonts=task.fonts, **options)
+    command = ["score", "ocr", "--model", str(BUNDLED_MODEL), "--data", str(data), "--out", str(run), "--quiet"]
+    assert main([*command, "--device", "cpu", "--dtype", "bfloat16", "--batch-size", "2"]) == 0
+    config = yaml.safe_load((run / "ocr" / "config.yaml").read_text())
+    assert config["model_settings"]["dtype"] == "bfloat16" and config["hardware"]["devices"] == ["cpu"]
+    table = pq.read_table(run / "ocr" / "scores.parquet")
+    assert table.num_rows >= 3 * 5 * 48  # the demo model reads most keys in bfloat16 too
+
+
+def test_to_device_moves_every_tensor_inside_requests_and_batches():
+    from ocrheads.attention import Capture, Edits, SinkRedistribution
+
+    sink = SinkRedistribution({0: (1,)}, 0.5, torch.zeros(1, 4, dtype=torch.bool))
+    request = {"batch": {"ids": torch.ones(2)}, "edits": Edits(zero={0: (1,)}, sink=sink), "rows": [torch.ones(1)]}
+    request["capture"] = Capture(torch.zeros(1, 2, dtype=torch.long), layers=frozenset({0}))
+    moved = to_device(request, "meta")
+    assert moved["batch"]["ids"].is_meta and moved["rows"][0].is_meta
+    assert moved["edits"].sink.sinks.is_meta and moved["edits"].zero == {0: (1,)} and moved["edits"].sink.beta == 0.5
+    assert moved["capture"].rows.is_meta and moved["capture"].layers == frozenset({0})
+    assert not request["capture"].rows.is_meta  # the original is left alone
