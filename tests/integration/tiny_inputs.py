@@ -1,5 +1,7 @@
 """Inputs for the tiny models: padded two-sample batches with images, and pages with one solid glyph."""
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -8,6 +10,7 @@ from ocrheads.data.fonts import load_font
 from ocrheads.models import ModelAdapter, adapter_class
 from ocrheads.models.tiny import Tiny, build_tiny
 
+TEST_DEVICE = os.environ.get("OCRHEADS_TEST_DEVICE", "cpu")  # e.g. cuda: the same tests then check a GPU
 BLOCK = "\u2588"  # a glyph whose ink fills its box, so "tokens that see the box" and "tokens with ink" coincide
 
 
@@ -37,8 +40,9 @@ def extend_for(batch: dict[str, torch.Tensor], sequences: torch.Tensor) -> dict[
 
 
 def tiny_adapter(family: str) -> ModelAdapter:
+    """A tiny random model of `family` on the test device (OCRHEADS_TEST_DEVICE, default cpu)."""
     tiny = build_tiny(family)
-    return adapter_class(tiny.model.config)(tiny.model, tiny.processor)
+    return adapter_class(tiny.model.config)(tiny.model.to(TEST_DEVICE), tiny.processor)
 
 
 def render_block(width: int, height: int, x: int, y: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
