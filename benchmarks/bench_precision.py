@@ -46,7 +46,8 @@ def _reference(query, key, mask, scaling, rows):
     if mask is not None:
         mask = mask[..., : key.shape[2]].expand(query.shape[0], -1, -1, -1)
         mask_rows = mask.gather(2, rows[:, None, :, None].expand(-1, 1, -1, key.shape[2]))
-    return float64_rows(AttentionInputs(picked, key, mask_rows, rows, query.shape[2], scaling, None))
+    columns = torch.arange(rows.shape[1])
+    return float64_rows(AttentionInputs(picked, key, mask_rows, rows, columns, query.shape[2], scaling, None))
 
 
 def _eager(model, sequence, rows):
@@ -74,7 +75,11 @@ def _eager(model, sequence, rows):
 def _ours(model, sequence, rows):
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True, keep_inputs=True)) as s:
         model(**sequence)
-    return {layer: (s.captured(layer).probs.double(), float64_rows(s.inputs(layer)[0])) for layer in s.layers}
+    found = {}
+    for layer in s.layers:
+        [inputs] = s.inputs(layer)
+        found[layer] = (s.captured(layer).probs[:, :, inputs.columns].double(), float64_rows(inputs))
+    return found
 
 
 def measure(adapter, data: Path, samples, dtype) -> dict:

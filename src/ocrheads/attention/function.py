@@ -83,12 +83,15 @@ class _Call:
 
 
 def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
+    """Probabilities of the requested rows this call computes; only the columns of `capture.rows` that some batch
+    item has in this call are computed (a decoding step computes one of the answer's rows, not all of them)."""
     rows = capture.rows.to(call.query.device)
     local = rows - call.query_offset
     valid = (rows >= 0) & (local >= 0) & (local < call.q_len)
-    if not bool(valid.any()):
+    columns = torch.nonzero(valid.any(0)).flatten()
+    if not len(columns):
         return None
-    local = local.clamp(0, call.q_len - 1)
+    local = local[:, columns].clamp(0, call.q_len - 1)
     head_dim = call.query.shape[-1]
     query_rows = call.query.gather(2, local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
     precision = exact_dtype(call.query.device)
@@ -97,26 +100,38 @@ def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
     mass = None
     if capture.key_sets is not None:
         key_sets = capture.key_sets.to(probs.device)[..., keys].to(precision)
-        mass = torch.einsum("bhrk,bsk->bhrs", probs, key_sets).float()
+        mass = _spread(torch.einsum("bhrk,bsk->bhrs", probs, key_sets).float(), columns, rows.shape[1])
     eligible = probs
     if capture.argmax_keys is not None:
         eligible = probs.masked_fill(~capture.argmax_keys.to(probs.device)[:, None, None, keys], -1.0)
-    probs = probs.float()
     inputs = None
     if capture.keep_inputs:
         mask_rows = None
         if call.mask is not None:
             mask = call.mask[..., : call.k_len].expand(call.batch, -1, -1, -1)
             mask_rows = mask.gather(2, local[:, None, :, None].expand(-1, mask.shape[1], -1, call.k_len))
-        inputs = AttentionInputs(query_rows, call.key, mask_rows, local, call.q_len, call.scaling, call.softcap)
+        inputs = AttentionInputs(
+            query_rows, call.key, mask_rows, local, columns, call.q_len, call.scaling, call.softcap
+        )
     return CapturedRows(
         layer=layer,
         positions=torch.where(valid, rows, -1),
-        argmax=eligible.argmax(-1) + call.key_offset,
+        argmax=_spread(eligible.argmax(-1) + call.key_offset, columns, rows.shape[1]),
         mass=mass,
-        probs=torch.nn.functional.pad(probs, (call.key_offset, 0)) if capture.keep_probs else None,
+        probs=_spread(torch.nn.functional.pad(probs.float(), (call.key_offset, 0)), columns, rows.shape[1])
+        if capture.keep_probs
+        else None,
         inputs=inputs,
     )
+
+
+def _spread(values: torch.Tensor, columns: torch.Tensor, size: int) -> torch.Tensor:
+    """(batch, heads, C, ...) values of the computed columns, placed at `columns` of `size` (zeros elsewhere)."""
+    if len(columns) == size:
+        return values
+    spread = values.new_zeros((*values.shape[:2], size, *values.shape[3:]))
+    spread[:, :, columns] = values
+    return spread
 
 
 def _redistribute_sink(probs: torch.Tensor, sink: SinkRedistribution, keys: slice) -> torch.Tensor:

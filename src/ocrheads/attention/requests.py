@@ -86,10 +86,11 @@ class Edits:
 class AttentionInputs:
     """What one call's captured rows were computed from, as the attention function received it."""
 
-    query_rows: torch.Tensor  # (batch, heads, R, D) in the model's dtype, after rotary embedding and norms
+    query_rows: torch.Tensor  # (batch, heads, C, D) in the model's dtype, after rotary embedding and norms
     key: torch.Tensor  # (batch, kv_heads, K, D)
-    mask_rows: torch.Tensor | None  # (batch, 1, R, K) boolean or additive, as transformers passed it; None: causal
-    local_rows: torch.Tensor  # (batch, R) the rows' indices among this call's queries
+    mask_rows: torch.Tensor | None  # (batch, 1, C, K) boolean or additive, as transformers passed it; None: causal
+    local_rows: torch.Tensor  # (batch, C) the rows' indices among this call's queries
+    columns: torch.Tensor  # (C,) which of the capture's rows these are (the others were not in this call)
     q_len: int
     scaling: float
     softcap: float | None
