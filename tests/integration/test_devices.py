@@ -11,6 +11,7 @@ from ocrheads.data.generate import generate
 from ocrheads.demo.run import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.devices import to_device
+from ocrheads.errors import OcrHeadsError
 from ocrheads.models.qwen_vl import QwenVLAdapter
 
 
@@ -89,3 +90,22 @@ def test_to_device_moves_every_tensor_inside_requests_and_batches():
     assert moved["edits"].sink.sinks.is_meta and moved["edits"].zero == {0: (1,)} and moved["edits"].sink.beta == 0.5
     assert moved["capture"].rows.is_meta and moved["capture"].layers == frozenset({0})
     assert not request["capture"].rows.is_meta  # the original is left alone
+
+
+def test_cuda_under_torchrun_is_this_rank_s_gpu(monkeypatch):
+    from ocrheads.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert resolve_device("cuda") == "cuda:2" and resolve_device("auto") == "cuda:2"
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("cuda") == "cuda:0"
+    with pytest.raises(OcrHeadsError, match="there are 4 GPUs"):
+        resolve_device("cuda:4")
+
+
+def test_a_device_map_loads_through_accelerate_and_verify_passes(capsys):
+    assert main(["verify", "--model", str(BUNDLED_MODEL), "--device-map", "auto"]) == 0
+    assert "all checks passed" in capsys.readouterr().out
