@@ -196,3 +196,32 @@ def test_edits_outside_the_model_are_refused():
         attention_session(
             model, edits=Edits(sink=SinkRedistribution({0: (0,)}, 1.5, torch.ones(1, 4, dtype=torch.bool)))
         ).__enter__()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_edited_heads_are_computed_in_float32_from_half_precision_inputs(dtype):
+    from ocrheads.attention import function
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, n, 6, 8, generator=generator).to(dtype) * 3 for n in (4, 2, 2))
+    call = function._Call(query, key, value, None, None, None, end=6)
+    sinks = torch.zeros(1, 6, dtype=torch.bool)
+    sinks[0, 0] = True
+    beta, heads = 0.4, (1, 3)
+    edited = function._edited_heads(call, heads, SinkRedistribution({0: heads}, beta, sinks))
+    uniform = function._edited_heads(call, heads, None)
+    assert edited.dtype == uniform.dtype == torch.float32
+    q, k, v = (
+        query.double()[:, heads],
+        key.double()[:, [h // 2 for h in heads]],
+        value.double()[:, [h // 2 for h in heads]],
+    )
+    logits = (q @ k.transpose(-1, -2)) * 8**-0.5
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    probs = logits.masked_fill(~causal, float("-inf")).softmax(-1)
+    p0, rest = probs[..., :1], probs[..., 1:].sum(-1, keepdim=True)
+    scale = torch.where(rest > 0, 1 + (1 - beta) * p0 / torch.where(rest > 0, rest, 1), 1)
+    moved = torch.where(rest > 0, torch.cat([beta * p0, probs[..., 1:] * scale], -1), probs)
+    assert (edited.double() - (moved @ v).transpose(1, 2)).abs().max() < 1e-5
+    even = causal.double() / causal.sum(-1, keepdim=True)
+    assert (uniform.double() - (even @ v).transpose(1, 2)).abs().max() < 1e-5
