@@ -13,7 +13,7 @@ import transformers as tf
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from ocrheads.models.base import image_only
-from ocrheads.models.tiny import MROPE, text_config
+from ocrheads.models.tiny import MROPE, qwen_vision_ids, text_config
 
 from .tiny_inputs import TEST_DEVICE
 
@@ -68,10 +68,7 @@ def qwen2_vl_paper_model():
     config = tf.Qwen2VLConfig(
         text_config=text,
         vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **qwen_vision_ids(tokenizer),
         tie_word_embeddings=True,
     )
     image_processor = tf.Qwen2VLImageProcessorPil(

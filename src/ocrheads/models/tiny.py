@@ -81,16 +81,17 @@ QWEN_SPECIALS = [
 ]
 
 
+def qwen_vision_ids(tokenizer) -> dict[str, int]:
+    """The image/video token ids a Qwen-VL config names, from a tokenizer holding Qwen's special tokens."""
+    names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+             "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}  # fmt: skip
+    return {field: tokenizer.convert_tokens_to_ids(token) for field, token in names.items()}
+
+
 def _qwen(model_class, config_class, processor_class, vision: dict, text_extra: dict, patch: int) -> Tiny:
     tokenizer = byte_tokenizer(QWEN_SPECIALS)
-    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIALS}
     config = config_class(
-        text_config=text_config(len(tokenizer), **text_extra),
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        text_config=text_config(len(tokenizer), **text_extra), vision_config=vision, **qwen_vision_ids(tokenizer)
     )
     image_processor = tf.Qwen2VLImageProcessorPil(
         patch_size=patch,
