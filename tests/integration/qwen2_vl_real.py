@@ -9,6 +9,7 @@ merge 2; the paper fixed min_pixels = max_pixels = 256 x 28 x 28 (METHOD.md 2.2)
 from functools import cache
 from importlib.resources import files
 
+import torch
 import transformers as tf
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -77,4 +78,5 @@ def qwen2_vl_paper_model():
     processor = image_only(tf.Qwen2VLProcessor)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
+    torch.manual_seed(0)
     return tf.Qwen2VLForConditionalGeneration(config).eval().to(TEST_DEVICE), processor

@@ -4,11 +4,12 @@ vocabulary and special-token ids, the Instruct chat template, patch 14, merge 2,
 import json
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-from ocrheads.attention import install
+from ocrheads.attention import Edits, attention_session, install
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
@@ -107,4 +108,29 @@ def test_scoring_and_masking_through_the_cli(tmp_path, paper_checkpoint, multi_p
     heads = [Head.parse(name) for name in config["conditions"]["ocr-top3"]]
     assert replies == _hand_masked_replies(paper_checkpoint, multi_page_passkeys, heads, 6)
     baseline = [p["reply"] for p in predictions if p["condition"] == "baseline"]
-    assert baseline == _hand_masked_replies(paper_checkpoint, multi_page_passkeys, [], 6) != replies
+    assert baseline == _hand_masked_replies(paper_checkpoint, multi_page_passkeys, [], 6)
+
+
+def test_masking_a_head_equals_zeroing_its_slice_before_o_proj(adapter, multi_page_passkeys):
+    sample = read_manifest(multi_page_passkeys)[0]
+    pages = [Image.open(multi_page_passkeys / page).convert("RGB") for page in sample.pages]
+    batch = adapter.encode([adapter.prompt(sample.question, len(pages))], [pages])
+    model = install(adapter.model)
+    attention = model.model.language_model.layers[1].self_attn
+    size = attention.head_dim
+
+    def zero_head_2(_module, args):
+        hidden = args[0].clone()
+        hidden[..., 2 * size : 3 * size] = 0
+        return (hidden,)
+
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with attention_session(model, edits=Edits(zero={1: (2,)})):
+            masked = model(**batch).logits
+        hook = attention.o_proj.register_forward_pre_hook(zero_head_2)
+        try:
+            hooked = model(**batch).logits
+        finally:
+            hook.remove()
+    assert (masked - hooked).abs().max() < 1e-5 < (masked - plain).abs().max()
