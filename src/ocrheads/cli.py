@@ -153,11 +153,11 @@ def _model_options(parser: argparse.ArgumentParser, *, required: bool = True) ->
     group.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
 
 
-def _model_spec(args: argparse.Namespace, name: str | None = None):
+def _model_spec(args: argparse.Namespace):
     """The checkpoint and its load options, checked (config only) but not loaded."""
     from ocrheads.models import ModelSpec
 
-    spec = ModelSpec(str(name or args.model), args.device, args.dtype, args.device_map, _pixel_options(args.pixels))
+    spec = ModelSpec(str(args.model), args.device, args.dtype, args.device_map, _pixel_options(args.pixels))
     spec.grid  # noqa: B018 - reads the config: a missing checkpoint or a bad --pixels fails here, in one line
     return spec
 
@@ -166,9 +166,9 @@ def _run_score(args: argparse.Namespace) -> None:
     from ocrheads.scoring.options import scoring_options
     from ocrheads.scoring.runner import score
 
-    choices = ("row", "alignment", "evidence_rule", "evidence_threshold", "box_rounding", "argmax_keys", "retrieval")
-    choices += ("answers",)
-    overrides = {name: getattr(args, name) for name in (*choices, "max_new_tokens", "min_correct")}
+    names = ("row", "alignment", "evidence_rule", "evidence_threshold", "box_rounding", "argmax_keys", "retrieval",
+             "answers", "max_new_tokens", "min_correct")  # fmt: skip
+    overrides = {name: getattr(args, name) for name in names}
     options = scoring_options(args.preset, **overrides)
     folder = score(
         args.kind,

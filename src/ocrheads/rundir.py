@@ -15,6 +15,7 @@ import yaml
 from ocrheads.atomic import atomic_write_text
 from ocrheads.distributed import Shard
 from ocrheads.errors import OcrHeadsError
+from ocrheads.models import ModelAdapter, ModelSpec, resolve
 
 
 def versions() -> dict[str, str]:
@@ -57,6 +58,20 @@ def claim(folder: Path, config: dict, shard: Shard | None = None) -> None:
     shard.barrier()
     if not shard.leader:
         _pin(folder, config)
+
+
+def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: Shard | None = None) -> ModelAdapter:
+    """Start or continue a run directory of `model` and return the loaded model.
+
+    `known` is the run's own config (with its "model" name). Given a ModelSpec, the directory is checked against
+    it before the weights are loaded; then the config is pinned with what the loaded model records: family, grid,
+    settings, where it runs (not pinned) and library versions (not pinned)."""
+    if isinstance(model, ModelSpec):
+        preflight(folder, model.pinned() | known, shard)
+    adapter = resolve(model)
+    recorded = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
+    claim(folder, known | recorded | {"hardware": adapter.hardware(), "versions": versions()}, shard)
+    return adapter
 
 
 def preflight(folder: Path, known: dict, shard: Shard | None = None) -> None:

@@ -53,10 +53,15 @@ class _Call:
             absolute = local_rows + (self.k_len - self.q_len)
             allowed = torch.arange(self.k_len, device=local_rows.device) <= absolute[:, None, :, None]
             return torch.where(allowed, 0.0, _MASKED).to(dtype)
-        mask = self.mask[..., : self.k_len].expand(self.batch, -1, -1, -1)
-        index = local_rows[:, None, :, None].expand(-1, mask.shape[1], -1, self.k_len)
-        rows = mask.gather(2, index)
+        rows = self.mask_rows(local_rows)
         return (torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows).to(dtype)
+
+    def mask_rows(self, local_rows: torch.Tensor) -> torch.Tensor | None:
+        """The mask transformers passed (batch, 1, R, K) at the given query rows, as it is; None: causal."""
+        if self.mask is None:
+            return None
+        mask = self.mask[..., : self.k_len].expand(self.batch, -1, -1, -1)
+        return mask.gather(2, local_rows[:, None, :, None].expand(-1, mask.shape[1], -1, self.k_len))
 
     def key_in(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype not in self._keys:
@@ -106,10 +111,7 @@ def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
         eligible = probs.masked_fill(~capture.argmax_keys.to(probs.device)[:, None, None, keys], -1.0)
     inputs = None
     if capture.keep_inputs:
-        mask_rows = None
-        if call.mask is not None:
-            mask = call.mask[..., : call.k_len].expand(call.batch, -1, -1, -1)
-            mask_rows = mask.gather(2, local[:, None, :, None].expand(-1, mask.shape[1], -1, call.k_len))
+        mask_rows = call.mask_rows(local)
         inputs = AttentionInputs(
             query_rows, call.key, mask_rows, local, columns, call.q_len, call.scaling, call.softcap
         )

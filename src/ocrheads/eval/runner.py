@@ -30,8 +30,8 @@ from ocrheads.eval.means import reference_means
 from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import encode_questions, final_answer
 from ocrheads.eval.sinks import first_sinks, mass_sinks
-from ocrheads.models import ModelAdapter, ModelSpec, resolve
-from ocrheads.rundir import claim, preflight, versions, write_parquet
+from ocrheads.models import ModelAdapter, ModelSpec
+from ocrheads.rundir import open_run, write_parquet
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,9 @@ def evaluate(
     Given a ModelSpec, the run directory is checked before the weights are loaded."""
     folder = Path(out) / experiment
     shard = current_shard()
-    name = model.name if isinstance(model, ModelSpec) else str(model.model.name_or_path)
     known = {
         "experiment": experiment,
-        "model": name,
+        "model": model.name,
         **(config or {}),
         "anls": anls,
         "intervention": intervention.__dict__,
@@ -127,12 +126,8 @@ def evaluate(
         "cot_max_new_tokens": cot_max_new_tokens,
         "batch_size": batch_size,
     }
-    if isinstance(model, ModelSpec):
-        preflight(folder, model.pinned() | known, shard)
-    adapter = resolve(model)
+    adapter = open_run(folder, model, known, shard)
     install(adapter.model)
-    model_parts = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
-    claim(folder, known | model_parts | {"hardware": adapter.hardware(), "versions": versions()}, shard)
     metrics = METRICS | {"anls": partial(METRICS["anls"], options=ANLS_PRESETS[anls])}
     arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
     total = sum(-(-e.size // batch_size) for _, e, _ in arms)

@@ -65,6 +65,11 @@ class ModelAdapter(ABC):
         self.pixels = dict(pixels or {})  # the processor bounds the user set at load time
 
     @property
+    def name(self) -> str:
+        """The hub id or folder the model was loaded from (what run configs record as the model)."""
+        return str(self.model.name_or_path)
+
+    @property
     def grid(self) -> tuple[int, int]:
         return checkpoint_grid(self.model.config)
 

@@ -14,9 +14,9 @@ from ocrheads.data.manifest import Sample, manifest_sha256, open_page
 from ocrheads.devices import to_cpu
 from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, check_heads
-from ocrheads.models import ModelAdapter, ModelSpec, resolve
+from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.models.geometry import spread_over_image
-from ocrheads.rundir import claim, preflight, versions
+from ocrheads.rundir import open_run
 from ocrheads.scoring.passes import append_tokens
 
 
@@ -63,21 +63,8 @@ def write_overlays(
     if wrong is not None:
         raise DataError(f"sample {wrong.id} is a text sample; attention overlays need image samples")
     check_heads(heads, model.grid, "overlay heads")
-    known = {"data": str(data), "data_sha256": manifest_sha256(data)}
-    if isinstance(model, ModelSpec):
-        model_name = model_name or model.name
-        preflight(Path(out), model.pinned() | {"model": model_name} | known)
-    adapter = resolve(model)
-    config = {
-        "model": model_name or str(adapter.model.name_or_path),
-        "family": adapter.family,
-        "grid": list(adapter.grid),
-        "model_settings": adapter.settings(),
-        **known,
-        "hardware": adapter.hardware(),
-        "versions": versions(),
-    }
-    claim(Path(out), config)
+    known = {"model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
+    adapter = open_run(Path(out), model, known)
     tokenizer = adapter.processor.tokenizer
     written = []
     for sample in samples:

@@ -27,8 +27,8 @@ from ocrheads.data.manifest import Sample, manifest_sha256, open_page, read_mani
 from ocrheads.distributed import current_shard
 from ocrheads.errors import DataError
 from ocrheads.heads import Head, HeadScores
-from ocrheads.models import ModelAdapter, ModelSpec, resolve
-from ocrheads.rundir import claim, preflight, versions, write_parquet
+from ocrheads.models import ModelAdapter, ModelSpec
+from ocrheads.rundir import open_run, write_parquet
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.retrieval import score_retrieval_batch
@@ -53,19 +53,6 @@ def _check_samples(kind: Kind, samples: list[Sample], data: Path) -> None:
             raise DataError(f"sample {boxless.id} in {data} has no answer boxes; OCR scores need character boxes")
 
 
-def _config(kind: Kind, adapter: ModelAdapter, model_name: str, known: dict) -> dict:
-    return {
-        "kind": kind,
-        "model": model_name,
-        "family": adapter.family,
-        "grid": list(adapter.grid),
-        "model_settings": adapter.settings(),
-        **known,
-        "hardware": adapter.hardware(),
-        "versions": versions(),
-    }
-
-
 def score(
     kind: Kind,
     model: ModelAdapter | ModelSpec,
@@ -83,20 +70,15 @@ def score(
     data, folder = Path(data), Path(out) / kind
     samples = read_manifest(data)
     _check_samples(kind, samples, data)
-    known = {"data": str(data), "data_sha256": manifest_sha256(data), "options": options.model_dump()}
-    known["batch_size"] = batch_size
+    known = {"kind": kind, "model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
+    known |= {"options": options.model_dump(), "batch_size": batch_size}
     shard = current_shard()
-    if isinstance(model, ModelSpec):
-        model_name = model_name or model.name
-        preflight(folder, {"kind": kind, **model.pinned(), "model": model_name, **known}, shard)
-    adapter = resolve(model)
-    config = _config(kind, adapter, model_name or str(adapter.model.name_or_path), known)
-    claim(folder, config, shard)
+    adapter = open_run(folder, model, known, shard)
     install(adapter.model)
     parts = folder / "parts"
     parts.mkdir(exist_ok=True)
     batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
-    layers, heads = config["grid"]
+    layers, heads = adapter.grid
     with Progress(disable=not progress or not shard.leader) as bar:
         task = bar.add_task(f"{kind} scores", total=len(batches))
         for number, batch in enumerate(batches):
