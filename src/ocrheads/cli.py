@@ -151,13 +151,16 @@ def _model_options(parser: argparse.ArgumentParser, *, required: bool = True) ->
     group.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: the checkpoint's own")
     group.add_argument("--device-map", choices=("auto",), help="spread a model too big for one GPU over all GPUs")
     group.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
+    text = "folder for the native conversions of remote-code InternVL checkpoints (default: beside the hub cache)"
+    group.add_argument("--convert-cache", type=Path, help=text)
 
 
 def _model_spec(args: argparse.Namespace):
     """The checkpoint and its load options, checked (config only) but not loaded."""
     from ocrheads.models import ModelSpec
 
-    spec = ModelSpec(str(args.model), args.device, args.dtype, args.device_map, _pixel_options(args.pixels))
+    pixels = _pixel_options(args.pixels)
+    spec = ModelSpec(str(args.model), args.device, args.dtype, args.device_map, pixels, args.convert_cache)
     spec.grid  # noqa: B018 - reads the config: a missing checkpoint or a bad --pixels fails here, in one line
     return spec
 
@@ -406,6 +409,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         out=args.out, model=args.model or DemoSettings.model, score_samples=args.score_samples,
         eval_samples=args.eval_samples, k=tuple(args.k), random_seeds=args.random_seeds, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, device_map=args.device_map, pixels=_pixel_options(args.pixels),
+        convert_cache=args.convert_cache,
     )  # fmt: skip
     run_demo(settings)
 
@@ -473,6 +477,25 @@ def _verify_parser(sub: argparse._SubParsersAction) -> None:
     verify.set_defaults(run=_run_verify)
 
 
+def _run_convert(args: argparse.Namespace) -> None:
+    from ocrheads.models import convert
+
+    source = convert.source_folder(str(args.checkpoint))
+    out = convert.convert(source, args.out, system_message=args.system_message, overwrite=args.overwrite)
+    print(f"wrote the native InternVL checkpoint {out} (see {out / 'CONVERTED.md'})")
+
+
+def _convert_parser(sub: argparse._SubParsersAction) -> None:
+    text = "write a native transformers checkpoint from a remote-code InternVL one (internvl_chat: InternVL 1.5, 2, "
+    text += "2.5 with InternLM2), weights streamed tensor by tensor; every --model does this once by itself"
+    convert = sub.add_parser("convert", help=text, description=text)
+    convert.add_argument("checkpoint", help="remote-code checkpoint folder, or its hub id")
+    convert.add_argument("out", type=Path, help="folder to write")
+    convert.add_argument("--system-message", help="the prompt's system message (default: the checkpoint's own)")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT once the new folder is complete")
+    convert.set_defaults(run=_run_convert)
+
+
 def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
     from ocrheads.demo.train import TrainSettings
@@ -516,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     _intervention_parsers(sub)
     _demo_parsers(sub)
     _verify_parser(sub)
+    _convert_parser(sub)
     return parser
 
 

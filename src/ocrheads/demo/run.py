@@ -49,6 +49,7 @@ class DemoSettings:
     dtype: str = "auto"
     device_map: str | None = None
     pixels: dict = field(default_factory=dict)
+    convert_cache: Path | None = None  # where a remote-code InternVL --model is converted (default: by the hub cache)
 
 
 def _dataset(folder: Path, modality: str, n: int, seed: int, task: DemoTask) -> Path:
@@ -91,7 +92,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
             ("eval-text", "text", settings.eval_samples, eval_seed),
         )
     }
-    spec = ModelSpec(str(settings.model), settings.device, settings.dtype, settings.device_map, settings.pixels)
+    load = (settings.device, settings.dtype, settings.device_map, settings.pixels, settings.convert_cache)
+    spec = ModelSpec(str(settings.model), *load)
     adapter = spec.load()
     options = scoring_options()
     for kind, name in (("ocr", "score-image"), ("retrieval", "score-text")):
@@ -136,6 +138,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 def _recorded(settings: DemoSettings) -> dict:
     """The settings as plain YAML values (paths as text, tuples as lists), so a rerun's config compares equal.
 
-    Where it ran is left out: runs record it as hardware, and a rerun may use another device."""
+    Where it ran and where a checkpoint was converted are left out: runs record the hardware, and a rerun may use
+    another device or cache."""
     recorded = json.loads(json.dumps(asdict(settings), default=str))
-    return {key: value for key, value in recorded.items() if key not in ("device", "device_map")}
+    return {key: value for key, value in recorded.items() if key not in ("device", "device_map", "convert_cache")}

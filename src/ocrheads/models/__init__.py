@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import HFValidationError
 from transformers import AutoConfig, PretrainedConfig
 
 from ocrheads.devices import resolve_device, resolve_dtype
 from ocrheads.errors import OcrHeadsError
+from ocrheads.models import convert
 from ocrheads.models.base import ModelAdapter, checkpoint_grid
 from ocrheads.models.gemma3 import Gemma3Adapter
 from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
@@ -38,10 +42,16 @@ def adapter_class(config: PretrainedConfig) -> type[ModelAdapter]:
 
 
 def checkpoint_config(name_or_path: str | Path) -> PretrainedConfig:
-    """A checkpoint's config alone (a small file): what is checked before any weights are loaded."""
+    """A checkpoint's config alone (small files): what is checked before any weights are loaded. A remote-code
+    layout that ocrheads converts gives the config its native conversion will have."""
     name = str(name_or_path)
     if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
         raise OcrHeadsError(f"--model {name}: the folder has no config.json; pass a checkpoint folder")
+    raw = _raw_config(name)
+    if raw is not None and convert.is_remote_layout(raw):
+        return convert.native_config(convert.source_folder(name, small_files_only=True))
+    if raw is not None:
+        convert.refuse_unknown_remote(raw, name)
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
@@ -54,9 +64,22 @@ def checkpoint_config(name_or_path: str | Path) -> PretrainedConfig:
         ) from None
 
 
-def load_adapter(name_or_path: str | Path, **options) -> ModelAdapter:
-    """Load a checkpoint (hub id or local folder) through its family's adapter; options as ModelAdapter.load."""
-    return adapter_class(checkpoint_config(name_or_path)).load(name_or_path, **options)
+def _raw_config(name: str) -> dict | None:
+    """config.json as written, or None where it cannot be had (AutoConfig then says why)."""
+    if Path(name).is_dir():
+        return convert.read_config(Path(name))
+    try:
+        return json.loads(Path(hf_hub_download(name, "config.json")).read_text(encoding="utf-8"))
+    except (OSError, ValueError, HFValidationError):
+        return None
+
+
+def load_adapter(name_or_path: str | Path, *, convert_cache: str | Path | None = None, **options) -> ModelAdapter:
+    """Load a checkpoint (hub id or local folder; a remote-code InternVL one is converted once, into the cache)
+    through its family's adapter; options as ModelAdapter.load."""
+    load = {key: options.pop(key) for key in ("device", "dtype", "device_map") if key in options}
+    spec = ModelSpec(str(name_or_path), **load, pixels=options, convert_cache=convert_cache)
+    return spec.load()
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,7 @@ class ModelSpec:
     dtype: str = "auto"
     device_map: str | None = None
     pixels: dict = field(default_factory=dict)
+    convert_cache: str | Path | None = None  # where remote-code checkpoints are converted (default: by the hub cache)
 
     @cached_property
     def config(self) -> PretrainedConfig:
@@ -83,6 +107,12 @@ class ModelSpec:
     def grid(self) -> tuple[int, int]:
         return checkpoint_grid(self.config)
 
+    @cached_property
+    def remote_layout(self) -> bool:
+        """Whether the checkpoint is in a remote-code layout that is converted before loading."""
+        raw = _raw_config(self.name)
+        return raw is not None and convert.is_remote_layout(raw)
+
     def pinned(self) -> dict:
         """The part of a run's config known before loading (compared with an existing run before loading)."""
         settings = {"pixels": dict(self.pixels)} | ({"dtype": self.dtype} if self.dtype != "auto" else {})
@@ -90,7 +120,12 @@ class ModelSpec:
 
     def load(self) -> ModelAdapter:
         options = dict(device=self.device, dtype=self.dtype, device_map=self.device_map)
-        return adapter_class(self.config).load(self.name, **options, **self.pixels)
+        folder = self.name
+        if self.remote_layout:
+            folder = convert.converted(convert.source_folder(self.name), self.name, self.convert_cache)
+        adapter = adapter_class(self.config).load(folder, **options, **self.pixels)
+        adapter.model.name_or_path = self.name  # runs record the checkpoint the user named, not the cache folder
+        return adapter
 
 
 def resolve(model: ModelAdapter | ModelSpec) -> ModelAdapter:
