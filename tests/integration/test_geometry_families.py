@@ -6,22 +6,39 @@ of their region must match exactly; resampled tiles may blur edges, so there eve
 be found and every found token must hold some ink.
 """
 
+import tempfile
+from functools import cache
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
 
 from ocrheads.models import load_adapter
+from ocrheads.models.convert import convert
 from ocrheads.models.geometry import box_tokens
+from ocrheads.models.tiny_internvl_chat import write_tiny_internvl_chat
 
 from .tiny_inputs import render_block, tiny_adapter
 
 SIZES = {
     "internvl": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
+    "internvl_chat": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
     "llava": [(56, 56), (56, 80), (80, 56), (100, 70), (70, 130), (300, 200)],
     "smolvlm": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
     "idefics3": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
     "gemma3": [(64, 64), (100, 70), (70, 130), (300, 200)],
 }
+
+
+@cache
+def _adapter(family: str):
+    """A tiny model of `family`; internvl_chat is a remote-code InternVL checkpoint converted to native (the
+    original tiling and ImageNet normalisation)."""
+    if family != "internvl_chat":
+        return tiny_adapter(family)
+    with tempfile.TemporaryDirectory(prefix="internvl-chat-") as root:
+        return load_adapter(convert(write_tiny_internvl_chat(Path(root) / "remote"), Path(root) / "native"))
 
 
 def _frames(batch) -> torch.Tensor:
@@ -48,7 +65,7 @@ def _unresampled(tile, frame) -> bool:
 
 @pytest.mark.parametrize("family", sorted(SIZES))
 def test_box_tokens_equal_the_tokens_whose_pixels_hold_ink(family):
-    adapter = tiny_adapter(family)
+    adapter = _adapter(family)
     counts = {"exact": 0, "resampled": 0}
     for width, height in SIZES[family]:
         for trial in range(6):
@@ -75,7 +92,7 @@ def test_box_tokens_equal_the_tokens_whose_pixels_hold_ink(family):
 
 @pytest.mark.parametrize("family", sorted(SIZES))
 def test_two_images_cover_exactly_the_image_tokens(family):
-    adapter = tiny_adapter(family)
+    adapter = _adapter(family)
     pages = [Image.new("RGB", SIZES[family][1], "white"), Image.new("RGB", SIZES[family][-1], "white")]
     batch = adapter.encode([adapter.prompt("Which page?", 2)], [pages])
     [images] = adapter.image_tokens(batch, [[p.size for p in pages]])
@@ -99,7 +116,7 @@ def test_pixel_shuffle_keeps_each_tile_row_major():
 
 @pytest.mark.parametrize("family", sorted(SIZES))
 def test_checkpoint_folders_load_offline_with_their_processor_settings(family, tmp_path):
-    adapter = tiny_adapter(family)
+    adapter = _adapter(family)
     adapter.model.save_pretrained(tmp_path)
     adapter.processor.save_pretrained(tmp_path)
     loaded = load_adapter(tmp_path, dtype=torch.float32)
