@@ -214,7 +214,9 @@ def _run_select(args: argparse.Namespace) -> None:
     from ocrheads.analysis.runs import select_run
 
     for kind, selection in select_run(args.run_dir, _rule(args)).items():
-        print(f"{kind}: {len(selection.heads)} heads -> {args.run_dir / f'{kind}_heads.json'}")
+        robust = selection.robust["heads"]
+        print(f"{kind}: {len(selection.heads)} heads ({robust} at their interval's lower end) -> "
+              f"{args.run_dir / f'{kind}_heads.json'}")  # fmt: skip
         print("  top: " + ", ".join(head.name for head in selection.heads[:10]))
 
 

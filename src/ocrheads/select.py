@@ -36,20 +36,33 @@ class SelectionRule:
             raise OcrHeadsError(f"unknown selection rule {self.name!r}; use one of {', '.join(RULES)}")
 
 
-def ranking_scores(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
-    """(layers, heads) value heads are ranked by: the mean, or under `code` the paper code's filtered mean."""
-    means = scores.means()
+def rule_ranking(rule: SelectionRule, mean: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """The value heads are ranked by, from their mean and zero fraction (arrays of any one shape): the mean, or
+    under `code` the paper code's filtered mean."""
     if rule.name == "code":
-        return np.where(scores.zero_fraction() > rule.zero_fraction, means, 0.0)
-    return means
+        return np.where(zero > rule.zero_fraction, mean, 0.0)
+    return mean
+
+
+TIE = 1e-9  # a mean this close to a threshold is equal to it: sums in another order must not flip a selection
+
+
+def rule_keeps(rule: SelectionRule, ranking: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Which heads the rule keeps, from their ranking value and the fraction of their entries above
+    `rule.activation` (arrays of any one shape)."""
+    if rule.name == "paper":
+        return (active >= rule.min_frequency - TIE) & (ranking > rule.threshold + TIE)
+    return ranking >= rule.threshold - TIE
+
+
+def ranking_scores(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
+    """(layers, heads) value heads are ranked by."""
+    return rule_ranking(rule, scores.means(), scores.zero_fraction())
 
 
 def selected(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
     """(layers, heads) boolean: which heads the rule keeps."""
-    if rule.name == "paper":
-        active = scores.frequency_above(rule.activation) >= rule.min_frequency
-        return active & (scores.means() > rule.threshold)
-    return ranking_scores(scores, rule) >= rule.threshold
+    return rule_keeps(rule, ranking_scores(scores, rule), scores.frequency_above(rule.activation))
 
 
 def ranked(scores: HeadScores, rule: SelectionRule) -> list[Head]:
@@ -76,6 +89,7 @@ class HeadSelection:
     rule: SelectionRule
     grid: tuple[int, int]
     source: str
+    robust: dict | None = None  # how many selected heads pass the rule at their bootstrap interval's lower end
 
     def by_layer(self) -> dict[int, list[int]]:
         layers: dict[int, list[int]] = {}
@@ -92,7 +106,7 @@ class HeadSelection:
             "grid": list(self.grid),
             "source": self.source,
             "ocrheads_version": version("ocrheads"),
-        }
+        } | ({"robust": self.robust} if self.robust else {})
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
     @classmethod
@@ -106,6 +120,7 @@ class HeadSelection:
                 SelectionRule(**record["rule"]),
                 tuple(record["grid"]),
                 record["source"],
+                record.get("robust"),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise OcrHeadsError(f"{path} is not a head list written by `ocrheads select` ({err})") from None

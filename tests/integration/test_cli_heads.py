@@ -17,8 +17,10 @@ def test_imported_reference_scores_select_and_analyze_like_the_paper(tmp_path, c
     assert main(["select", str(run), "--rule", "code"]) == 0
     heads = json.loads((run / "ocr_heads.json").read_text())
     assert len(heads["heads"]) == 44 and heads["heads"][:3] == ["l9_h0", "l7_h4", "l7_h6"]
+    assert 0 < heads["robust"]["heads"] < 44 and heads["robust"]["replicates"] == 1000
     assert main(["analyze", str(run), "--rule", "code"]) == 0
     analysis = json.loads((run / "analysis.json").read_text())
+    assert analysis["ocr"]["robust"] == heads["robust"]["heads"]  # the same seeded bootstrap
     assert list(analysis["ocr"]["bins"].values()) == [895, 85, 32, 6, 6]
     assert "ocr: 44 heads above the rule" in capsys.readouterr().out
     assert main(["analyze", str(tmp_path / "empty")]) == 2

@@ -74,6 +74,7 @@ def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys
     assert embedded == [
         "score bins per kind",
         "layer by head score maps",
+        "top-k overlap with the full run as samples are added",
         "ocr heads by activation frequency",
         "retrieval heads by activation frequency",
         "top heads per character",
@@ -83,3 +84,12 @@ def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys
     assert "OCR heads vs retrieval heads" in html and "Jaccard" in html
     assert f"{analysis['similarity']['jaccard']:.3f}" in html
     assert "4 of 4" in html and "3 of 3" in html  # samples scored per kind
+    names = [finding["name"] for finding in analysis["findings"]]
+    assert names == ["less sparse", "distinct", "statically activated", "masking", "sink"]
+    for finding in analysis["findings"]:
+        assert finding["name"] in html and finding["verdict"] in ("shown", "not shown", "not measured")
+    assert analysis["ocr"]["stability"]["bootstrap"]["unit"] == "sample"  # OCR entries resampled with their sample
+    intervals = json.loads((run / "ocr" / "score_intervals.json").read_text())
+    top, score, low, high = analysis["ocr"]["top"][0]
+    assert intervals[top] == {"score": round(score, 6), "low": low, "high": high} and low <= score <= high
+    assert f"[{low}, {high}]" in html

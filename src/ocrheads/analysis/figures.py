@@ -96,6 +96,22 @@ def frequency_plot(activation: dict, kind: str, top: int = 7) -> Figure:
     return figure
 
 
+def settling_plot(curves: dict[str, dict]) -> Figure:
+    """Top-k overlap with the whole run's top-k as samples are added, per kind, with its interval: how many
+    samples are enough."""
+    figure = Figure(figsize=(5.2, 3.4))
+    ax = figure.subplots()
+    for kind, curve in curves.items():
+        sizes = [point["samples"] for point in curve["points"]]
+        ax.plot(sizes, [point["mean"] for point in curve["points"]], marker="o", label=KIND_TITLES.get(kind, kind))
+        lows, highs = [point["low"] for point in curve["points"]], [point["high"] for point in curve["points"]]
+        ax.fill_between(sizes, lows, highs, alpha=0.2)
+    k = next(iter(curves.values()))["k"]
+    ax.set(xscale="log", ylim=(0, 1.05), xlabel="samples scored", ylabel=f"overlap with the full top-{k}")
+    ax.legend(frameon=False)
+    return figure
+
+
 def character_maps(characters: dict[str, dict], grid: tuple[int, int]) -> Figure:
     """One small layer x head map per character, showing only its top heads (the paper's case-study grid)."""
     columns = min(6, len(characters))

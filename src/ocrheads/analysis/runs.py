@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from ocrheads.analysis import figures
+from ocrheads.analysis import figures, findings
 from ocrheads.analysis.case_study import character_heads, top_head_counts
+from ocrheads.analysis.stability import CONFIDENCE, Bootstrap, RunEntries, settling_curve, split_half
 from ocrheads.analysis.stats import activation, score_bins, similarity
 from ocrheads.atomic import atomic_write_text
 from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
-from ocrheads.select import HeadSelection, SelectionRule, ranked, ranking_scores, select, top_k
+from ocrheads.select import HeadSelection, SelectionRule, ranked, ranking_scores, select, selected, top_k
 
 KINDS = ("ocr", "retrieval")
 
@@ -36,11 +38,15 @@ def run_scores(run: str | Path) -> dict[str, HeadScores]:
     return found
 
 
-def select_run(run: str | Path, rule: SelectionRule) -> dict[str, HeadSelection]:
+def select_run(run: str | Path, rule: SelectionRule, replicates: int = 1000, seed: int = 0) -> dict[str, HeadSelection]:
+    """Each kind's selection, recording how many of its heads the rule keeps at their bootstrap lower ends."""
     run = Path(run)
     selections = {}
     for kind, scores in run_scores(run).items():
-        selections[kind] = select(scores, rule, source=str(run / kind / "scores.json"))
+        boot = Bootstrap.of(RunEntries.from_run(run / kind, scores, rule.activation), rule, replicates, seed)
+        robust = {"heads": boot.robust(selected(scores, rule).ravel(), rule), "replicates": replicates, "seed": seed,
+                  "confidence": CONFIDENCE}  # fmt: skip
+        selections[kind] = replace(select(scores, rule, source=str(run / kind / "scores.json")), robust=robust)
         selections[kind].to_json(run / f"{kind}_heads.json")
     return selections
 
@@ -73,23 +79,22 @@ def last_rule(run: str | Path) -> SelectionRule:
     return SelectionRule()
 
 
-def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
-    """Sparsity and static activation per kind; OCR vs retrieval similarity when both are there; the per-character
-    case study when the OCR run scored the `chars` task. Writes analysis.json and figures/."""
+def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicates: int = 1000, seed: int = 0) -> dict:
+    """Sparsity and static activation per kind; OCR vs retrieval similarity when both are there; bootstrap
+    intervals, split-half reliability and the settling curve per kind; the paper's findings with verdicts; the
+    per-character case study when the OCR run scored the `chars` task. Writes analysis.json, each kind's
+    score_intervals.json, and figures/."""
     run = Path(run)
     scores = run_scores(run)
     found: dict = {"rule": rule.__dict__}
     selections = {kind: select(kind_scores, rule) for kind, kind_scores in scores.items()}
     values = {kind: ranking_scores(kind_scores, rule) for kind, kind_scores in scores.items()}
     orders = {kind: ranked(kind_scores, rule) for kind, kind_scores in scores.items()}
+    kept = {kind: selected(kind_scores, rule).ravel() for kind, kind_scores in scores.items()}
+    entries = {kind: RunEntries.from_run(run / kind, s, rule.activation) for kind, s in scores.items()}
+    boots = {kind: Bootstrap.of(entries[kind], rule, replicates, seed) for kind in scores}
     for kind, kind_scores in scores.items():
-        found[kind] = {
-            "heads": kind_scores.layers * kind_scores.heads,
-            "selected": len(selections[kind].heads),
-            "bins": score_bins(values[kind]),
-            "top": [[head.name, round(float(values[kind][head.layer, head.head]), 4)] for head in orders[kind][:top_k]],
-            "activation": activation(kind_scores),
-        }
+        found[kind] = _kind_summary(run / kind, kind_scores, rule, top_k, entries[kind], boots[kind], seed)
     if len(scores) == 2:
         ocr, retrieval = scores["ocr"], scores["retrieval"]
         if ocr.grid != retrieval.grid:
@@ -103,12 +108,70 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10) -> dict:
             values["retrieval"],
             top_k,
         )
+    found["findings"] = [finding.to_dict() for finding in _findings(run, scores, orders, kept, boots, rule)]
     case_study = _case_study(run, scores["ocr"].grid) if "ocr" in scores else None
     if case_study:
         found["case_study"] = case_study
     atomic_write_text(run / "analysis.json", json.dumps(found, indent=1) + "\n")
     _draw(run, values, found)
     return found
+
+
+def _kind_summary(
+    folder: Path, scores: HeadScores, rule: SelectionRule, top_k: int, entries: RunEntries, boot: Bootstrap, seed: int
+) -> dict:
+    """One kind's numbers; every head's score and bootstrap interval also go to score_intervals.json."""
+    values, order = ranking_scores(scores, rule), ranked(scores, rule)
+    low, high = boot.interval()
+
+    def row(head: Head) -> list:
+        index = head.layer * scores.heads + head.head
+        return [head.name, round(float(values[head.layer, head.head]), 4), round(float(low[index]), 4),
+                round(float(high[index]), 4)]  # fmt: skip
+
+    intervals = {name: {"score": score, "low": lo, "high": hi} for name, score, lo, hi in map(row, scores.order())}
+    atomic_write_text(folder / "score_intervals.json", json.dumps(intervals, indent=1) + "\n")
+    return {
+        "heads": scores.layers * scores.heads,
+        "selected": int(selected(scores, rule).sum()),
+        "robust": boot.robust(selected(scores, rule).ravel(), rule),
+        "bins": score_bins(values),
+        "top": [row(head) for head in order[:top_k]],
+        "activation": activation(scores),
+        "stability": {
+            "bootstrap": {"replicates": len(boot.ranking), "seed": seed, "unit": _unit(entries)},
+            "split_half": split_half(entries, rule, top_k, seed=seed),
+            "settling": settling_curve(entries, rule, top_k, seed=seed),
+        },
+    }
+
+
+def _unit(entries: RunEntries) -> str:
+    """What the bootstrap draws: samples, or entries where the score file does not say which sample each is."""
+    return "sample" if entries.grouped else "entry (the score file does not say which sample an entry is from)"
+
+
+def _findings(run: Path, scores, orders, kept, boots, rule: SelectionRule) -> list[findings.Finding]:
+    counts = {kind: int(mask.sum()) for kind, mask in kept.items()}
+    top_overlap = ""
+    if len(scores) == 2:
+        shared = len(set(orders["ocr"][:7]) & set(orders["retrieval"][:7]))
+        top_overlap = f"top-7 sets share {shared} of 7 heads"
+    experiments = findings.experiment_rows(run)
+    ocr = scores.get("ocr")
+    static = findings.statically_activated(
+        ocr.frequency_above(rule.activation) if ocr else np.zeros(0),
+        ocr.means() if ocr else np.zeros(0),
+        boots.get("ocr"),
+        bool(ocr) and all(np.isin(values, (0.0, 1.0)).all() for values in ocr.lists.values()),
+    )
+    return [
+        findings.less_sparse(counts, boots),
+        findings.distinct(kept, boots, top_overlap),
+        static,
+        findings.masking(experiments.get("mask")),
+        findings.sink(experiments.get("sink")),
+    ]
 
 
 def _case_study(run: Path, grid: tuple[int, int]) -> dict | None:
@@ -134,6 +197,8 @@ def _draw(run: Path, values: dict[str, np.ndarray], found: dict) -> None:
     figures.save(figures.heatmaps(values), folder / "layer_head")
     for kind in values:
         figures.save(figures.frequency_plot(found[kind]["activation"], kind), folder / f"{kind}_frequency")
+    curves = {kind: found[kind]["stability"]["settling"] for kind in values}
+    figures.save(figures.settling_plot(curves), folder / "stability")
     if "case_study" in found:
         maps = figures.character_maps(found["case_study"]["characters"], values["ocr"].shape)
         figures.save(maps, folder / "characters")

@@ -49,6 +49,7 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
             kinds={kind: _kind_section(run, kind) for kind in kinds},
             sparsity_figure=_image(figures / "sparsity.png"),
             layer_head_figure=_image(figures / "layer_head.png"),
+            stability_figure=_image(figures / "stability.png"),
             similarity=analysis.get("similarity"),
             case_study=analysis.get("case_study"),
             characters_figure=_image(figures / "characters.png") if "case_study" in analysis else None,

@@ -1,0 +1,228 @@
+"""How stable a run's head scores are: bootstrap intervals over samples, split-half reliability, and how the top-k
+heads settle as samples are added. All of it from per-sample sums, so a replicate is one matrix product.
+
+Entries are resampled by sample (an OCR sample contributes one entry per answer token; they stay together). A run
+scored here knows each entry's sample; an imported score file does not, so there each entry is its own unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from scipy import stats
+
+from ocrheads.heads import HeadScores
+from ocrheads.select import SelectionRule, rule_keeps, rule_ranking
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class SampleSums:
+    """Per-sample sums over one block of heads that share their entries: values, entries above the rule's
+    activation level, zero entries, and the entry count."""
+
+    heads: np.ndarray  # (h,) flat head indices, layer-major
+    value: np.ndarray  # (samples, h)
+    active: np.ndarray
+    zero: np.ndarray
+    count: np.ndarray  # (samples,)
+
+    @classmethod
+    def of(cls, heads: np.ndarray, values: np.ndarray, samples: np.ndarray, activation: float) -> SampleSums:
+        """`values` (entries, h) with each entry's sample id in `samples` (entries,)."""
+        order = np.argsort(samples, kind="stable")
+        values, samples = values[order], samples[order]
+        starts = np.flatnonzero(np.r_[True, samples[1:] != samples[:-1]]) if len(samples) else np.array([], int)
+
+        def summed(array: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(array, starts, axis=0) if len(starts) else np.zeros((0, len(heads)))
+
+        count = np.diff(np.r_[starts, len(samples)]).astype(np.float64)
+        as_float = values.astype(np.float64)
+        return cls(heads, summed(as_float), summed((as_float > activation) * 1.0), summed((as_float == 0) * 1.0), count)
+
+    @property
+    def samples(self) -> int:
+        return len(self.count)
+
+    def weighted(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, active fraction, zero fraction), each (replicates, h), for weights (replicates, samples)."""
+        entries = weights @ self.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.where(entries > 0, 1.0 / entries, 0.0)[:, None]
+        return (weights @ self.value) * scale, (weights @ self.active) * scale, (weights @ self.zero) * scale
+
+
+@dataclass(frozen=True)
+class RunEntries:
+    """A kind's scores as blocks of per-sample sums, covering every head of the grid once."""
+
+    grid: tuple[int, int]
+    blocks: tuple[SampleSums, ...]
+    grouped: bool = False  # whether entries are grouped by sample (else each entry is its own unit)
+
+    @classmethod
+    def from_scores(cls, scores: HeadScores, activation: float, samples: np.ndarray | None = None) -> RunEntries:
+        """Heads with equally long lists share entries (the normal case); the paper's files also hold heads whose
+        lists are longer (entries lost part-way), and those are resampled as a block of their own."""
+        lengths: dict[int, list[int]] = {}
+        order = scores.order()
+        for index, head in enumerate(order):
+            lengths.setdefault(len(scores.lists[head]), []).append(index)
+        blocks = []
+        for length, indices in lengths.items():
+            values = np.stack([scores.lists[order[i]] for i in indices], axis=1)
+            ids = samples if samples is not None and len(samples) == length else np.arange(length)
+            blocks.append(SampleSums.of(np.array(indices), values, ids, activation))
+        return cls(scores.grid, tuple(blocks), samples is not None)
+
+    @classmethod
+    def from_run(cls, folder: Path, scores: HeadScores, activation: float) -> RunEntries:
+        """A scored kind folder: OCR entries grouped by their sample (from scores.parquet); retrieval lists are
+        already one entry per sample."""
+        table = folder / "scores.parquet"
+        samples = None
+        if table.is_file() and (folder / "config.yaml").is_file():
+            heads = scores.layers * scores.heads
+            column = pq.read_table(table, columns=["sample"])["sample"].to_numpy(zero_copy_only=False)
+            names = column[::heads] if len(column) % heads == 0 else None
+            if names is not None and len(names) == len(next(iter(scores.lists.values()))):
+                samples = np.unique(names, return_inverse=True)[1]
+        return cls.from_scores(scores, activation, samples)
+
+    @property
+    def heads(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def statistics(self, weights_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, active fraction, zero fraction), each (replicates, heads), with each block's per-sample weights
+        from `weights_of(samples)`."""
+        parts = [block.weighted(weights_of(block.samples)) for block in self.blocks]
+        replicates = parts[0][0].shape[0]
+        out = [np.zeros((replicates, self.heads)) for _ in range(3)]
+        for block, found in zip(self.blocks, parts, strict=True):
+            for target, values in zip(out, found, strict=True):
+                target[:, block.heads] = values
+        return out[0], out[1], out[2]
+
+    def ranking(self, rule: SelectionRule, weights_of) -> np.ndarray:
+        """(replicates, heads) ranking scores under `rule`."""
+        mean, _, zero = self.statistics(weights_of)
+        return rule_ranking(rule, mean, zero)
+
+
+def _bootstrap_weights(rng: np.random.Generator, replicates: int):
+    def weights(samples: int) -> np.ndarray:
+        if not samples:
+            return np.zeros((replicates, 0))
+        return rng.multinomial(samples, np.full(samples, 1.0 / samples), size=replicates).astype(float)
+
+    return weights
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Replicates, each (replicates, heads), of a kind's mean scores, activation frequencies (entries above the
+    rule's activation level), ranking scores and selections; samples drawn with replacement, seeded."""
+
+    mean: np.ndarray
+    frequency: np.ndarray
+    ranking: np.ndarray
+    keeps: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, entries: RunEntries, rule: SelectionRule, replicates: int = 1000, seed: int = 0) -> Bootstrap:
+        rng = np.random.default_rng(seed)
+        mean, frequency, zero = entries.statistics(_bootstrap_weights(rng, replicates))
+        ranking = rule_ranking(rule, mean, zero)
+        return cls(mean, frequency, ranking, rule_keeps(rule, ranking, frequency))
+
+    def interval(self, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-head percentile interval of the ranking score (or of `values`, replicates x heads)."""
+        values = self.ranking if values is None else values
+        tail = 100 * (1 - CONFIDENCE) / 2
+        return np.percentile(values, tail, axis=0), np.percentile(values, 100 - tail, axis=0)
+
+    def robust(self, selected: np.ndarray, rule: SelectionRule) -> int:
+        """How many of the selected heads (flat bool) the rule still keeps with each statistic at its lower end."""
+        ranking_low, _ = self.interval()
+        frequency_low, _ = self.interval(self.frequency)
+        return int((selected & rule_keeps(rule, ranking_low, frequency_low)).sum())
+
+
+def top_k_mask(ranking: np.ndarray, k: int) -> np.ndarray:
+    """(rows, heads) bool: each row's k best heads, ties broken layer-major (as `select.ranked`)."""
+    order = np.argsort(-ranking, axis=-1, kind="stable")[..., :k]
+    mask = np.zeros(ranking.shape, dtype=bool)
+    np.put_along_axis(mask, order, True, axis=-1)
+    return mask
+
+
+def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman per row of two (rows, heads) arrays (NaN where a row is constant)."""
+    ra, rb = stats.rankdata(a, axis=1), stats.rankdata(b, axis=1)
+    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ra * rb).sum(1) / np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+
+
+def _summary(values: np.ndarray) -> dict:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
+    tail = 100 * (1 - CONFIDENCE) / 2
+    return {"mean": float(finite.mean()), "low": float(np.percentile(finite, tail)),
+            "high": float(np.percentile(finite, 100 - tail))}  # fmt: skip
+
+
+def split_half(entries: RunEntries, rule: SelectionRule, k: int, repeats: int = 50, seed: int = 0) -> dict:
+    """Top-k overlap and Spearman of the ranking scores between two disjoint random halves of the samples."""
+    rng = np.random.default_rng(seed)
+    halves: dict[int, np.ndarray] = {}
+
+    def half(samples: int) -> np.ndarray:
+        if samples not in halves:
+            first = np.argsort(rng.random((repeats, samples)), axis=1) < samples // 2
+            halves[samples] = first.astype(float)
+        return halves[samples]
+
+    first = entries.ranking(rule, half)
+    second = entries.ranking(rule, lambda samples: 1.0 - half(samples))
+    overlap = (top_k_mask(first, k) & top_k_mask(second, k)).sum(1) / k
+    return {
+        "k": k,
+        "repeats": repeats,
+        "top_k_overlap": _summary(overlap),
+        "spearman": _summary(_row_spearman(first, second)),
+    }
+
+
+def sample_sizes(samples: int) -> list[int]:
+    """10, 20, 40, ... below the run's sample count, then all of them."""
+    sizes, size = [], 10
+    while size < samples:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, samples]
+
+
+def settling_curve(entries: RunEntries, rule: SelectionRule, k: int, repeats: int = 30, seed: int = 0) -> dict:
+    """Top-k overlap with the full run's top-k when only n samples are scored (n drawn without replacement)."""
+    full = entries.ranking(rule, lambda samples: np.ones((1, samples)))
+    target = top_k_mask(full, k)
+    most = max(entries.blocks, key=lambda block: len(block.heads)).samples  # the block most heads share
+    rng = np.random.default_rng(seed)
+    points = []
+    for size in sample_sizes(most):
+
+        def drawn(samples: int, size: int = size) -> np.ndarray:
+            take = min(size, samples)
+            return (np.argsort(rng.random((repeats, samples)), axis=1) < take).astype(float)
+
+        overlap = (top_k_mask(entries.ranking(rule, drawn), k) & target).sum(1) / k
+        points.append({"samples": size, **_summary(overlap)})
+    return {"k": k, "repeats": repeats, "points": points}

@@ -1,0 +1,97 @@
+"""Bootstrap intervals, split-half reliability and the settling curve equal a direct computation, sample by
+sample, on a small hand-made table (entries grouped by sample, as OCR entries are)."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ocrheads.analysis.stability import Bootstrap, RunEntries, settling_curve, split_half
+from ocrheads.heads import Head, HeadScores
+from ocrheads.select import SelectionRule, ranked, ranking_scores, selected
+
+GRID = (2, 3)
+RULES = [SelectionRule("paper"), SelectionRule("code"), SelectionRule("mean", threshold=0.3)]
+
+
+@pytest.fixture(scope="module")
+def table():
+    """(entries, heads) values in {0, 0.2, 0.5, 1} and each entry's sample: 14 samples of 1 to 3 entries."""
+    rng = np.random.default_rng(7)
+    samples = np.repeat(np.arange(14), rng.integers(1, 4, 14))
+    values = rng.choice([0.0, 0.2, 0.5, 1.0], size=(len(samples), 6), p=[0.5, 0.2, 0.2, 0.1])
+    values[:, 0] *= 0  # a head that never scores
+    return values, samples
+
+
+def _scores(values: np.ndarray) -> HeadScores:
+    lists = {Head(i // GRID[1], i % GRID[1]): values[:, i] for i in range(values.shape[1])}
+    return HeadScores(lists, *GRID)
+
+
+def _resampled(values, samples, counts) -> np.ndarray:
+    """The entries of a bootstrap replicate: each sample's entries repeated as often as it was drawn."""
+    return np.concatenate([np.repeat(values[samples == s], n, axis=0) for s, n in enumerate(counts) if n])
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
+def test_bootstrap_replicates_and_intervals_equal_a_direct_resampling(table, rule):
+    values, samples = table
+    entries = RunEntries.from_scores(_scores(values), rule.activation, samples)
+    found = Bootstrap.of(entries, rule, replicates=200, seed=3)
+    counts = np.random.default_rng(3).multinomial(14, np.full(14, 1 / 14), size=200)
+    direct = [_scores(_resampled(values, samples, c)) for c in counts]
+    ranking = np.array([ranking_scores(s, rule).ravel() for s in direct])
+    keeps = np.array([selected(s, rule).ravel() for s in direct])
+    np.testing.assert_allclose(found.ranking, ranking, atol=1e-12)
+    assert np.array_equal(found.keeps, keeps)
+    low, high = found.interval()
+    np.testing.assert_allclose(low, np.percentile(ranking, 2.5, axis=0))
+    np.testing.assert_allclose(high, np.percentile(ranking, 97.5, axis=0))
+    chosen = selected(_scores(values), rule).ravel()
+    active = np.array([s.frequency_above(rule.activation).ravel() for s in direct])
+    ranking_low, active_low = np.percentile(ranking, 2.5, axis=0), np.percentile(active, 2.5, axis=0)
+    if rule.name == "paper":
+        passes = (active_low >= rule.min_frequency) & (ranking_low > rule.threshold)
+    else:
+        passes = ranking_low >= rule.threshold
+    assert found.robust(chosen, rule) == int((chosen & passes).sum())
+
+
+def test_split_halves_equal_scoring_each_half_alone(table):
+    values, samples = table
+    rule = SelectionRule("mean")
+    found = split_half(RunEntries.from_scores(_scores(values), rule.activation, samples), rule, k=2, repeats=20, seed=5)
+    halves = np.argsort(np.random.default_rng(5).random((20, 14)), axis=1) < 7
+    overlaps, rhos = [], []
+    for first in halves:
+        a = _scores(values[np.isin(samples, np.flatnonzero(first))])
+        b = _scores(values[np.isin(samples, np.flatnonzero(~first))])
+        overlaps.append(len(set(ranked(a, rule)[:2]) & set(ranked(b, rule)[:2])) / 2)
+        rhos.append(stats.spearmanr(ranking_scores(a, rule).ravel(), ranking_scores(b, rule).ravel()).statistic)
+    assert found["top_k_overlap"]["mean"] == pytest.approx(np.mean(overlaps))
+    assert found["top_k_overlap"]["low"] == pytest.approx(np.percentile(overlaps, 2.5))
+    assert found["spearman"]["mean"] == pytest.approx(np.nanmean(rhos))
+
+
+def test_the_settling_curve_reaches_the_full_top_k_with_all_samples(table):
+    values, samples = table
+    rule = SelectionRule("mean")
+    curve = settling_curve(RunEntries.from_scores(_scores(values), rule.activation, samples), rule, k=2, seed=1)
+    assert [p["samples"] for p in curve["points"]] == [10, 14]
+    assert curve["points"][-1]["mean"] == 1.0 == curve["points"][-1]["low"]
+    rng = np.random.default_rng(1)
+    drawn = np.argsort(rng.random((30, 14)), axis=1) < 10
+    full = set(ranked(_scores(values), rule)[:2])
+    overlaps = [len(set(ranked(_scores(values[np.isin(samples, np.flatnonzero(d))]), rule)[:2]) & full) / 2
+                for d in drawn]  # fmt: skip
+    assert curve["points"][0]["mean"] == pytest.approx(np.mean(overlaps))
+
+
+def test_lists_of_unequal_length_are_resampled_as_their_own_block():
+    """The paper's InternVL2-8B file: one head kept 550 entries where the others kept 51."""
+    lists = {Head(0, h): np.array([1.0, 0.0, 1.0]) for h in range(3)} | {Head(1, h): np.ones(3) for h in range(3)}
+    lists[Head(0, 0)] = np.zeros(11)
+    entries = RunEntries.from_scores(HeadScores(lists, *GRID), 0.1)
+    assert sorted(block.samples for block in entries.blocks) == [3, 11]
+    found = Bootstrap.of(entries, SelectionRule("mean"), replicates=50)
+    assert np.all(found.ranking[:, 0] == 0) and np.all(found.ranking[:, 3:] == 1)
