@@ -199,15 +199,19 @@ def _report_outcomes(folder: Path) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> None:
-    from ocrheads.atomic import atomic_write_text
-    from ocrheads.heads import HeadScores
+    from ocrheads.exchange import import_file
+    from ocrheads.models import checkpoint_config, checkpoint_grid
 
-    scores = HeadScores.from_reference(args.file)
-    folder = args.out / args.kind
-    scores.to_reference(folder / "scores.json")
-    config = {"kind": args.kind, "imported_from": str(args.file), "grid": list(scores.grid)}
-    atomic_write_text(folder / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    print(f"imported {scores.layers}x{scores.heads} head scores into {folder}")
+    grid = checkpoint_grid(checkpoint_config(args.model)) if args.model else None
+    written = import_file(args.file, getattr(args, "from"), args.kind, args.out, grid, args.model)
+    print(f"imported {args.file} ({getattr(args, 'from')}) into {written}")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from ocrheads.exchange import export_run, side_file
+
+    written = export_run(args.run_dir, args.kind, args.to, args.out, args.top)
+    print(f"wrote {written} and {side_file(written).name}")
 
 
 def _run_select(args: argparse.Namespace) -> None:
@@ -263,6 +267,7 @@ def _run_overlay(args: argparse.Namespace) -> None:
 
 
 def _heads_parsers(sub: argparse._SubParsersAction) -> None:
+    from ocrheads.exchange import FORMATS
     from ocrheads.scoring.options import PRESETS, ScoringOptions
     from ocrheads.select import RULES
 
@@ -287,13 +292,27 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     _model_options(score)
     score.set_defaults(run=_run_score)
 
-    scores = sub.add_parser("scores", help="import score files in the paper's format")
+    scores = sub.add_parser("scores", help="import score files and head lists of the paper and of other tools")
     actions = scores.add_subparsers(required=True, metavar="ACTION")
-    imports = actions.add_parser("import", help='read {"l{L}_h{H}": [values]} into a run directory')
+    text = "read a score file (into RUN/KIND/scores.json) or a head list (into RUN/KIND_heads.json)"
+    imports = actions.add_parser("import", help=text, description=text)
     imports.add_argument("file", type=Path)
+    imports.add_argument("--from", choices=FORMATS, default="paper", help="its format (default %(default)s)")
     imports.add_argument("--kind", choices=("ocr", "retrieval"), required=True)
     imports.add_argument("--out", type=Path, required=True, help="run directory")
+    imports.add_argument("--model", help="the checkpoint the heads are of: its grid and name are checked")
     imports.set_defaults(run=_run_import)
+
+    heads = sub.add_parser("heads", help="export a run's head scores or head list for other tools")
+    actions = heads.add_subparsers(required=True, metavar="ACTION")
+    text = "write a run's scores (paper, retrieval-head, sparsemm) or selected heads (qrhead, json, csv)"
+    export = actions.add_parser("export", help=text, description=text)
+    export.add_argument("run_dir", metavar="RUN", type=Path)
+    export.add_argument("--to", choices=FORMATS, required=True)
+    export.add_argument("--kind", choices=("ocr", "retrieval"), default="ocr")
+    export.add_argument("--out", type=Path, help="file to write (default RUN/exports/KIND-FORMAT.EXT)")
+    export.add_argument("--top", type=int, help="head lists: the K best heads instead of the selected ones")
+    export.set_defaults(run=_run_export)
 
     for name, run, text in (
         ("select", _run_select, "select OCR and retrieval heads of a run"),

@@ -85,7 +85,7 @@ class HeadSelection:
     """A selected head set, best first, with the rule and source that made it."""
 
     heads: tuple[Head, ...]
-    scores: tuple[float, ...]  # each head's ranking score
+    scores: tuple[float | None, ...]  # each head's ranking score (None: an imported list without scores)
     rule: SelectionRule
     grid: tuple[int, int]
     source: str
@@ -101,7 +101,7 @@ class HeadSelection:
         record = {
             "heads": [head.name for head in self.heads],
             "by_layer": {str(layer): heads for layer, heads in self.by_layer().items()},
-            "scores": {head.name: round(score, 6) for head, score in zip(self.heads, self.scores, strict=True)},
+            "scores": {head.name: _rounded(score) for head, score in zip(self.heads, self.scores, strict=True)},
             "rule": asdict(self.rule),
             "grid": list(self.grid),
             "source": self.source,
@@ -116,7 +116,7 @@ class HeadSelection:
             heads = tuple(Head.parse(name) for name in record["heads"])
             return cls(
                 heads,
-                tuple(float(record["scores"][head.name]) for head in heads),
+                tuple(_score(record["scores"][head.name]) for head in heads),
                 SelectionRule(**record["rule"]),
                 tuple(record["grid"]),
                 record["source"],
@@ -124,6 +124,15 @@ class HeadSelection:
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise OcrHeadsError(f"{path} is not a head list written by `ocrheads select` ({err})") from None
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 6)
+
+
+def _score(value) -> float | None:
+    """A head's score in a head list; imported lists of some formats rank heads without scores."""
+    return None if value is None else float(value)
 
 
 def select(scores: HeadScores, rule: SelectionRule, source: str = "") -> HeadSelection:

@@ -83,7 +83,7 @@ def verify(
 ) -> list[Check]:
     """Every check on one sample; the model is left with the registered function installed."""
     model, tokenizer = adapter.model, adapter.processor.tokenizer
-    template = getattr(adapter.processor, "chat_template", None) or tokenizer.chat_template
+    template = adapter.chat_template()
     prompt = adapter.prompt(sample.question, len(pages))
     placeholders = prompt.count(adapter.image_placeholder)
     checks = [

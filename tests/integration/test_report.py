@@ -89,6 +89,7 @@ def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys
     for finding in analysis["findings"]:
         assert finding["name"] in html and finding["verdict"] in ("shown", "not shown", "not measured")
     assert analysis["ocr"]["stability"]["bootstrap"]["unit"] == "sample"  # OCR entries resampled with their sample
+    assert analysis["retrieval"]["stability"]["bootstrap"]["unit"] == "sample"  # one entry per sample
     intervals = json.loads((run / "ocr" / "score_intervals.json").read_text())
     top, score, low, high = analysis["ocr"]["top"][0]
     assert intervals[top] == {"score": round(score, 6), "low": low, "high": high} and low <= score <= high

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import yaml
 from scipy import stats
 
 from ocrheads.heads import HeadScores
@@ -84,15 +85,16 @@ class RunEntries:
     def from_run(cls, folder: Path, scores: HeadScores, activation: float) -> RunEntries:
         """A scored kind folder: OCR entries grouped by their sample (from scores.parquet); retrieval lists are
         already one entry per sample."""
-        table = folder / "scores.parquet"
-        samples = None
-        if table.is_file() and (folder / "config.yaml").is_file():
-            heads = scores.layers * scores.heads
-            column = pq.read_table(table, columns=["sample"])["sample"].to_numpy(zero_copy_only=False)
-            names = column[::heads] if len(column) % heads == 0 else None
-            if names is not None and len(names) == len(next(iter(scores.lists.values()))):
-                samples = np.unique(names, return_inverse=True)[1]
-        return cls.from_scores(scores, activation, samples)
+        table, config = folder / "scores.parquet", folder / "config.yaml"
+        if not (table.is_file() and config.is_file()):
+            return cls.from_scores(scores, activation)
+        entries = len(next(iter(scores.lists.values())))
+        if yaml.safe_load(config.read_text(encoding="utf-8")).get("kind") == "retrieval":
+            return cls.from_scores(scores, activation, np.arange(entries))
+        column = pq.read_table(table, columns=["sample"])["sample"].to_numpy(zero_copy_only=False)
+        names = column[:: scores.layers * scores.heads]
+        grouped = len(names) == entries and len(column) == entries * scores.layers * scores.heads
+        return cls.from_scores(scores, activation, np.unique(names, return_inverse=True)[1] if grouped else None)
 
     @property
     def heads(self) -> int:

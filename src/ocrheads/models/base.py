@@ -6,6 +6,7 @@ to a model through this interface.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from abc import ABC, abstractmethod
@@ -108,13 +109,20 @@ class ModelAdapter(ABC):
 
     def settings(self) -> dict:
         """Everything about the loaded model that changes what it sees and computes, as plain YAML values: its
-        dtype, the pixel bounds the user gave, and the image processor's resolved settings (the class name is left
-        out: the torchvision and PIL processors of one family resize alike)."""
+        dtype, the pixel bounds the user gave, the image processor's resolved settings (the class name is left
+        out: the torchvision and PIL processors of one family resize alike) and the prompt template's hash."""
         image_processor = json.loads(self.processor.image_processor.to_json_string())
         image_processor.pop("image_processor_type", None)
         image_processor.pop("processor_class", None)
         dtype = str(self.model.dtype).removeprefix("torch.")
-        return {"dtype": dtype, "pixels": json.loads(json.dumps(self.pixels)), "image_processor": image_processor}
+        template = self.chat_template()
+        digest = hashlib.sha256(template.encode("utf-8")).hexdigest()[:16] if template else None
+        return {"dtype": dtype, "pixels": json.loads(json.dumps(self.pixels)), "image_processor": image_processor,
+                "chat_template_sha256": digest}  # fmt: skip
+
+    def chat_template(self) -> str | None:
+        """The template prompts are rendered with, if the checkpoint has one."""
+        return getattr(self.processor, "chat_template", None) or self.processor.tokenizer.chat_template
 
     @classmethod
     def set_pixel_options(cls, image_processor, **options) -> None:
@@ -138,7 +146,7 @@ class ModelAdapter(ABC):
 
         The template is rendered by the tokenizer: some processors' own renderers insist on a video processor.
         """
-        template = getattr(self.processor, "chat_template", None) or self.processor.tokenizer.chat_template
+        template = self.chat_template()
         if template:
             content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
             messages = [{"role": "user", "content": content}]
