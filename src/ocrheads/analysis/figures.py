@@ -102,12 +102,14 @@ def settling_plot(curves: dict[str, dict]) -> Figure:
     figure = Figure(figsize=(5.2, 3.4))
     ax = figure.subplots()
     for kind, curve in curves.items():
-        sizes = [point["samples"] for point in curve["points"]]
-        ax.plot(sizes, [point["mean"] for point in curve["points"]], marker="o", label=KIND_TITLES.get(kind, kind))
-        lows, highs = [point["low"] for point in curve["points"]], [point["high"] for point in curve["points"]]
-        ax.fill_between(sizes, lows, highs, alpha=0.2)
+        points = [point for point in curve["points"] if point["samples"] > 0]  # a run that scored nothing has none
+        sizes = [point["samples"] for point in points]
+        ax.plot(sizes, [point["mean"] for point in points], marker="o", label=KIND_TITLES.get(kind, kind))
+        ax.fill_between(sizes, [point["low"] for point in points], [point["high"] for point in points], alpha=0.2)
     k = next(iter(curves.values()))["k"]
-    ax.set(xscale="log", ylim=(0, 1.05), xlabel="samples scored", ylabel=f"overlap with the full top-{k}")
+    ax.set(ylim=(0, 1.05), xlabel="samples scored", ylabel=f"overlap with the full top-{k}")
+    if any(point["samples"] > 0 for curve in curves.values() for point in curve["points"]):
+        ax.set_xscale("log")
     ax.legend(frameon=False)
     return figure
 

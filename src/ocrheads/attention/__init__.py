@@ -1,6 +1,15 @@
 """One registered attention function that captures and edits heads, driven by an attention session."""
 
-from ocrheads.attention.requests import AttentionInputs, Capture, CapturedRows, Edits, OutputSums, SinkRedistribution
+from ocrheads.attention.requests import (
+    AttentionInputs,
+    Capture,
+    CapturedRows,
+    Edits,
+    HeadOutputs,
+    KeptOutput,
+    OutputSums,
+    SinkRedistribution,
+)
 from ocrheads.attention.session import AttentionSession, attention_session, install, use_text_attention
 
 __all__ = [
@@ -9,6 +18,8 @@ __all__ = [
     "Capture",
     "CapturedRows",
     "Edits",
+    "HeadOutputs",
+    "KeptOutput",
     "OutputSums",
     "SinkRedistribution",
     "attention_session",

@@ -185,7 +185,7 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         session.add_outputs(layer, torch.einsum("bq,bqhd->hd", tokens.float(), output.float()), int(tokens.sum()))
     wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
     if not wants_capture and layer not in edits.layers():
-        return output, None
+        return _kept(session, layer, output), None
     call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"), end)
     if wants_capture and (captured := _capture(call, capture, layer)) is not None:
         session.record(captured)
@@ -199,4 +199,13 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         output = output.index_copy(2, torch.tensor(heads, device=output.device), replaced)
     if heads := edits.zero.get(layer):
         output = output.index_fill(2, torch.tensor(heads, device=output.device), 0.0)
-    return output, None
+    if layer in edits.per_item:
+        mask, means = edits.per_item[layer]
+        replacement = 0.0 if means is None else means.to(output.dtype)[None, None]
+        output = torch.where(mask[:, None, :, None], replacement, output)
+    return _kept(session, layer, output), None
+
+
+def _kept(session, layer: int, output: torch.Tensor) -> torch.Tensor:
+    """The output, kept for attribution when the session asks for head outputs."""
+    return session.keep_output(layer, output) if session.keep_outputs is not None else output

@@ -70,16 +70,34 @@ class OutputSums:
 class Edits:
     """Head interventions. zero: the head's output is 0 (paper's masking); uniform: the head attends evenly to
     every key it may see (Retrieval Head paper's masking); mean: the head's output is replaced by a fixed
-    vector, its mean over a reference set (layer -> (heads, (h, head_dim) means)); sink: redistribute sink mass."""
+    vector, its mean over a reference set (layer -> (heads, (h, head_dim) means)); sink: redistribute sink mass;
+    per_item: each batch item ablates its own heads (layer -> ((batch, heads) bool mask, (heads, head_dim) means or
+    None for zero)), so one pass ablates a different head in each copy of a batch."""
 
     zero: HeadMap = field(default_factory=dict)
     uniform: HeadMap = field(default_factory=dict)
     mean: dict[int, tuple[tuple[int, ...], torch.Tensor]] = field(default_factory=dict)
     sink: SinkRedistribution | None = None
+    per_item: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
     def layers(self) -> set[int]:
         sink_layers = set(self.sink.heads) if self.sink else set()
-        return set(self.zero) | set(self.uniform) | set(self.mean) | sink_layers
+        return set(self.zero) | set(self.uniform) | set(self.mean) | sink_layers | set(self.per_item)
+
+
+@dataclass(frozen=True)
+class HeadOutputs:
+    """Keep every head's output (its slice of o_proj's input) with a zero tensor added to it per layer, so that
+    the gradient of any later quantity with respect to that zero is its gradient with respect to the output:
+    attribution patching without module hooks. Needs gradients enabled; one forward call per layer."""
+
+
+@dataclass
+class KeptOutput:
+    """One layer's head outputs as computed (batch, Q, heads, head_dim), and the zero added to them."""
+
+    clean: torch.Tensor
+    delta: torch.Tensor  # requires grad; after backward its gradient is the output's
 
 
 @dataclass

@@ -14,7 +14,16 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ocrheads.attention.requests import AttentionInputs, Capture, CapturedRows, Edits, HeadMap, OutputSums
+from ocrheads.attention.requests import (
+    AttentionInputs,
+    Capture,
+    CapturedRows,
+    Edits,
+    HeadMap,
+    HeadOutputs,
+    KeptOutput,
+    OutputSums,
+)
 from ocrheads.devices import model_device, to_device
 from ocrheads.errors import OcrHeadsError
 
@@ -26,10 +35,18 @@ def current_session() -> AttentionSession | None:
 
 
 class AttentionSession:
-    def __init__(self, capture: Capture | None, edits: Edits, output_sums: OutputSums | None = None):
+    def __init__(
+        self,
+        capture: Capture | None,
+        edits: Edits,
+        output_sums: OutputSums | None = None,
+        keep_outputs: HeadOutputs | None = None,
+    ):
         self.capture = capture
         self.edits = edits
         self.output_sums = output_sums
+        self.keep_outputs = keep_outputs
+        self.head_outputs: dict[int, KeptOutput] = {}  # layer -> outputs kept for attribution (HeadOutputs)
         self.sums: dict[int, torch.Tensor] = {}  # layer -> (heads, head_dim) float32 output sums
         self.summed_tokens = 0  # tokens counted into each layer's sums
         self._records: dict[int, list[CapturedRows]] = {}
@@ -54,6 +71,14 @@ class AttentionSession:
         self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         if layer == self._first_layer:
             self.summed_tokens += tokens
+
+    def keep_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        """The output with a zero added whose gradient will be the output's (HeadOutputs)."""
+        if layer in self.head_outputs:
+            raise OcrHeadsError(f"layer {layer} ran twice in one attribution session; give it one forward pass")
+        delta = torch.zeros_like(output, requires_grad=True)
+        self.head_outputs[layer] = KeptOutput(output.detach(), delta)
+        return output + delta
 
     def inputs(self, layer: int) -> list[AttentionInputs]:
         """What each call of `layer` computed its captured rows from (captures with keep_inputs), in call order."""
@@ -152,14 +177,20 @@ def attention_session(
     capture: Capture | None = None,
     edits: Edits | None = None,
     output_sums: OutputSums | None = None,
+    head_outputs: HeadOutputs | None = None,
 ) -> Iterator[AttentionSession]:
-    """Capture and/or edit attention (and/or sum head outputs) in every forward pass of `model` in the block."""
+    """Capture and/or edit attention (and/or sum or keep head outputs) in every forward pass of `model` in the
+    block."""
     _check_installed(model)
     n_layers, n_heads = _text_shape(model)
     edits = edits or Edits()
     _check_heads(edits.zero, n_layers, n_heads, "zeroed heads")
     _check_heads(edits.uniform, n_layers, n_heads, "uniform heads")
     _check_heads({layer: heads for layer, (heads, _) in edits.mean.items()}, n_layers, n_heads, "mean-ablated heads")
+    for layer, (mask, _) in edits.per_item.items():
+        _check_heads({layer: ()}, n_layers, n_heads, "per-item ablations")
+        if mask.dim() != 2 or mask.shape[1] != n_heads:
+            raise OcrHeadsError(f"per-item ablation of layer {layer}: the mask must be (batch, {n_heads})")
     if edits.sink is not None:
         _check_heads(edits.sink.heads, n_layers, n_heads, "sink heads")
         if not 0.0 <= edits.sink.beta <= 1.0:
@@ -171,7 +202,9 @@ def attention_session(
         if capture.rows.dim() != 2:
             raise OcrHeadsError(f"capture rows must be a (batch, rows) tensor, got shape {tuple(capture.rows.shape)}")
     device = model_device(model)  # requests move once, not in every layer of every call
-    session = AttentionSession(to_device(capture, device), to_device(edits, device), to_device(output_sums, device))
+    session = AttentionSession(
+        to_device(capture, device), to_device(edits, device), to_device(output_sums, device), head_outputs
+    )
     token = _ACTIVE.set(session)
     try:
         yield session
