@@ -172,7 +172,7 @@ def _run_score(args: argparse.Namespace) -> None:
     names = ("row", "alignment", "evidence_rule", "evidence_threshold", "box_rounding", "argmax_keys", "retrieval",
              "answers", "max_new_tokens", "min_correct")  # fmt: skip
     overrides = {name: getattr(args, name) for name in names}
-    options = scoring_options(args.preset, **overrides)
+    options = _causal_options(args) if args.kind == "causal" else scoring_options(args.preset, **overrides)
     folder = score(
         args.kind,
         _model_spec(args),
@@ -185,6 +185,14 @@ def _run_score(args: argparse.Namespace) -> None:
     )
     if current_shard().leader:
         _report_outcomes(folder)
+
+
+def _causal_options(args: argparse.Namespace):
+    from ocrheads.scoring.causal import CausalOptions
+
+    given = {"answers": args.answers, "max_new_tokens": args.max_new_tokens, "mean_samples": args.mean_samples}
+    return CausalOptions(ablation=args.ablation, metric=args.metric, exact=args.exact,
+                         **{key: value for key, value in given.items() if value is not None})  # fmt: skip
 
 
 def _report_outcomes(folder: Path) -> None:
@@ -234,7 +242,7 @@ def _run_analyze(args: argparse.Namespace) -> None:
     from ocrheads.analysis.runs import analyze_run
 
     found = analyze_run(args.run_dir, _rule(args), top_k=args.top_k)
-    for kind in ("ocr", "retrieval"):
+    for kind in ("ocr", "retrieval", "causal"):
         if kind in found:
             print(f"{kind}: {found[kind]['selected']} heads above the rule; bins {found[kind]['bins']}")
     if "similarity" in found:
@@ -272,7 +280,7 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.select import RULES
 
     score = sub.add_parser("score", help="score every head as an OCR head or a retrieval head")
-    score.add_argument("kind", choices=("ocr", "retrieval"))
+    score.add_argument("kind", choices=("ocr", "retrieval", "causal"))
     score.add_argument(
         "--data", required=True, type=Path, help="dataset folder (image samples for ocr, text for retrieval)"
     )
@@ -288,6 +296,11 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--max-new-tokens", type=int)
     score.add_argument("--min-correct", type=float)
     score.add_argument("--batch-size", type=int, default=1)
+    causal = score.add_argument_group("causal", "how much each head's output matters for the answer (gold by default)")
+    causal.add_argument("--ablation", choices=("zero", "mean"), default="zero", help="what an ablated head outputs")
+    causal.add_argument("--metric", choices=("logprob", "logit"), default="logprob", help="of each answer token")
+    causal.add_argument("--exact", action="store_true", help="also ablate each head in its own pass (validation)")
+    causal.add_argument("--mean-samples", type=int, help="mean ablation: samples the means are taken over (32)")
     score.add_argument("--quiet", action="store_true")
     _model_options(score)
     score.set_defaults(run=_run_score)
@@ -298,7 +311,7 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     imports = actions.add_parser("import", help=text, description=text)
     imports.add_argument("file", type=Path)
     imports.add_argument("--from", choices=FORMATS, default="paper", help="its format (default %(default)s)")
-    imports.add_argument("--kind", choices=("ocr", "retrieval"), required=True)
+    imports.add_argument("--kind", choices=("ocr", "retrieval", "causal"), required=True)
     imports.add_argument("--out", type=Path, required=True, help="run directory")
     imports.add_argument("--model", help="the checkpoint the heads are of: its grid and name are checked")
     imports.set_defaults(run=_run_import)
@@ -309,7 +322,7 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     export = actions.add_parser("export", help=text, description=text)
     export.add_argument("run_dir", metavar="RUN", type=Path)
     export.add_argument("--to", choices=FORMATS, required=True)
-    export.add_argument("--kind", choices=("ocr", "retrieval"), default="ocr")
+    export.add_argument("--kind", choices=("ocr", "retrieval", "causal"), default="ocr")
     export.add_argument("--out", type=Path, help="file to write (default RUN/exports/KIND-FORMAT.EXT)")
     export.add_argument("--top", type=int, help="head lists: the K best heads instead of the selected ones")
     export.set_defaults(run=_run_export)

@@ -20,7 +20,7 @@ from PIL import Image
 from ocrheads.atomic import atomic_write_bytes
 from ocrheads.heads import Head
 
-KIND_TITLES = {"ocr": "OCR heads", "retrieval": "Retrieval heads"}
+KIND_TITLES = {"ocr": "OCR heads", "retrieval": "Retrieval heads", "causal": "Causal heads"}
 BIN_COLOURS = ("#e8e8e8", "#c6dbef", "#6baed6", "#2171b5", "#08306b")
 SCORE_BOUNDS = (0, 0.01, 0.1, 0.3, 0.5, 1.0)  # the paper's heatmap colour bounds (METHOD.md 4.1, cell 8)
 
@@ -111,6 +111,18 @@ def settling_plot(curves: dict[str, dict]) -> Figure:
     if any(point["samples"] > 0 for curve in curves.values() for point in curve["points"]):
         ax.set_xscale("log")
     ax.legend(frameon=False)
+    return figure
+
+
+def causal_scatter(causal: np.ndarray, others: dict[str, np.ndarray]) -> Figure:
+    """Each head's OCR (or retrieval) score against its causal score: do the heads that look at the answer matter
+    for writing it?"""
+    figure = Figure(figsize=(4.2 * len(others), 3.6))
+    axes = figure.subplots(1, len(others), squeeze=False)[0]
+    for ax, (kind, values) in zip(axes, others.items(), strict=True):
+        ax.scatter(values.ravel(), causal.ravel(), s=12, alpha=0.7)
+        ax.set(xlabel=f"{'OCR' if kind == 'ocr' else kind} score", ylabel="causal score (drop when ablated)")
+        ax.axhline(0, color="#999", linewidth=0.8)
     return figure
 
 

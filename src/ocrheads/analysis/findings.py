@@ -64,7 +64,7 @@ def _not_measured(name: str, measure: str, rule: str, why: str) -> Finding:
 
 def less_sparse(counts: dict[str, int], boots: dict[str, Bootstrap]) -> Finding:
     measure, rule = "heads selected: OCR vs retrieval", "shown when the interval of OCR - retrieval lies above 0"
-    if len(boots) < 2:
+    if not {"ocr", "retrieval"} <= set(boots):
         return _not_measured("less sparse", measure, rule, "needs both OCR and retrieval scores")
     low, high = _tails(boots["ocr"].keeps.sum(1) - boots["retrieval"].keeps.sum(1).astype(float))
     verdict = "shown" if low > 0 else "not shown"
@@ -80,7 +80,7 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def distinct(selected: dict[str, np.ndarray], boots: dict[str, Bootstrap], top_overlap: str) -> Finding:
     measure = "Jaccard of the selected OCR and retrieval head sets"
     rule = f"shown when the interval's upper end is below {DISTINCT_MAX_JACCARD}"
-    if len(boots) < 2:
+    if not {"ocr", "retrieval"} <= set(boots):
         return _not_measured("distinct", measure, rule, "needs both OCR and retrieval scores")
     value = float(_jaccard(selected["ocr"], selected["retrieval"]))
     low, high = _tails(_jaccard(boots["ocr"].keeps, boots["retrieval"].keeps))

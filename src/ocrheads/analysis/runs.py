@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
+from scipy import stats
 
 from ocrheads.analysis import figures, findings
 from ocrheads.analysis.case_study import character_heads, top_head_counts
@@ -20,7 +21,7 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
 from ocrheads.select import HeadSelection, SelectionRule, ranked, ranking_scores, select, selected, top_k
 
-KINDS = ("ocr", "retrieval")
+KINDS = ("ocr", "retrieval", "causal")
 
 
 def run_scores(run: str | Path) -> dict[str, HeadScores]:
@@ -95,7 +96,7 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
     boots = {kind: Bootstrap.of(entries[kind], rule, replicates, seed) for kind in scores}
     for kind, kind_scores in scores.items():
         found[kind] = _kind_summary(run / kind, kind_scores, rule, top_k, entries[kind], boots[kind], seed)
-    if len(scores) == 2:
+    if "ocr" in scores and "retrieval" in scores:
         ocr, retrieval = scores["ocr"], scores["retrieval"]
         if ocr.grid != retrieval.grid:
             raise OcrHeadsError(f"{run}: OCR scores are {ocr.grid} heads but retrieval scores {retrieval.grid}")
@@ -108,6 +109,12 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
             values["retrieval"],
             top_k,
         )
+    if "causal" in scores:
+        found["causal_relation"] = {
+            kind: _relation(values["causal"], values[kind], orders["causal"], orders[kind], top_k)
+            for kind in ("ocr", "retrieval")
+            if kind in scores and scores[kind].grid == scores["causal"].grid
+        }
     found["findings"] = [finding.to_dict() for finding in _findings(run, scores, orders, kept, boots, rule)]
     case_study = _case_study(run, scores["ocr"].grid) if "ocr" in scores else None
     if case_study:
@@ -115,6 +122,14 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
     atomic_write_text(run / "analysis.json", json.dumps(found, indent=1) + "\n")
     _draw(run, values, found)
     return found
+
+
+def _relation(causal: np.ndarray, other: np.ndarray, causal_order, other_order, k: int) -> dict:
+    """How a kind's scores relate to the causal ones: Spearman over heads, and how many of its top k are top-k
+    causal heads."""
+    rho = stats.spearmanr(causal.ravel(), other.ravel()).statistic if np.ptp(causal) and np.ptp(other) else float("nan")
+    shared = len(set(causal_order[:k]) & set(other_order[:k]))
+    return {"spearman": float(rho), "top_k": k, "top_k_shared": shared}
 
 
 def _kind_summary(
@@ -154,7 +169,7 @@ def _unit(entries: RunEntries) -> str:
 def _findings(run: Path, scores, orders, kept, boots, rule: SelectionRule) -> list[findings.Finding]:
     counts = {kind: int(mask.sum()) for kind, mask in kept.items()}
     top_overlap = ""
-    if len(scores) == 2:
+    if "ocr" in scores and "retrieval" in scores:
         shared = len(set(orders["ocr"][:7]) & set(orders["retrieval"][:7]))
         top_overlap = f"top-7 sets share {shared} of 7 heads"
     experiments = findings.experiment_rows(run)
@@ -199,6 +214,9 @@ def _draw(run: Path, values: dict[str, np.ndarray], found: dict) -> None:
         figures.save(figures.frequency_plot(found[kind]["activation"], kind), folder / f"{kind}_frequency")
     curves = {kind: found[kind]["stability"]["settling"] for kind in values}
     figures.save(figures.settling_plot(curves), folder / "stability")
+    if found.get("causal_relation"):
+        others = {kind: values[kind] for kind in found["causal_relation"]}
+        figures.save(figures.causal_scatter(values["causal"], others), folder / "causal")
     if "case_study" in found:
         maps = figures.character_maps(found["case_study"]["characters"], values["ocr"].shape)
         figures.save(maps, folder / "characters")

@@ -24,11 +24,18 @@ def reference_means(adapter: ModelAdapter, eval_set: EvalSet, samples: int, batc
             f"dataset {eval_set.name}: none of its first {samples} samples can run, so there is nothing to take "
             "head means over; raise --mean-samples or check the set"
         )
+    batches = (
+        encode_questions(adapter, picked[first : first + batch_size], "direct", eval_set.instruction)
+        for first in range(0, len(picked), batch_size)
+    )
+    return prompt_means(adapter, batches)
+
+
+def prompt_means(adapter: ModelAdapter, batches) -> dict[int, torch.Tensor]:
+    """layer -> (heads, head_dim) mean output over every non-padding prompt token of the encoded `batches`."""
     totals: dict[int, torch.Tensor] = {}
     tokens = 0
-    for first in range(0, len(picked), batch_size):
-        chunk = picked[first : first + batch_size]
-        batch = encode_questions(adapter, chunk, "direct", eval_set.instruction)
+    for batch in batches:
         request = OutputSums(batch["attention_mask"].bool())
         with torch.no_grad(), attention_session(adapter.model, output_sums=request) as session:
             adapter.model(**batch, logits_to_keep=1)

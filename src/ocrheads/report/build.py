@@ -50,6 +50,7 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
             sparsity_figure=_image(figures / "sparsity.png"),
             layer_head_figure=_image(figures / "layer_head.png"),
             stability_figure=_image(figures / "stability.png"),
+            causal_figure=_image(figures / "causal.png") if analysis.get("causal_relation") else None,
             similarity=analysis.get("similarity"),
             case_study=analysis.get("case_study"),
             characters_figure=_image(figures / "characters.png") if "case_study" in analysis else None,

@@ -16,14 +16,33 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import BatchEncoding
 
 from ocrheads.attention import Edits, HeadOutputs, attention_session
+from ocrheads.data.manifest import Sample
+from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
-from ocrheads.scoring.passes import append_tokens
+from ocrheads.scoring.passes import append_tokens, until_end
+from ocrheads.scoring.retrieval import text_prompt
+from ocrheads.scoring.table import CausalTable, Outcome
 
 Ablation = Literal["zero", "mean"]
 Metric = Literal["logprob", "logit"]
+
+
+class CausalOptions(BaseModel):
+    """How causal scores are taken (pinned in the run's config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    ablation: Ablation = "zero"  # as `ocrheads mask`: zero, or each head's mean output over the set's prompts
+    metric: Metric = "logprob"  # the answer token's log-probability, or its logit
+    answers: Literal["gold", "generated"] = "gold"  # teacher-force the gold answer, or what the model writes
+    exact: bool = False  # also ablate each head in its own pass (batched over heads) and keep both
+    max_new_tokens: int = Field(32, gt=0)  # generated answers
+    mean_samples: int = Field(32, gt=0)  # mean ablation: samples whose prompts the means are taken over
+    heads_per_pass: int | None = Field(None, gt=0)  # exact: copies of the batch per pass (default: a layer's heads)
 
 
 @dataclass
@@ -126,3 +145,65 @@ def _repeat(forced: TeacherForced, copies: int) -> TeacherForced:
     inputs = {name: torch.cat([v] * copies) if isinstance(v, torch.Tensor) else v for name, v in forced.inputs.items()}
     return TeacherForced(inputs, forced.rows.repeat(copies, 1), forced.targets.repeat(copies, 1),
                          forced.valid.repeat(copies, 1))  # fmt: skip
+
+
+def encode_samples(adapter: ModelAdapter, samples: list[Sample], pages: list[list[Image.Image]]) -> BatchEncoding:
+    """Image samples with their pages, text samples as context then question (as the OCR and retrieval scores)."""
+    prompts = [
+        adapter.prompt(s.question, len(s.pages)) if s.modality == "image" else adapter.prompt(text_prompt(s), 0)
+        for s in samples
+    ]
+    return adapter.encode(prompts, pages)
+
+
+def _answers(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions):
+    tokenizer = adapter.processor.tokenizer
+    if options.answers == "gold":
+        return [tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        written = adapter.model.generate(**batch, max_new_tokens=options.max_new_tokens, do_sample=False,
+                                         pad_token_id=pad)  # fmt: skip
+    prompt = batch["input_ids"].shape[1]
+    return [until_end(ids, adapter.model, tokenizer) for ids in written[:, prompt:].tolist()]
+
+
+def _outcome(adapter: ModelAdapter, sample: Sample, ids: list[int], options: CausalOptions) -> Outcome:
+    written = adapter.processor.tokenizer.decode(ids, skip_special_tokens=True)
+    if ids:
+        return Outcome(sample.id, True, written, 1.0, len(ids))
+    what = f"the gold answer {sample.answer!r}" if options.answers == "gold" else "the model wrote nothing"
+    return Outcome(sample.id, False, written, 0.0, 0, f"no answer tokens ({what})")
+
+
+def score_causal_batch(
+    adapter: ModelAdapter,
+    samples: list[Sample],
+    pages: list[list[Image.Image]],
+    options: CausalOptions,
+    table: CausalTable,
+    means: dict[int, torch.Tensor] | None,
+) -> list[Outcome]:
+    """Score one batch into `table`; a sample whose answer gives no tokens is not scored, with the reason."""
+    batch = encode_samples(adapter, samples, pages)
+    answers = _answers(adapter, batch, samples, options)
+    outcomes = [_outcome(adapter, s, ids, options) for s, ids in zip(samples, answers, strict=True)]
+    if not any(answers):
+        return outcomes
+    forced = teacher_forced(batch, answers)
+    try:
+        estimates = estimate(adapter, forced, options.ablation, means, options.metric)
+    except RuntimeError as err:
+        raise OcrHeadsError(
+            f"the model gives no gradients ({str(err).splitlines()[0]}); its attribution estimate cannot be taken"
+        ) from None
+    measured = (
+        exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass)
+        if options.exact
+        else None
+    )
+    for item, (sample, ids) in enumerate(zip(samples, answers, strict=True)):
+        if ids:
+            n = len(ids)
+            table.add(sample.id, estimates[item, :n], measured[item, :n] if measured is not None else None)
+    return outcomes

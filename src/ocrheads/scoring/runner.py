@@ -1,9 +1,10 @@
 """Score a whole dataset into a run directory, batch by batch, resuming where an interrupted run stopped.
 
-Layout of `<run>/<kind>/` (kind: ocr or retrieval):
+Layout of `<run>/<kind>/` (kind: ocr, retrieval or causal):
   config.yaml      everything that determines the result; a rerun with a different config is refused
   parts/           one Parquet part (and its outcomes) per finished batch; a part exists only once complete
-  scores.parquet   the tidy table: one row per (sample, scored token, layer, head)
+  scores.parquet   the tidy table: one row per (sample, scored token, layer, head); causal rows hold the estimated
+                   (and measured) change of the answer token's metric when the head is ablated
   scores.json      per-head score lists in the paper's reference format {"l{L}_h{H}": [...]}
   outcomes.jsonl   every sample: scored or not, what it wrote, c, and why not
 """
@@ -26,25 +27,28 @@ from ocrheads.attention import install
 from ocrheads.data.manifest import Sample, manifest_sha256, open_page, read_manifest
 from ocrheads.distributed import current_shard
 from ocrheads.errors import DataError
+from ocrheads.eval.means import prompt_means
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.rundir import open_run, write_parquet
+from ocrheads.scoring.causal import CausalOptions, encode_samples, score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.retrieval import score_retrieval_batch
-from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
+from ocrheads.scoring.table import CAUSAL_SCHEMA, SCHEMA, CausalTable, EntryTable, Outcome
 
-Kind = Literal["ocr", "retrieval"]
+Kind = Literal["ocr", "retrieval", "causal"]
 
 
 def _check_samples(kind: Kind, samples: list[Sample], data: Path) -> None:
     if not samples:
         raise DataError(f"{data} holds no samples; generate some with `ocrheads data ...`")
-    wanted = "image" if kind == "ocr" else "text"
+    wanted = {"ocr": "image", "retrieval": "text"}.get(kind, samples[0].modality)
     wrong = next((s for s in samples if s.modality != wanted), None)
     if wrong is not None:
+        needs = "samples of one modality" if kind == "causal" else f"{wanted} samples"
         raise DataError(
-            f"{kind} scoring needs {wanted} samples, but {wrong.id} in {data} is {wrong.modality}; "
+            f"{kind} scoring needs {needs}, but {wrong.id} in {data} is {wrong.modality}; "
             f"generate the dataset with --modality {wanted}"
         )
     if kind == "ocr":
@@ -58,7 +62,7 @@ def score(
     model: ModelAdapter | ModelSpec,
     data: str | Path,
     out: str | Path,
-    options: ScoringOptions,
+    options: ScoringOptions | CausalOptions,
     *,
     model_name: str = "",
     batch_size: int = 1,
@@ -75,6 +79,7 @@ def score(
     shard = current_shard()
     adapter = open_run(folder, model, known, shard)
     install(adapter.model)
+    means = _means(adapter, data, samples, options, batch_size) if kind == "causal" else None
     parts = folder / "parts"
     parts.mkdir(exist_ok=True)
     batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
@@ -84,19 +89,38 @@ def score(
         for number, batch in enumerate(batches):
             part = parts / f"{number:06d}.parquet"
             if shard.owns(number) and not part.is_file():
-                table = EntryTable(layers, heads)
+                table = CausalTable(layers, heads) if kind == "causal" else EntryTable(layers, heads)
+                pages = [_pages(data, sample) for sample in batch]
                 if kind == "ocr":
-                    pages = [[open_page(data, sample, p) for p in range(len(sample.pages))] for sample in batch]
                     outcomes = score_ocr_batch(adapter, batch, pages, options, table)
-                else:
+                elif kind == "retrieval":
                     outcomes = score_retrieval_batch(adapter, batch, options, table)
+                else:
+                    outcomes = score_causal_batch(adapter, batch, pages, options, table, means)
                 _write_part(part, table, outcomes)
             bar.advance(task)
     shard.merge(lambda: finish(folder, len(batches), (layers, heads), kind))
     return folder
 
 
-def _write_part(part: Path, table: EntryTable, outcomes: list[Outcome]) -> None:
+def _pages(data: Path, sample: Sample) -> list:
+    return [open_page(data, sample, page) for page in range(len(sample.pages))]
+
+
+def _means(adapter: ModelAdapter, data: Path, samples: list[Sample], options, batch_size: int):
+    """Mean ablation's reference: each head's mean output over the prompts of the first samples (the same on
+    every rank and every resume: the samples are fixed)."""
+    if options.ablation != "mean":
+        return None
+    picked = samples[: options.mean_samples]
+    batches = (
+        encode_samples(adapter, chunk, [_pages(data, sample) for sample in chunk])
+        for chunk in (picked[i : i + batch_size] for i in range(0, len(picked), batch_size))
+    )
+    return prompt_means(adapter, batches)
+
+
+def _write_part(part: Path, table: EntryTable | CausalTable, outcomes: list[Outcome]) -> None:
     """Outcomes first, then the table renamed into place: a part file means the batch is complete."""
     atomic_write_text(part.with_suffix(".outcomes.json"), json.dumps([asdict(o) for o in outcomes]))
     write_parquet(table.to_arrow(), part)
@@ -107,7 +131,8 @@ def finish(folder: Path, batches: int, grid: tuple[int, int], kind: Kind) -> Pat
 
     Parts are cast to the one schema: parts that an older version wrote for batches without entries had none."""
     parts = [folder / "parts" / f"{n:06d}.parquet" for n in range(batches)]
-    table = pa.concat_tables([pq.read_table(p).cast(SCHEMA) for p in parts])
+    schema = CAUSAL_SCHEMA if kind == "causal" else SCHEMA
+    table = pa.concat_tables([pq.read_table(p).cast(schema) for p in parts])
     outcomes = [o for p in parts for o in json.loads(p.with_suffix(".outcomes.json").read_text(encoding="utf-8"))]
     write_parquet(table, folder / "scores.parquet")
     atomic_write_text(folder / "outcomes.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))
@@ -117,10 +142,11 @@ def finish(folder: Path, batches: int, grid: tuple[int, int], kind: Kind) -> Pat
 
 
 def head_scores(columns: dict[str, np.ndarray], grid: tuple[int, int], kind: Kind) -> HeadScores:
-    """Per-head lists: one value per scored token (OCR), or per sample, summed over its tokens (retrieval)."""
+    """Per-head lists: one value per scored token (OCR), or per sample, summed over its tokens (retrieval; causal:
+    the drop of the whole answer's metric)."""
     layers, heads = grid
     values = np.asarray(columns["value"], dtype=np.float64).reshape(-1, layers * heads)
-    if kind == "retrieval" and len(values):
+    if kind in ("retrieval", "causal") and len(values):
         samples = np.asarray(columns["sample"]).reshape(-1, layers * heads)[:, 0]
         _, first, inverse = np.unique(samples, return_index=True, return_inverse=True)
         sums = np.zeros((len(first), layers * heads))

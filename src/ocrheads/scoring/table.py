@@ -68,3 +68,46 @@ class EntryTable:
     def to_arrow(self) -> pa.Table:
         """The same schema whatever the table holds, empty tables included, so every part merges with every other."""
         return pa.table(self.arrays(), schema=SCHEMA)
+
+
+CAUSAL_SCHEMA = pa.schema(
+    [
+        ("sample", pa.string()),
+        ("token", pa.int32()),
+        ("layer", pa.int16()),
+        ("head", pa.int16()),
+        ("estimate", pa.float32()),  # attribution estimate of the metric's change when the head is ablated
+        ("exact", pa.float32()),  # the change measured by ablating the head (NaN unless --exact)
+        ("value", pa.float32()),  # the head's score: the drop, -(exact if measured else estimate)
+    ]
+)
+
+
+class CausalTable:
+    """Causal rows: per sample, answer token, layer and head, the estimated (and measured) change."""
+
+    def __init__(self, layers: int, heads: int):
+        self.layers, self.heads = layers, heads
+        self.columns: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def add(self, sample: str, estimate: torch.Tensor, exact: torch.Tensor | None) -> None:
+        """One sample's (tokens, layers, heads) estimates and, when measured, exact changes."""
+        tokens = estimate.shape[0]
+        count = tokens * self.layers * self.heads
+        grid = np.indices((tokens, self.layers, self.heads)).reshape(3, -1)
+        measured = exact.flatten().numpy() if exact is not None else np.full(count, np.nan, dtype=np.float32)
+        chosen = measured if exact is not None else estimate.flatten().numpy()
+        self.columns["sample"].append(np.full(count, sample, dtype=object))
+        self.columns["token"].append(grid[0].astype(np.int32))
+        self.columns["layer"].append(grid[1].astype(np.int16))
+        self.columns["head"].append(grid[2].astype(np.int16))
+        self.columns["estimate"].append(estimate.flatten().numpy().astype(np.float32))
+        self.columns["exact"].append(measured.astype(np.float32))
+        self.columns["value"].append((-chosen).astype(np.float32))
+
+    def to_arrow(self) -> pa.Table:
+        if not self.columns:
+            return CAUSAL_SCHEMA.empty_table()
+        return pa.table(
+            {name: np.concatenate(self.columns[name]) for name in CAUSAL_SCHEMA.names}, schema=CAUSAL_SCHEMA
+        )

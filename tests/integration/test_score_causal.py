@@ -1,0 +1,106 @@
+"""`ocrheads score causal` as a run kind: image and text samples, --exact beside the estimate, resume, outcomes,
+bad input, and select / analyze / report treating it as a kind."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from ocrheads.attention import install
+from ocrheads.cli import main
+from ocrheads.data.generate import generate
+from ocrheads.data.manifest import read_manifest
+from ocrheads.errors import OcrHeadsError
+from ocrheads.scoring.causal import CausalOptions, score_causal_batch
+from ocrheads.scoring.table import CausalTable
+
+from .tiny_inputs import tiny_adapter
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal")
+    generate("passkey", root / "img", n=3, lengths=(100,), digits=3, seed=1, progress=False)
+    generate("passkey", root / "txt", n=3, lengths=(100,), digits=3, seed=1, modality="text", progress=False)
+    return root
+
+
+@pytest.mark.parametrize("modality", ["img", "txt"])
+def test_a_causal_run_keeps_estimates_beside_exact_changes(datasets, checkpoint, modality, tmp_path, capsys):
+    run = tmp_path / "run"
+    command = ["score", "causal", "--data", str(datasets / modality), "--model", str(checkpoint), "--out", str(run),
+               "--exact", "--batch-size", "2", "--quiet"]  # fmt: skip
+    assert main(command) == 0
+    assert "scored 3 of 3 samples" in capsys.readouterr().out
+    table = pq.read_table(run / "causal" / "scores.parquet").to_pandas()
+    answers = {s.id: len(s.answer) for s in read_manifest(datasets / modality)}  # one byte token per digit
+    assert len(table) == sum(answers.values()) * 8
+    assert np.allclose(table["value"], -table["exact"]) and table["estimate"].abs().max() > 0
+    scores = json.loads((run / "causal" / "scores.json").read_text())
+    first = table[table["sample"] == min(answers)]
+    for layer, head in ((0, 0), (1, 3)):
+        expected = first[(first["layer"] == layer) & (first["head"] == head)]["value"].sum()
+        assert scores[f"l{layer}_h{head}"][0] == pytest.approx(expected, abs=1e-6)
+    config = yaml.safe_load((run / "causal" / "config.yaml").read_text())
+    assert config["options"] == CausalOptions(exact=True).model_dump()
+    parts = sorted((run / "causal" / "parts").glob("*.parquet"))
+    stamps = [part.stat().st_mtime_ns for part in parts]
+    assert main(command) == 0  # resumed: nothing recomputed
+    assert [part.stat().st_mtime_ns for part in parts] == stamps
+    assert main([*command, "--ablation", "mean"]) == 2
+    assert "options.ablation: 'zero' -> 'mean'" in capsys.readouterr().err
+
+
+def test_select_analyze_and_report_treat_causal_as_a_kind(datasets, checkpoint, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["--model", str(checkpoint), "--out", str(run), "--quiet"]
+    assert main(["score", "ocr", "--data", str(datasets / "img"), "--answers", "gold", *common]) == 0
+    assert main(["score", "causal", "--data", str(datasets / "img"), "--ablation", "mean", *common]) == 0
+    assert main(["select", str(run), "--rule", "mean", "--threshold", "0"]) == 0
+    assert (run / "causal_heads.json").is_file()
+    assert main(["report", str(run)]) == 0
+    analysis = json.loads((run / "analysis.json").read_text())
+    relation = analysis["causal_relation"]["ocr"]
+    assert relation["top_k"] == 10 and relation["top_k_shared"] == 8  # 8 heads: every head is in both top 10s
+    html = (run / "report.html").read_text()
+    assert "Causal scores" in html and 'alt="attention scores against causal scores"' in html
+    config = yaml.safe_load((run / "causal" / "config.yaml").read_text())
+    assert config["options"]["ablation"] == "mean"
+
+
+def test_a_sample_whose_answer_gives_no_tokens_is_not_scored(datasets):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    samples = read_manifest(datasets / "txt")[:2]
+    samples[1] = samples[1].model_copy(update={"answer": ""})
+    table = CausalTable(*adapter.grid)
+    outcomes = score_causal_batch(adapter, samples, [[], []], CausalOptions(), table, None)
+    assert [o.scored for o in outcomes] == [True, False]
+    assert outcomes[1].reason == "no answer tokens (the gold answer '')"
+    assert set(table.to_arrow().column("sample").to_pylist()) == {samples[0].id}
+
+
+def test_a_model_that_gives_no_gradients_is_refused_by_name(datasets, monkeypatch):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    samples = read_manifest(datasets / "txt")[:1]
+
+    def no_gradients(*args, **kwargs):
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_gradients)
+    with pytest.raises(OcrHeadsError, match="the model gives no gradients"):
+        score_causal_batch(adapter, samples, [[]], CausalOptions(), CausalTable(*adapter.grid), None)
+
+
+def test_a_mixed_dataset_is_refused_before_loading(datasets, checkpoint, tmp_path, capsys):
+    mixed = tmp_path / "mixed"
+    generate("passkey", mixed, n=1, lengths=(100,), digits=3, seed=1, progress=False)
+    lines = (mixed / "manifest.jsonl").read_text() + (datasets / "txt" / "manifest.jsonl").read_text().splitlines()[0]
+    (mixed / "manifest.jsonl").write_text(lines + "\n")
+    command = ["score", "causal", "--data", str(mixed), "--model", str(checkpoint), "--out", str(tmp_path / "r")]
+    assert main(command) == 2
+    assert "causal scoring needs samples of one modality" in capsys.readouterr().err
