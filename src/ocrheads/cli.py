@@ -190,9 +190,10 @@ def _run_score(args: argparse.Namespace) -> None:
 def _causal_options(args: argparse.Namespace):
     from ocrheads.scoring.causal import CausalOptions
 
-    given = {"answers": args.answers, "max_new_tokens": args.max_new_tokens, "mean_samples": args.mean_samples}
-    return CausalOptions(ablation=args.ablation, metric=args.metric, exact=args.exact,
-                         **{key: value for key, value in given.items() if value is not None})  # fmt: skip
+    given = {"answers": args.answers, "max_new_tokens": args.max_new_tokens, "mean_samples": args.mean_samples,
+             "heads_per_pass": args.heads_per_pass}  # fmt: skip
+    chosen = {"ablation": args.ablation, "metric": args.metric, "exact": args.exact, "per_token": args.per_token}
+    return CausalOptions(**chosen, **{key: value for key, value in given.items() if value is not None})
 
 
 def _report_outcomes(folder: Path) -> None:
@@ -301,6 +302,8 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     causal.add_argument("--metric", choices=("logprob", "logit"), default="logprob", help="of each answer token")
     causal.add_argument("--exact", action="store_true", help="also ablate each head in its own pass (validation)")
     causal.add_argument("--mean-samples", type=int, help="mean ablation: samples the means are taken over (32)")
+    causal.add_argument("--per-token", action="store_true", help="one estimate per answer token (a backward each)")
+    causal.add_argument("--heads-per-pass", type=int, help="--exact: batch copies per pass (default: a layer's heads)")
     score.add_argument("--quiet", action="store_true")
     _model_options(score)
     score.set_defaults(run=_run_score)

@@ -32,7 +32,7 @@ def datasets(tmp_path_factory):
 def test_a_causal_run_keeps_estimates_beside_exact_changes(datasets, checkpoint, modality, tmp_path, capsys):
     run = tmp_path / "run"
     command = ["score", "causal", "--data", str(datasets / modality), "--model", str(checkpoint), "--out", str(run),
-               "--exact", "--batch-size", "2", "--quiet"]  # fmt: skip
+               "--exact", "--per-token", "--batch-size", "2", "--quiet"]  # fmt: skip
     assert main(command) == 0
     assert "scored 3 of 3 samples" in capsys.readouterr().out
     table = pq.read_table(run / "causal" / "scores.parquet").to_pandas()
@@ -45,7 +45,7 @@ def test_a_causal_run_keeps_estimates_beside_exact_changes(datasets, checkpoint,
         expected = first[(first["layer"] == layer) & (first["head"] == head)]["value"].sum()
         assert scores[f"l{layer}_h{head}"][0] == pytest.approx(expected, abs=1e-6)
     config = yaml.safe_load((run / "causal" / "config.yaml").read_text())
-    assert config["options"] == CausalOptions(exact=True).model_dump()
+    assert config["options"] == CausalOptions(exact=True, per_token=True).model_dump()
     parts = sorted((run / "causal" / "parts").glob("*.parquet"))
     stamps = [part.stat().st_mtime_ns for part in parts]
     assert main(command) == 0  # resumed: nothing recomputed
@@ -104,3 +104,19 @@ def test_a_mixed_dataset_is_refused_before_loading(datasets, checkpoint, tmp_pat
     command = ["score", "causal", "--data", str(mixed), "--model", str(checkpoint), "--out", str(tmp_path / "r")]
     assert main(command) == 2
     assert "causal scoring needs samples of one modality" in capsys.readouterr().err
+
+
+def test_the_whole_answer_estimate_is_the_sum_of_the_per_token_ones(datasets):
+    """One backward pass for the whole answer gives what one per token gives, summed (the gradient is linear)."""
+    adapter = tiny_adapter("llava")
+    install(adapter.model)
+    samples = read_manifest(datasets / "txt")
+    whole, per_token = CausalTable(*adapter.grid), CausalTable(*adapter.grid)
+    for table, option in ((whole, False), (per_token, True)):
+        score_causal_batch(adapter, samples, [[]] * 3, CausalOptions(per_token=option, exact=True), table, None)
+    whole, per_token = whole.to_arrow().to_pandas(), per_token.to_arrow().to_pandas()
+    assert set(whole["token"]) == {-1} and len(whole) == 3 * 8
+    summed = per_token.groupby(["sample", "layer", "head"])[["estimate", "exact"]].sum().reset_index()
+    merged = whole.merge(summed, on=["sample", "layer", "head"], suffixes=("", "_summed"))
+    assert np.allclose(merged["estimate"], merged["estimate_summed"], atol=1e-6)
+    assert np.allclose(merged["exact"], merged["exact_summed"], atol=1e-6)

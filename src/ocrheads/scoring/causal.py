@@ -12,6 +12,7 @@ Ablation acts at every position, as `ocrheads mask` does.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +41,7 @@ class CausalOptions(BaseModel):
     metric: Metric = "logprob"  # the answer token's log-probability, or its logit
     answers: Literal["gold", "generated"] = "gold"  # teacher-force the gold answer, or what the model writes
     exact: bool = False  # also ablate each head in its own pass (batched over heads) and keep both
+    per_token: bool = False  # one estimate per answer token (a backward pass each), not one for the whole answer
     max_new_tokens: int = Field(32, gt=0)  # generated answers
     mean_samples: int = Field(32, gt=0)  # mean ablation: samples whose prompts the means are taken over
     heads_per_pass: int | None = Field(None, gt=0)  # exact: copies of the batch per pass (default: a layer's heads)
@@ -65,8 +67,10 @@ def teacher_forced(batch: BatchEncoding, answers: list[list[int]]) -> TeacherFor
 
 
 def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -> torch.Tensor:
-    """(batch, A) log-probability (or logit) of each answer token at the row that predicts it; 0 where invalid."""
-    rows = forced.rows.to(logits.device)
+    """(batch, A) log-probability (or logit) of each answer token at the row that predicts it; 0 where invalid.
+
+    `logits` may hold only the last rows of the sequence (logits_to_keep), as long as the answer's rows are there."""
+    rows = forced.rows.to(logits.device) - (forced.inputs["input_ids"].shape[1] - logits.shape[1])
     picked = logits.gather(1, rows[..., None].expand(-1, -1, logits.shape[-1]))
     picked = picked.to(torch.promote_types(picked.dtype, torch.float32))  # float32 at least; float64 stays
     if metric == "logprob":
@@ -76,7 +80,9 @@ def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -
 
 
 def _forward_metric(adapter: ModelAdapter, forced: TeacherForced, metric: Metric) -> torch.Tensor:
-    return answer_metric(adapter.model(**forced.inputs).logits, forced, metric)
+    """The answer's metric from one forward pass; logits only for the answer's rows (the sequence's last A + 1)."""
+    logits = adapter.model(**forced.inputs, logits_to_keep=forced.targets.shape[1] + 1).logits
+    return answer_metric(logits, forced, metric)
 
 
 def estimate(
@@ -85,11 +91,20 @@ def estimate(
     ablation: Ablation = "zero",
     means: dict[int, torch.Tensor] | None = None,
     metric: Metric = "logprob",
+    per_token: bool = True,
 ) -> torch.Tensor:
-    """(batch, A, layers, heads): first-order change of each answer token's metric when each head is ablated."""
+    """(batch, A, layers, heads): first-order change of each answer token's metric when each head is ablated; with
+    `per_token` False, (batch, 1, layers, heads) for the whole answer's metric, from a single backward pass (per
+    token it takes one backward pass per answer token)."""
     layers, heads = adapter.grid
-    with torch.enable_grad(), attention_session(adapter.model, head_outputs=HeadOutputs()) as session:
+    with (
+        torch.enable_grad(),
+        _frozen(adapter.model),
+        attention_session(adapter.model, head_outputs=HeadOutputs()) as session,
+    ):
         values = _forward_metric(adapter, forced, metric)
+        if not per_token:
+            values = values.sum(1, keepdim=True)
         kept = [session.head_outputs[layer] for layer in range(layers)]
         directions = [_direction(output.clean, ablation, means, layer) for layer, output in enumerate(kept)]
         found = torch.zeros(*values.shape, layers, heads)
@@ -98,7 +113,21 @@ def estimate(
                                         retain_graph=token < values.shape[1] - 1)  # fmt: skip
             for layer, (grad, direction) in enumerate(zip(grads, directions, strict=True)):
                 found[:, token, layer] = (grad.float() * direction).sum((1, 3)).cpu()
-    return found * forced.valid[..., None, None]
+    return found * forced.valid[..., None, None] if per_token else found
+
+
+@contextmanager
+def _frozen(model: torch.nn.Module):
+    """No weight needs a gradient while estimating: the graph then starts at the first head outputs (the vision
+    tower and embeddings build none), and no weight gradient is computed."""
+    wanted = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for parameter in wanted:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in wanted:
+            parameter.requires_grad_(True)
 
 
 def _direction(clean: torch.Tensor, ablation: Ablation, means: dict[int, torch.Tensor] | None, layer: int):
@@ -192,18 +221,18 @@ def score_causal_batch(
         return outcomes
     forced = teacher_forced(batch, answers)
     try:
-        estimates = estimate(adapter, forced, options.ablation, means, options.metric)
+        estimates = estimate(adapter, forced, options.ablation, means, options.metric, options.per_token)
     except RuntimeError as err:
         raise OcrHeadsError(
             f"the model gives no gradients ({str(err).splitlines()[0]}); its attribution estimate cannot be taken"
         ) from None
-    measured = (
-        exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass)
-        if options.exact
-        else None
-    )
+    measured = None
+    if options.exact:
+        measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass)
+        measured = measured if options.per_token else measured.sum(1, keepdim=True)
     for item, (sample, ids) in enumerate(zip(samples, answers, strict=True)):
         if ids:
-            n = len(ids)
-            table.add(sample.id, estimates[item, :n], measured[item, :n] if measured is not None else None)
+            n = len(ids) if options.per_token else 1
+            found = measured[item, :n] if measured is not None else None
+            table.add(sample.id, estimates[item, :n], found, whole_answer=not options.per_token)
     return outcomes

@@ -73,7 +73,7 @@ class EntryTable:
 CAUSAL_SCHEMA = pa.schema(
     [
         ("sample", pa.string()),
-        ("token", pa.int32()),
+        ("token", pa.int32()),  # the answer token; -1: the whole answer (without --per-token)
         ("layer", pa.int16()),
         ("head", pa.int16()),
         ("estimate", pa.float32()),  # attribution estimate of the metric's change when the head is ablated
@@ -90,11 +90,14 @@ class CausalTable:
         self.layers, self.heads = layers, heads
         self.columns: dict[str, list[np.ndarray]] = defaultdict(list)
 
-    def add(self, sample: str, estimate: torch.Tensor, exact: torch.Tensor | None) -> None:
-        """One sample's (tokens, layers, heads) estimates and, when measured, exact changes."""
+    def add(self, sample: str, estimate: torch.Tensor, exact: torch.Tensor | None, whole_answer: bool = False) -> None:
+        """One sample's (tokens, layers, heads) estimates and, when measured, exact changes; `whole_answer`: one
+        row per head for the whole answer, token -1."""
         tokens = estimate.shape[0]
         count = tokens * self.layers * self.heads
         grid = np.indices((tokens, self.layers, self.heads)).reshape(3, -1)
+        if whole_answer:
+            grid[0] = -1
         measured = exact.flatten().numpy() if exact is not None else np.full(count, np.nan, dtype=np.float32)
         chosen = measured if exact is not None else estimate.flatten().numpy()
         self.columns["sample"].append(np.full(count, sample, dtype=object))
