@@ -452,18 +452,15 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_train_demo(args: argparse.Namespace) -> None:
-    from ocrheads.demo.train import TrainSettings, train_demo
+    from ocrheads.demo.train import RECIPE, Stage, TrainSettings, train_demo
 
-    settings = TrainSettings(
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        decay=args.decay,
-        text_every=args.text_every,
-        eval_samples=args.eval_samples,
-        threads=args.threads,
-    )
+    custom = {"steps": args.steps, "learning_rate": args.learning_rate, "decay": args.decay,
+              "text_every": args.text_every, "eval_samples": args.eval_samples}  # fmt: skip
+    given = {name: value for name, value in custom.items() if value is not None}
+    if given and "steps" not in given:
+        raise OcrHeadsError("a stage of your own needs --steps (without any stage option, the shipped recipe runs)")
+    stages = (Stage(**given),) if given else RECIPE
+    settings = TrainSettings(seed=args.seed, stages=stages, batch_size=args.batch_size, threads=args.threads)
     record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume)
     print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
     print(f"wrote {args.out}")
@@ -535,7 +532,7 @@ def _convert_parser(sub: argparse._SubParsersAction) -> None:
 
 def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
-    from ocrheads.demo.train import TrainSettings
+    from ocrheads.demo.train import RECIPE, TrainSettings
 
     text = "the whole pipeline, offline, on the bundled demo model (or --model CHECKPOINT) and fresh synthetic "
     text += "passkeys, ending in RUN/report.html"
@@ -551,20 +548,23 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     _model_options(demo, required=False)
     demo.set_defaults(run=_run_demo)
 
-    text = "train the demo model from scratch on the demo task (seeded), or continue a stage with --resume"
+    text = "train the demo model from scratch on the demo task (seeded): the shipped recipe's stages in one run, or "
+    text += "one stage of your own; --resume continues an interrupted run exactly"
     train = sub.add_parser("train-demo", help=text, description=text)
     settings = TrainSettings()
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     train.add_argument("--seed", type=int, default=settings.seed)
-    train.add_argument("--steps", type=int, default=settings.steps)
     train.add_argument("--batch-size", type=int, default=settings.batch_size)
-    train.add_argument("--learning-rate", type=float, default=settings.learning_rate, help="peak, after warm-up")
-    train.add_argument("--decay", type=float, default=settings.decay, help="final fraction of steps, falling to 10 %%")
-    train.add_argument("--eval-samples", type=int, default=settings.eval_samples, help="held-out samples per check")
-    train.add_argument("--text-every", type=int, default=settings.text_every, help="then one step in this many is text")
     train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
-    train.add_argument("--snapshot", type=Path, help="also save the model here at every held-out check")
-    train.add_argument("--resume", type=Path, help="continue from a checkpoint or snapshot written by train-demo")
+    train.add_argument("--snapshot", type=Path, help="also save the model and optimiser here at every check")
+    train.add_argument("--resume", type=Path, help="continue an interrupted run from its --snapshot folder")
+    stage = train.add_argument_group("one stage instead of the recipe", f"the recipe: {len(RECIPE)} stages, "
+                                     f"{sum(s.steps for s in RECIPE)} steps (ocrheads.demo.train.RECIPE)")  # fmt: skip
+    stage.add_argument("--steps", type=int)
+    stage.add_argument("--learning-rate", type=float, help="peak, after warm-up (2e-3)")
+    stage.add_argument("--decay", type=float, help="final fraction of the steps, falling to 10 %% (0.25)")
+    stage.add_argument("--eval-samples", type=int, help="held-out samples per check (32)")
+    stage.add_argument("--text-every", type=int, help="after the text-only start, one step in this many is text (2)")
     train.set_defaults(run=_run_train_demo)
 
 

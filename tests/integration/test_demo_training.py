@@ -12,7 +12,16 @@ from ocrheads.demo.architecture import build_model, build_processor, build_token
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
 from ocrheads.demo.reading import PROBE_FILE, GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
-from ocrheads.demo.train import TrainSettings, learning_rate, modality_at, train_demo
+from ocrheads.demo.train import (
+    OPTIMIZER_FILE,
+    RECIPE,
+    Stage,
+    TrainSettings,
+    learning_rate,
+    modality_at,
+    train_demo,
+)
+from ocrheads.errors import OcrHeadsError
 from ocrheads.models import load_adapter
 from ocrheads.models.geometry import box_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
@@ -87,46 +96,70 @@ def test_each_image_token_of_a_held_out_page_shows_exactly_one_character(adapter
         assert len({seen[0] for seen in tokens}) == len(tokens)
 
 
-def test_learning_rate_warms_up_holds_then_falls_to_a_tenth():
-    settings = TrainSettings(steps=100, warmup_steps=10, learning_rate=1.0, decay=0.5)
+def test_learning_rate_warms_up_holds_then_falls_to_a_tenth_in_each_stage():
+    settings = TrainSettings(stages=(Stage(100, 1.0, decay=0.5), Stage(20, 0.5)), warmup_steps=10)
     assert learning_rate(0, settings) == pytest.approx(0.1)
     assert learning_rate(10, settings) == learning_rate(50, settings) == 1.0
-    assert learning_rate(75, settings) == pytest.approx(0.55) and learning_rate(100, settings) == pytest.approx(0.1)
+    assert learning_rate(75, settings) == pytest.approx(0.55) and learning_rate(99, settings) == pytest.approx(0.118)
+    assert learning_rate(100, settings) == pytest.approx(0.05)  # the next stage warms up again
+    assert learning_rate(110, settings) == 0.5 and settings.steps == 120
 
 
-def test_text_batches_come_first_then_one_step_in_text_every():
-    settings = TrainSettings(text_first=3, text_every=4)
-    initials = "".join(modality_at(step, settings)[0] for step in range(10))
-    assert initials == "tttiitiiit"
+def test_text_batches_come_first_then_one_step_in_the_stages_text_every():
+    settings = TrainSettings(text_first=3, stages=(Stage(7, 1e-3, text_every=4), Stage(6, 1e-3, text_every=2)))
+    initials = "".join(modality_at(step, settings)[0] for step in range(13))
+    assert initials == "tttiititititi"
 
 
-def test_a_seeded_run_repeats_exactly_loads_through_the_adapter_and_resumes(tmp_path):
-    settings = TrainSettings(
-        steps=4, batch_size=2, warmup_steps=2, eval_every=2, eval_samples=2, threads=1, text_first=2
-    )
-    quiet = {"log": lambda _: None}
+def _short(**changes) -> TrainSettings:
+    """A short two-stage schedule (a few dozen steps) of the real recipe's shape."""
+    stages = (Stage(12, 1e-3, eval_samples=2), Stage(12, 3e-4, decay=0.5, text_every=4, eval_samples=2))
+    return TrainSettings(**{"stages": stages, "batch_size": 2, "warmup_steps": 2, "eval_every": 8, "threads": 1,
+                            "text_first": 4, **changes})  # fmt: skip
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_one_run_of_a_schedule_equals_the_same_run_interrupted_and_resumed(tmp_path):
+    settings, quiet = _short(), {"log": lambda _: None}
     lines = []
-    records = [train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", log=lines.append)]
-    records.append(train_demo(tmp_path / "b", settings, **quiet))
-    steps = [line.split()[2] for line in lines if line.startswith("step ")]
-    assert steps == ["text", "text", "image", "text"]  # text alone first, then alternating
+    first = train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", log=lines.append)
+    train_demo(tmp_path / "b", settings, **quiet)
     weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in "ab"]
-    assert weights[0] == weights[1]
-    assert [h["step"] for h in records[0]["history"]] == [2, 4] and records[0]["settings"]["seed"] == 0
-    loaded = load_adapter(tmp_path / "a")
-    assert isinstance(loaded, QwenVLAdapter) and loaded.grid == (6, 8)
-    assert loaded.model.config.tie_word_embeddings
+    assert weights[0] == weights[1]  # seeded: a run repeats exactly
+    assert [h["step"] for h in first["history"]] == [8, 16, 24] and first["settings"]["seed"] == 0
+    assert [line.split()[2] for line in lines if line.startswith("step ")][:4] == ["text"] * 4
 
-    resumed = train_demo(
-        tmp_path / "c", TrainSettings(**{**settings.__dict__, "steps": 2}), resume=tmp_path / "a", **quiet
-    )
-    written = yaml.safe_load((tmp_path / "a" / "training.yaml").read_text())
-    assert all((tmp_path / name / PROBE_FILE).is_file() for name in "ac")
-    train_demo(tmp_path / "d", TrainSettings(**{**settings.__dict__, "steps": 0}), resume=tmp_path / "a", **quiet)
-    probes = [load_file(tmp_path / name / PROBE_FILE) for name in "ad"]
-    assert all(torch.equal(probes[0][key], probes[1][key]) for key in probes[0])  # the resume took a's probe
-    assert resumed["first_step"] == 4 and resumed["resumed_from"]["record"] == written
-    assert (tmp_path / "c" / "model.safetensors").read_bytes() != weights[0]
+    def stop_after_step_21(line: str) -> None:
+        if line.startswith("step 21 "):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_demo(tmp_path / "c", settings, snapshot=tmp_path / "c-snap", log=stop_after_step_21)
+    assert not (tmp_path / "c").exists()
+    assert yaml.safe_load((tmp_path / "c-snap" / "training.yaml").read_text())["history"][-1]["step"] == 16
+    resumed = train_demo(tmp_path / "c", settings, resume=tmp_path / "c-snap", **quiet)
+    assert (tmp_path / "c" / "model.safetensors").read_bytes() == weights[0]
+    probes = [load_file(tmp_path / name / PROBE_FILE) for name in "ac"]
+    assert all(torch.equal(probes[0][key], probes[1][key]) for key in probes[0])
+    assert [h["step"] for h in resumed["history"]] == [8, 16, 24]
+    assert [h[m] for h in resumed["history"] for m in ("image", "text")] == [
+        h[m] for h in first["history"] for m in ("image", "text")
+    ]
+    loaded = load_adapter(tmp_path / "a")
+    assert isinstance(loaded, QwenVLAdapter) and loaded.grid == (6, 8) and loaded.model.config.tie_word_embeddings
+    assert not (tmp_path / "a" / OPTIMIZER_FILE).exists() and (tmp_path / "a-snap" / OPTIMIZER_FILE).is_file()
+
+
+def test_a_snapshot_of_other_settings_or_a_finished_checkpoint_is_not_resumed(tmp_path):
+    settings = _short(stages=(Stage(2, 1e-3, eval_samples=1),), eval_every=2)
+    train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", log=lambda _: None)
+    with pytest.raises(OcrHeadsError, match="trained with other settings"):
+        train_demo(tmp_path / "b", _short(stages=(Stage(4, 1e-3, eval_samples=1),)), resume=tmp_path / "a-snap")
+    with pytest.raises(OcrHeadsError, match="not a train-demo snapshot"):
+        train_demo(tmp_path / "b", settings, resume=tmp_path / "a")
 
 
 def test_key_tokens_are_the_consecutive_tokens_of_the_key_line_and_twins_align_with_text(adapter):
@@ -158,14 +191,18 @@ def test_key_tokens_are_the_consecutive_tokens_of_the_key_line_and_twins_align_w
     assert alignment.loss(contents, keys, copied).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path):
+def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train-demo", "--out", str(out), "--steps", "1", "--batch-size", "1", "--learning-rate", "1e-4"]
     args += ["--decay", "0.5", "--text-every", "3", "--eval-samples", "1"]
     assert main([*args, "--threads", "1", "--seed", "3"]) == 0
     settings = yaml.safe_load((out / "training.yaml").read_text())["settings"]
-    assert (settings["learning_rate"], settings["steps"], settings["seed"]) == (1e-4, 1, 3)
-    assert (settings["decay"], settings["text_every"], settings["eval_samples"]) == (0.5, 3, 1)
+    assert settings["seed"] == 3 and settings["stages"] == [
+        {"steps": 1, "learning_rate": 1e-4, "decay": 0.5, "text_every": 3, "eval_samples": 1}
+    ]
+    assert main(["train-demo", "--out", str(out), "--learning-rate", "1e-4"]) == 2
+    assert "needs --steps" in capsys.readouterr().err
+    assert TrainSettings().stages == RECIPE and TrainSettings().steps == 7350
 
 
 def test_reading_loss_is_both_cross_entropies_on_the_language_models_input_embeddings(adapter):

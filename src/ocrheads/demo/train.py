@@ -10,6 +10,7 @@ Everything is seeded, so a run is reproducible from its settings (on the same ma
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,39 +23,73 @@ from ocrheads.demo.architecture import build_model, build_processor, build_token
 from ocrheads.demo.examples import Examples, encode_for_training, exact_matches, held_out
 from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
+from ocrheads.errors import OcrHeadsError
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.rundir import versions
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A stretch of training with its own learning rate: it warms up over the first steps, holds, and falls to a
+    tenth over the last `decay` fraction; `text_every`: after the text-only start, one step in this many is text."""
+
+    steps: int
+    learning_rate: float
+    decay: float = 0.25
+    text_every: int = 2
+    eval_samples: int = 32  # held-out samples per modality at each check
+
+
+# The shipped recipe, in one run: the stages the first demo model went through one by one (PROVENANCE.md), with
+# mrope [1, 1, 14] and the key alignment from the start.
+RECIPE = (
+    Stage(3500, 2e-3),
+    Stage(750, 3e-4),
+    Stage(1000, 2e-4, decay=0.5, text_every=4, eval_samples=64),
+    Stage(600, 1.5e-4, decay=0.5, text_every=4, eval_samples=64),
+    Stage(1500, 5e-5, decay=0.5, text_every=4, eval_samples=64),
+)
+
+
+@dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 6000
+    stages: tuple[Stage, ...] = RECIPE
     batch_size: int = 16
-    learning_rate: float = 2e-3
     warmup_steps: int = 100
-    decay: float = 0.25  # the last fraction of the steps, over which the learning rate falls linearly to 10 %
     text_first: int = 800  # steps of text batches alone before images join in
-    text_every: int = 2  # afterwards, one step in this many is a text batch, the others are image batches
     patch_init_std: float = 0.1  # patch embeddings start larger than the default 0.02, so ink stands out at once
     eval_every: int = 250
-    eval_samples: int = 32
     threads: int = 2
+
+    @property
+    def steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    def stage_at(self, step: int) -> tuple[Stage, int]:
+        """The stage that overall step `step` belongs to, and the step within it."""
+        for stage in self.stages:
+            if step < stage.steps:
+                return stage, step
+            step -= stage.steps
+        return self.stages[-1], step + self.stages[-1].steps
 
 
 def learning_rate(step: int, settings: TrainSettings) -> float:
-    """Linear warm-up, constant, then a linear fall to 10 % over the last steps."""
-    if step < settings.warmup_steps:
-        return settings.learning_rate * (step + 1) / settings.warmup_steps
-    decay_start = settings.steps * (1 - settings.decay)
-    fallen = max(0.0, (step - decay_start) / max(1.0, settings.steps - decay_start))
-    return settings.learning_rate * (1 - 0.9 * fallen)
+    """Within each stage: linear warm-up, constant, then a linear fall to 10 % over its last steps."""
+    stage, local = settings.stage_at(step)
+    if local < settings.warmup_steps:
+        return stage.learning_rate * (local + 1) / settings.warmup_steps
+    decay_start = stage.steps * (1 - stage.decay)
+    fallen = max(0.0, (local - decay_start) / max(1.0, stage.steps - decay_start))
+    return stage.learning_rate * (1 - 0.9 * fallen)
 
 
 def modality_at(step: int, settings: TrainSettings) -> str:
     """Text alone first, so copying is learnt where it is easy; then image batches, with a text batch now and then
-    so that skill is kept. `step` counts across resumed stages."""
-    return "text" if step < settings.text_first or step % settings.text_every == 1 else "image"
+    so that skill is kept."""
+    stage, _ = settings.stage_at(step)
+    return "text" if step < settings.text_first or step % stage.text_every == 1 else "image"
 
 
 def train_demo(
@@ -65,51 +100,45 @@ def train_demo(
     snapshot: str | Path | None = None,
     resume: str | Path | None = None,
 ) -> dict:
-    """Train, check on held-out samples of the task's default settings, and save a loadable checkpoint to `out`
-    (and, at every check, to `snapshot`).
+    """Train every stage of `settings` in one run, check on held-out samples of the task's default settings, and
+    save a loadable checkpoint to `out` (and, at every check, to `snapshot`, with the optimiser's state).
 
-    `resume` continues from a checkpoint this function wrote (a snapshot or a finished stage): its weights, its reading
-    probe and the next unseen training samples; the optimiser starts afresh with a new warm-up.
-    The record keeps the earlier stages' records, so the whole chain stays reproducible."""
+    `resume` continues an interrupted run from its snapshot: weights, reading probe, optimiser state and step, so
+    the result equals an uninterrupted run's; a snapshot of other settings is refused."""
     settings, task = settings or TrainSettings(), task or DemoTask()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
-    earlier, first_step = None, 0
     if resume is None:
         tokenizer = build_tokenizer(settings.seed)
         adapter = QwenVLAdapter(build_model(tokenizer, settings.seed), build_processor(tokenizer))
         torch.nn.init.normal_(adapter.model.model.visual.patch_embed.proj.weight, std=settings.patch_init_std)
+        history, done, earlier_seconds = [], 0, 0
     else:
-        adapter = QwenVLAdapter.load(resume)
-        earlier = yaml.safe_load((Path(resume) / "training.yaml").read_text(encoding="utf-8"))
-        last = earlier["history"][-1]
-        first_step = earlier.get("first_step", 0) + last["step"]
+        adapter = QwenVLAdapter.load(resume, dtype=torch.float32)
+        earlier = _resumable(Path(resume), settings, task)
+        history, done, earlier_seconds = earlier["history"], earlier["history"][-1]["step"], earlier["training_seconds"]
     model = adapter.model.train()
     reading, alignment = GlyphReading(model), KeyAlignment(adapter)
+    parameters = [*model.parameters(), *reading.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.stages[0].learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     if resume is not None:
         reading.load(Path(resume))
-    parameters = [*model.parameters(), *reading.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+        optimizer.load_state_dict(torch.load(Path(resume) / OPTIMIZER_FILE, weights_only=True))
     examples = Examples(task, settings.seed)
-    checks = {m: held_out(examples, settings.eval_samples, m) for m in ("image", "text")}
-    history = []
+    checks = {}
 
     def record() -> dict:
         return {
             "settings": asdict(settings),
             "task": asdict(task),
-            "first_step": first_step,
-            "training_seconds": round(time.perf_counter() - started),
+            "training_seconds": earlier_seconds + round(time.perf_counter() - started),
             "history": history,
             "versions": versions(),
-            "resumed_from": earlier and {"checkpoint": str(resume), "record": earlier},
         }
 
-    for step in range(settings.steps):
-        overall = first_step + step  # counts on across resumed stages
-        modality = modality_at(overall, settings)
-        first = overall * settings.batch_size
-        chosen = examples.training_batch(first, settings.batch_size, modality)
+    for step in range(done, settings.steps):
+        modality = modality_at(step, settings)
+        chosen = examples.training_batch(step * settings.batch_size, settings.batch_size, modality)
         batch = encode_for_training(adapter, chosen)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
@@ -127,21 +156,46 @@ def train_demo(
             elapsed = time.perf_counter() - started
             log(f"step {step} {modality} loss {loss.item():.4f} total {total.item():.4f} {elapsed:.0f}s")
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
+            samples = settings.stage_at(step)[0].eval_samples
+            if samples not in checks:
+                checks[samples] = {m: held_out(examples, samples, m) for m in ("image", "text")}
             model.eval()
-            scores = {m: sum(exact_matches(adapter, checks[m])) / len(checks[m]) for m in checks}
+            scores = {m: sum(exact_matches(adapter, held)) / len(held) for m, held in checks[samples].items()}
             model.train()
-            history.append({"step": step + 1, **scores, "seconds": round(time.perf_counter() - started)})
+            history.append({"step": step + 1, **scores, "seconds": record()["training_seconds"]})
             log(f"held-out exact match at step {step + 1}: {scores}")
             if snapshot is not None:
-                _save(snapshot, adapter, reading, record())
+                _save(snapshot, adapter, reading, record(), optimizer)
     model.eval()
     _save(out, adapter, reading, record())
     return record()
 
 
-def _save(out: str | Path, adapter: QwenVLAdapter, reading: GlyphReading, record: dict) -> None:
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def _resumable(folder: Path, settings: TrainSettings, task: DemoTask) -> dict:
+    """The record of a snapshot this run can continue: same settings and task, optimiser state saved."""
+    path = folder / "training.yaml"
+    if not (path.is_file() and (folder / OPTIMIZER_FILE).is_file()):
+        raise OcrHeadsError(f"{folder} is not a train-demo snapshot (no training.yaml and {OPTIMIZER_FILE}); "
+                            "resume from the --snapshot folder of an interrupted run")  # fmt: skip
+    earlier = yaml.safe_load(path.read_text(encoding="utf-8"))
+    now = {"settings": json.loads(json.dumps(asdict(settings))), "task": json.loads(json.dumps(asdict(task)))}
+    before = {"settings": earlier["settings"], "task": earlier["task"]}
+    if json.loads(json.dumps(before)) != now:
+        raise OcrHeadsError(
+            f"{folder} was trained with other settings; resume it with the settings it was started with"
+        )
+    return earlier
+
+
+def _save(out: str | Path, adapter: QwenVLAdapter, reading: GlyphReading, record: dict, optimizer=None) -> None:
+    """A loadable checkpoint; a snapshot also keeps the optimiser's state, so a resumed run continues exactly."""
     with atomic_folder(out, overwrite=True) as staging:
         adapter.model.save_pretrained(staging)
         reading.save(staging)
         adapter.processor.save_pretrained(staging)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
         (staging / "training.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
