@@ -234,3 +234,17 @@ def test_the_cli_converts_scores_a_remote_folder_once_and_verifies_it(tmp_path, 
     assert "using the native conversion" in capsys.readouterr().err
     assert main(["verify", "--model", str(remote), "--convert-cache", str(cache)]) == 0
     assert "all checks passed" in capsys.readouterr().out
+
+
+def test_conversation_fields_that_are_expressions_are_left_alone(tmp_path):
+    """Only the fields a prompt is built from are read as literals; others may be any expression."""
+    remote = write_tiny_internvl_chat(tmp_path / "remote")
+    path = remote / "conversation.py"
+    path.write_text(path.read_text().replace('sep="<|im_end|>",', 'sep="<|im_end|>",\n        stop_str=STOP + "x",'))
+    native = convert(remote, tmp_path / "native")
+    assert _chat_query(QUESTION, 1) == load_adapter(native).prompt(QUESTION, 1).replace(
+        "<IMG_CONTEXT>", "<img>" + "<IMG_CONTEXT>" * 4 + "</img>"
+    )
+    path.write_text(path.read_text().replace('sep="<|im_end|>",', "sep=SEPARATOR,"))
+    with pytest.raises(OcrHeadsError, match="not written as literals"):
+        convert(remote, tmp_path / "again")

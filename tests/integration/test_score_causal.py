@@ -14,7 +14,7 @@ from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
-from ocrheads.scoring.causal import CausalOptions, score_causal_batch
+from ocrheads.scoring.causal import CausalOptions, encode_samples, score_causal_batch
 from ocrheads.scoring.table import CausalTable
 
 from .tiny_inputs import tiny_adapter
@@ -120,3 +120,20 @@ def test_the_whole_answer_estimate_is_the_sum_of_the_per_token_ones(datasets):
     merged = whole.merge(summed, on=["sample", "layer", "head"], suffixes=("", "_summed"))
     assert np.allclose(merged["estimate"], merged["estimate_summed"], atol=1e-6)
     assert np.allclose(merged["exact"], merged["exact_summed"], atol=1e-6)
+
+
+def test_generated_answers_are_what_the_model_writes_greedily(datasets):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    samples = read_manifest(datasets / "txt")[:2]
+    table = CausalTable(*adapter.grid)
+    options = CausalOptions(answers="generated", max_new_tokens=3)
+    outcomes = score_causal_batch(adapter, samples, [[], []], options, table, None)
+    batch = encode_samples(adapter, samples, [[], []])
+    tokenizer = adapter.processor.tokenizer
+    with torch.no_grad():
+        pad = tokenizer.pad_token_id
+        written = adapter.model.generate(**batch, max_new_tokens=3, do_sample=False, pad_token_id=pad)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in written[:, batch["input_ids"].shape[1] :]]
+    assert [o.written for o in outcomes if o.scored] == [t for t in texts if t]
+    assert all(o.entries == 3 for o in outcomes if o.scored)

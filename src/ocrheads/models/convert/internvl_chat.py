@@ -229,11 +229,21 @@ def conversation(folder: Path, template: str) -> dict:
         if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Conversation"):
             continue
         fields = {keyword.arg: keyword.value for keyword in node.keywords}
-        if "name" in fields and ast.literal_eval(fields["name"]) == template:
-            style = fields.get("sep_style")
-            values = {key: ast.literal_eval(value) for key, value in fields.items() if key != "sep_style"}
-            return values | {"sep_style": getattr(style, "attr", None)}
+        if "name" in fields and _literal(fields["name"]) == template:
+            values = {key: _literal(fields[key]) for key in CONVERSATION_FIELDS if key in fields}
+            return values | {"sep_style": getattr(fields.get("sep_style"), "attr", None)}
     raise OcrHeadsError(f"{path}: defines no conversation template {template!r}")
+
+
+CONVERSATION_FIELDS = ("system_template", "system_message", "roles", "sep")  # what a prompt is built from
+
+
+def _literal(node: ast.AST):
+    """A literal's value, or None where the field is an expression (only literals are read, nothing is run)."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
 
 
 def chat_template(conv: dict, system_message: str, source: str) -> str:
@@ -243,6 +253,8 @@ def chat_template(conv: dict, system_message: str, source: str) -> str:
     `<img>...</img>` span: one image gives chat()'s own `<image>\\n{question}`."""
     if conv.get("sep_style") != "MPT":
         raise _refuse(source, f"prompt separator style {conv.get('sep_style')!r} (only MPT is converted)")
+    if not (isinstance(conv.get("roles"), tuple | list) and isinstance(conv.get("sep"), str)):
+        raise _refuse(source, "a conversation template whose roles or separator are not written as literals")
     user, assistant = conv["roles"]
 
     def literal(text: str) -> str:
