@@ -148,7 +148,7 @@ def main() -> None:
             print("| context characters | tokens | plain forward | estimate (answer) | estimate per token | exact | "
                   "ratios to plain |")  # fmt: skip
             print("|---|---|---|---|---|---|---|")
-            for length, tokens, plain, whole, per_token, ex in costs(adapter, root, (160, 640, 1280)):
+            for length, tokens, plain, whole, per_token, ex in costs(adapter, root, (160, 640, 1280, 5120)):
                 times = [f"{seconds * 1000:.0f} ms" for seconds in (plain, whole, per_token, ex)]
                 ratios = ", ".join(f"{seconds / plain:.1f}x" for seconds in (whole, per_token, ex))
                 print("| " + " | ".join([str(length), str(tokens), *times, ratios]) + " |")
