@@ -66,10 +66,9 @@ def checkpoint_config(name_or_path: str | Path) -> PretrainedConfig:
 
 def _raw_config(name: str) -> dict | None:
     """config.json as written, or None where it cannot be had (AutoConfig then says why)."""
-    if Path(name).is_dir():
-        return convert.read_config(Path(name))
     try:
-        return json.loads(Path(hf_hub_download(name, "config.json")).read_text(encoding="utf-8"))
+        path = Path(name) / "config.json" if Path(name).is_dir() else Path(hf_hub_download(name, "config.json"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, HFValidationError):
         return None
 
