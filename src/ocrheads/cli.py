@@ -460,7 +460,8 @@ def _run_train_demo(args: argparse.Namespace) -> None:
     if given and "steps" not in given:
         raise OcrHeadsError("a stage of your own needs --steps (without any stage option, the shipped recipe runs)")
     stages = (Stage(**given),) if given else RECIPE
-    settings = TrainSettings(seed=args.seed, stages=stages, batch_size=args.batch_size, threads=args.threads)
+    settings = TrainSettings(seed=args.seed, stages=stages, batch_size=args.batch_size, threads=args.threads,
+                             key_alignment=not args.no_key_alignment)  # fmt: skip
     record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume)
     print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
     print(f"wrote {args.out}")
@@ -558,6 +559,8 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
     train.add_argument("--snapshot", type=Path, help="also save the model and optimiser here at every check")
     train.add_argument("--resume", type=Path, help="continue an interrupted run from its --snapshot folder")
+    text = "leave out the loss that pulls page key tokens towards their text twins (a recipe variant)"
+    train.add_argument("--no-key-alignment", action="store_true", help=text)
     stage = train.add_argument_group("one stage instead of the recipe", f"the recipe: {len(RECIPE)} stages, "
                                      f"{sum(s.steps for s in RECIPE)} steps (ocrheads.demo.train.RECIPE)")  # fmt: skip
     stage.add_argument("--steps", type=int)

@@ -239,3 +239,15 @@ def test_the_reading_probe_is_saved_and_loaded_beside_a_checkpoint(adapter, tmp_
     before = untouched.previous.weight.clone()
     untouched.load(tmp_path / "no-probe-here")
     assert torch.equal(untouched.previous.weight, before)
+
+
+def test_the_key_alignment_loss_is_a_switch_of_the_recipe(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the key alignment loss was taken")
+
+    monkeypatch.setattr(KeyAlignment, "loss", refuse)
+    settings = _short(stages=(Stage(2, 1e-3, eval_samples=1),), text_first=0, eval_every=2, key_alignment=False)
+    record = train_demo(tmp_path / "a", settings, log=lambda _: None)  # image steps, without the alignment loss
+    assert record["settings"]["key_alignment"] is False
+    with pytest.raises(AssertionError, match="alignment loss was taken"):
+        train_demo(tmp_path / "b", _short(stages=settings.stages, text_first=0, eval_every=2), log=lambda _: None)

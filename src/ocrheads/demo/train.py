@@ -59,6 +59,7 @@ class TrainSettings:
     warmup_steps: int = 100
     text_first: int = 800  # steps of text batches alone before images join in
     patch_init_std: float = 0.1  # patch embeddings start larger than the default 0.02, so ink stands out at once
+    key_alignment: bool = True  # pull page key tokens towards their text twins (reading.KeyAlignment)
     eval_every: int = 250
     threads: int = 2
 
@@ -146,8 +147,9 @@ def train_demo(
         output = model(**batch, output_hidden_states=targets is not None)
         loss = total = output.loss
         if targets is not None:
-            read = reading.loss(targets, output.hidden_states[0])
-            total = loss + read + alignment.loss([e.content for e in chosen], keys, output.hidden_states)
+            total = loss + reading.loss(targets, output.hidden_states[0])
+            if settings.key_alignment:
+                total = total + alignment.loss([e.content for e in chosen], keys, output.hidden_states)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
