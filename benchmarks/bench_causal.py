@@ -2,7 +2,7 @@
 exact ablation, per modality, where they disagree most (and whether those heads' attention is saturated, the
 failure AtP* names), and what each costs against a plain teacher-forced forward pass at several lengths.
 
-Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_causal.py [--samples 40] [--part cost]
+Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_causal.py [--samples 40] [--part cost] [--device cuda]
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def timed(function, repeats: int = 7) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -121,9 +123,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--part", choices=("all", "agreement", "cost"), default="all", help="cost: timings only")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    adapter = load_adapter(BUNDLED_MODEL)
+    adapter = load_adapter(BUNDLED_MODEL, device=args.device)
     install(adapter.model)
     layers, heads = adapter.grid
     with tempfile.TemporaryDirectory() as scratch:

@@ -41,7 +41,7 @@ def _scaled_metric(adapter, forced, layer: int, head: int, factor: float, metric
     handle = o_proj.register_forward_pre_hook(scale)
     try:
         with torch.no_grad():
-            return answer_metric(adapter.model(**forced.inputs).logits, forced, metric)
+            return answer_metric(adapter.model(**forced.inputs).logits, forced, metric).cpu()
     finally:
         handle.remove()
 
@@ -98,9 +98,10 @@ def test_exact_scores_batched_over_heads_equal_one_pass_per_head(ablation):
     layers, heads = adapter.grid
     head_dim = adapter.model.config.get_text_config().hidden_size // heads
     means = {layer: torch.randn(heads, head_dim) for layer in range(layers)} if ablation == "mean" else None
+    means = {layer: mean.to(adapter.device) for layer, mean in means.items()} if means else None
     batched = exact(adapter, forced, ablation, means, heads_per_pass=3)
     with torch.no_grad():
-        clean = answer_metric(adapter.model(**forced.inputs).logits, forced, "logprob")
+        clean = answer_metric(adapter.model(**forced.inputs).logits, forced, "logprob").cpu()
         for layer in range(layers):
             for head in range(heads):
                 if ablation == "zero":
@@ -108,6 +109,6 @@ def test_exact_scores_batched_over_heads_equal_one_pass_per_head(ablation):
                 else:
                     edits = Edits(mean={layer: ((head,), means[layer][head : head + 1])})
                 with attention_session(adapter.model, edits=edits):
-                    ablated = answer_metric(adapter.model(**forced.inputs).logits, forced, "logprob")
+                    ablated = answer_metric(adapter.model(**forced.inputs).logits, forced, "logprob").cpu()
                 expected = (ablated - clean) * forced.valid
                 assert torch.allclose(batched[:, :, layer, head], expected, atol=1e-5), (layer, head)
