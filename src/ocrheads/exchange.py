@@ -33,6 +33,7 @@ import yaml
 from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores, check_heads
+from ocrheads.models.convert import revision
 from ocrheads.select import HeadSelection, SelectionRule
 
 SCORE_FORMATS = ("paper", "retrieval-head", "sparsemm")
@@ -60,7 +61,7 @@ def provenance(run: Path, kind: str) -> dict:
         "kind": kind,
         "run": str(run.resolve()),
         "model": config.get("model"),
-        "model_revision": _revision(config.get("model")),
+        "model_revision": revision(Path(config["model"])) if config.get("model") else None,
         "family": config.get("family"),
         "grid": config.get("grid"),
         "versions": config.get("versions"),
@@ -78,12 +79,8 @@ def provenance(run: Path, kind: str) -> dict:
     return {key: value for key, value in found.items() if value is not None}
 
 
-def _revision(model: str | None) -> str | None:
-    """The hub commit of a model given as a hub-cache snapshot folder (…/snapshots/<commit>)."""
-    if not model:
-        return None
-    path = Path(model)
-    return path.name if path.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", path.name) else None
+def _write_provenance(path: Path, about: dict, fmt: str) -> None:
+    atomic_write_text(side_file(path), yaml.safe_dump(about | {"format": fmt}, sort_keys=False, allow_unicode=True))
 
 
 def _number(value: float) -> int | float:
@@ -96,7 +93,7 @@ def export_scores(scores: HeadScores, fmt: str, path: Path, about: dict) -> None
     else:
         lists = {f"{h.layer}-{h.head}": [_number(v) for v in values] for h, values in scores.lists.items()}
         atomic_write_text(path, json.dumps(lists, separators=(",", ":")) + "\n")  # one line: read with readline()
-    atomic_write_text(side_file(path), yaml.safe_dump(about | {"format": fmt}, sort_keys=False, allow_unicode=True))
+    _write_provenance(path, about, fmt)
 
 
 def export_heads(heads: list[tuple[Head, float | None]], fmt: str, path: Path, about: dict) -> None:
@@ -118,7 +115,7 @@ def export_heads(heads: list[tuple[Head, float | None]], fmt: str, path: Path, a
         writer.writerows([rank, h.layer, h.head, "" if s is None else s] for rank, (h, s) in enumerate(heads, 1))
         text = buffer.getvalue()
     atomic_write_text(path, text)
-    atomic_write_text(side_file(path), yaml.safe_dump(about | {"format": fmt}, sort_keys=False, allow_unicode=True))
+    _write_provenance(path, about, fmt)
 
 
 def export_run(run: Path, kind: str, fmt: str, out: Path | None = None, top: int | None = None) -> Path:

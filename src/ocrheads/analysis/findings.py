@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from ocrheads.analysis.stability import CONFIDENCE, Bootstrap
+from ocrheads.analysis.stability import Bootstrap, percentile_interval, row_pearson
 
 DISTINCT_MAX_JACCARD = 0.25
 STATIC_MIN_PEARSON = 0.9
@@ -50,14 +50,6 @@ class Finding:
         return asdict(self) | {"interval": list(self.interval) if self.interval else None}
 
 
-def _tails(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if not len(finite):
-        return float("nan"), float("nan")
-    tail = 100 * (1 - CONFIDENCE) / 2
-    return float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))
-
-
 def _not_measured(name: str, measure: str, rule: str, why: str) -> Finding:
     return Finding(name, measure, PAPER[name], "-", None, "not measured", rule, why)
 
@@ -66,7 +58,7 @@ def less_sparse(counts: dict[str, int], boots: dict[str, Bootstrap]) -> Finding:
     measure, rule = "heads selected: OCR vs retrieval", "shown when the interval of OCR - retrieval lies above 0"
     if not {"ocr", "retrieval"} <= set(boots):
         return _not_measured("less sparse", measure, rule, "needs both OCR and retrieval scores")
-    low, high = _tails(boots["ocr"].keeps.sum(1) - boots["retrieval"].keeps.sum(1).astype(float))
+    low, high = percentile_interval(boots["ocr"].keeps.sum(1) - boots["retrieval"].keeps.sum(1).astype(float))
     verdict = "shown" if low > 0 else "not shown"
     value = f"{counts['ocr']} vs {counts['retrieval']} (difference {counts['ocr'] - counts['retrieval']})"
     return Finding("less sparse", measure, PAPER["less sparse"], value, (low, high), verdict, rule)
@@ -83,7 +75,7 @@ def distinct(selected: dict[str, np.ndarray], boots: dict[str, Bootstrap], top_o
     if not {"ocr", "retrieval"} <= set(boots):
         return _not_measured("distinct", measure, rule, "needs both OCR and retrieval scores")
     value = float(_jaccard(selected["ocr"], selected["retrieval"]))
-    low, high = _tails(_jaccard(boots["ocr"].keeps, boots["retrieval"].keeps))
+    low, high = percentile_interval(_jaccard(boots["ocr"].keeps, boots["retrieval"].keeps))
     verdict = "shown" if high < DISTINCT_MAX_JACCARD else "not shown"
     note = top_overlap
     if verdict == "not shown":
@@ -94,19 +86,13 @@ def distinct(selected: dict[str, np.ndarray], boots: dict[str, Bootstrap], top_o
     return Finding("distinct", measure, PAPER["distinct"], f"{value:.3f}", (low, high), verdict, rule, note)
 
 
-def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(-1) / np.sqrt((a**2).sum(-1) * (b**2).sum(-1))
-
-
 def statically_activated(frequency: np.ndarray, mean: np.ndarray, boot: Bootstrap | None, binary: bool) -> Finding:
     measure = "Pearson of activation frequency (entries > 0.1) and mean score over all OCR heads"
     rule = f"shown when the interval's lower end is at least {STATIC_MIN_PEARSON}"
     if boot is None:
         return _not_measured("statically activated", measure, rule, "needs OCR scores")
-    value = float(_row_pearson(frequency.ravel(), mean.ravel()))
-    low, high = _tails(_row_pearson(boot.frequency, boot.mean))
+    value = float(row_pearson(frequency.ravel(), mean.ravel()))
+    low, high = percentile_interval(row_pearson(boot.frequency, boot.mean))
     verdict = "shown" if low >= STATIC_MIN_PEARSON else "not shown"
     note = (
         "entries are 0/1, so the frequency of entries above 0.1 equals the mean by construction (the paper's "

@@ -14,7 +14,7 @@ from scipy import stats
 from ocrheads.analysis import figures, findings
 from ocrheads.analysis.case_study import character_heads, top_head_counts
 from ocrheads.analysis.stability import CONFIDENCE, Bootstrap, RunEntries, settling_curve, split_half
-from ocrheads.analysis.stats import activation, score_bins, similarity
+from ocrheads.analysis.stats import activation, correlation, score_bins, similarity
 from ocrheads.atomic import atomic_write_text
 from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
@@ -95,7 +95,8 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
     entries = {kind: RunEntries.from_run(run / kind, s, rule.activation) for kind, s in scores.items()}
     boots = {kind: Bootstrap.of(entries[kind], rule, replicates, seed) for kind in scores}
     for kind, kind_scores in scores.items():
-        found[kind] = _kind_summary(run / kind, kind_scores, rule, top_k, entries[kind], boots[kind], seed)
+        ranking = (values[kind], orders[kind], kept[kind])
+        found[kind] = _kind_summary(run / kind, kind_scores, ranking, rule, top_k, entries[kind], boots[kind], seed)
     if "ocr" in scores and "retrieval" in scores:
         ocr, retrieval = scores["ocr"], scores["retrieval"]
         if ocr.grid != retrieval.grid:
@@ -127,16 +128,23 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
 def _relation(causal: np.ndarray, other: np.ndarray, causal_order, other_order, k: int) -> dict:
     """How a kind's scores relate to the causal ones: Spearman over heads, and how many of its top k are top-k
     causal heads."""
-    rho = stats.spearmanr(causal.ravel(), other.ravel()).statistic if np.ptp(causal) and np.ptp(other) else float("nan")
     shared = len(set(causal_order[:k]) & set(other_order[:k]))
-    return {"spearman": float(rho), "top_k": k, "top_k_shared": shared}
+    return {"spearman": correlation(stats.spearmanr, causal.ravel(), other.ravel()), "top_k": k, "top_k_shared": shared}
 
 
 def _kind_summary(
-    folder: Path, scores: HeadScores, rule: SelectionRule, top_k: int, entries: RunEntries, boot: Bootstrap, seed: int
+    folder: Path,
+    scores: HeadScores,
+    ranking: tuple[np.ndarray, list[Head], np.ndarray],
+    rule: SelectionRule,
+    top_k: int,
+    entries: RunEntries,
+    boot: Bootstrap,
+    seed: int,
 ) -> dict:
-    """One kind's numbers; every head's score and bootstrap interval also go to score_intervals.json."""
-    values, order = ranking_scores(scores, rule), ranked(scores, rule)
+    """One kind's numbers, from its (ranking scores, heads best first, flat selection mask) under `rule`; every
+    head's score and bootstrap interval also go to score_intervals.json."""
+    values, order, kept = ranking
     low, high = boot.interval()
 
     def row(head: Head) -> list:
@@ -148,8 +156,8 @@ def _kind_summary(
     atomic_write_text(folder / "score_intervals.json", json.dumps(intervals, indent=1) + "\n")
     return {
         "heads": scores.layers * scores.heads,
-        "selected": int(selected(scores, rule).sum()),
-        "robust": boot.robust(selected(scores, rule).ravel(), rule),
+        "selected": int(kept.sum()),
+        "robust": boot.robust(kept, rule),
         "bins": score_bins(values),
         "top": [row(head) for head in order[:top_k]],
         "activation": activation(scores),

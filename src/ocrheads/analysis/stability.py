@@ -164,21 +164,31 @@ def top_k_mask(ranking: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman per row of two (rows, heads) arrays (NaN where a row is constant)."""
-    ra, rb = stats.rankdata(a, axis=1), stats.rankdata(b, axis=1)
-    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson along the last axis of two arrays (NaN where a row is constant)."""
+    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (ra * rb).sum(1) / np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+        return (a * b).sum(-1) / np.sqrt((a**2).sum(-1) * (b**2).sum(-1))
+
+
+def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman per row of two (rows, heads) arrays: Pearson of their ranks."""
+    return row_pearson(stats.rankdata(a, axis=1), stats.rankdata(b, axis=1))
+
+
+def percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """The CONFIDENCE percentile interval of the finite values (NaN bounds when there are none)."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    tail = 100 * (1 - CONFIDENCE) / 2
+    return float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))
 
 
 def _summary(values: np.ndarray) -> dict:
     finite = values[np.isfinite(values)]
-    if not len(finite):
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
-    tail = 100 * (1 - CONFIDENCE) / 2
-    return {"mean": float(finite.mean()), "low": float(np.percentile(finite, tail)),
-            "high": float(np.percentile(finite, 100 - tail))}  # fmt: skip
+    low, high = percentile_interval(finite)
+    return {"mean": float(finite.mean()) if len(finite) else float("nan"), "low": low, "high": high}
 
 
 def split_half(entries: RunEntries, rule: SelectionRule, k: int, repeats: int = 50, seed: int = 0) -> dict:

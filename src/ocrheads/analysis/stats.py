@@ -29,7 +29,7 @@ def similarity(
 ) -> dict[str, float]:
     """How alike two head sets are: Jaccard of the selections, top-k overlap, Spearman of all head scores."""
     overlap = len(set(ranked_a[:k]) & set(ranked_b[:k]))
-    rho = _correlation(stats.spearmanr, np.ravel(scores_a), np.ravel(scores_b))
+    rho = correlation(stats.spearmanr, np.ravel(scores_a), np.ravel(scores_b))
     return {
         "jaccard": jaccard(selected_a, selected_b),
         "selected_a": len(selected_a),
@@ -50,15 +50,15 @@ def activation(scores: HeadScores, threshold: float = 0.1) -> dict:
     order = np.argsort(-frequency, kind="stable")
     heads = scores.order()
     return {
-        "pearson": _correlation(stats.pearsonr, frequency, means),
-        "spearman": _correlation(stats.spearmanr, frequency, means),
+        "pearson": correlation(stats.pearsonr, frequency, means),
+        "spearman": correlation(stats.spearmanr, frequency, means),
         "heads": [heads[i].name for i in order],
         "frequency": frequency[order].tolist(),
         "mean": means[order].tolist(),
     }
 
 
-def _correlation(test, a: np.ndarray, b: np.ndarray) -> float:
+def correlation(test, a: np.ndarray, b: np.ndarray) -> float:
     """The test's statistic, or NaN when either side is constant (a correlation is undefined there)."""
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
