@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -462,7 +463,8 @@ def _run_train_demo(args: argparse.Namespace) -> None:
     stages = (Stage(**given),) if given else RECIPE
     settings = TrainSettings(seed=args.seed, stages=stages, batch_size=args.batch_size, threads=args.threads,
                              key_alignment=not args.no_key_alignment)  # fmt: skip
-    record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume)
+    command = "ocrheads " + shlex.join(args.argv)
+    record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume, command=command)
     print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
     print(f"wrote {args.out}")
 
@@ -584,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # as given, for records that say how a run was started
     try:
         return args.run(args) or 0
     except OcrHeadsError as err:

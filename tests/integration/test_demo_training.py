@@ -1,6 +1,8 @@
 """The demo model's training pieces: examples encoded as the adapters prompt, glyph targets on the right tokens,
 training keys and haystacks, the learning-rate schedule, and a seeded run that repeats exactly."""
 
+import subprocess
+
 import pytest
 import torch
 import yaml
@@ -8,6 +10,7 @@ from safetensors.torch import load_file
 
 from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
+from ocrheads.demo import provenance
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
 from ocrheads.demo.reading import PROBE_FILE, GlyphReading, KeyAlignment
@@ -148,6 +151,11 @@ def test_one_run_of_a_schedule_equals_the_same_run_interrupted_and_resumed(tmp_p
     assert [h[m] for h in resumed["history"] for m in ("image", "text")] == [
         h[m] for h in first["history"] for m in ("image", "text")
     ]
+    assert [run["first_step"] for run in resumed["runs"]] == [0, 16] and len(first["runs"]) == 1
+    provenance = (tmp_path / "c" / "PROVENANCE.md").read_text()
+    assert "1. `train_demo()` called from Python, from scratch" in provenance
+    assert "2. `train_demo()` called from Python, resumed at step 16" in provenance
+    assert "| 24 | " in provenance and f"{resumed['training_seconds']:,} s" in provenance
     loaded = load_adapter(tmp_path / "a")
     assert isinstance(loaded, QwenVLAdapter) and loaded.grid == (6, 8) and loaded.model.config.tie_word_embeddings
     assert not (tmp_path / "a" / OPTIMIZER_FILE).exists() and (tmp_path / "a-snap" / OPTIMIZER_FILE).is_file()
@@ -196,12 +204,20 @@ def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path, ca
     args = ["train-demo", "--out", str(out), "--steps", "1", "--batch-size", "1", "--learning-rate", "1e-4"]
     args += ["--decay", "0.5", "--text-every", "3", "--eval-samples", "1"]
     assert main([*args, "--threads", "1", "--seed", "3"]) == 0
-    settings = yaml.safe_load((out / "training.yaml").read_text())["settings"]
+    record = yaml.safe_load((out / "training.yaml").read_text())
+    settings, [run] = record["settings"], record["runs"]
+    assert run["command"] == "ocrheads " + " ".join([*args, "--threads", "1", "--seed", "3"])
+    assert run["first_step"] == 0 and run["machine"].endswith("torch threads: 1")
+    assert f"`{run['command']}`, from scratch" in (out / "PROVENANCE.md").read_text()
     assert settings["seed"] == 3 and settings["stages"] == [
         {"steps": 1, "learning_rate": 1e-4, "decay": 0.5, "text_every": 3, "eval_samples": 1}
     ]
     assert main(["train-demo", "--out", str(out), "--learning-rate", "1e-4"]) == 2
     assert "needs --steps" in capsys.readouterr().err
+    only_steps = ["train-demo", "--out", str(tmp_path / "steps"), "--steps", "1", "--batch-size", "1"]
+    assert main([*only_steps, "--eval-samples", "1", "--threads", "1"]) == 0
+    [stage] = yaml.safe_load((tmp_path / "steps" / "training.yaml").read_text())["settings"]["stages"]
+    assert stage["learning_rate"] == RECIPE[0].learning_rate == 2e-3
     assert TrainSettings().stages == RECIPE and TrainSettings().steps == 7350
 
 
@@ -251,3 +267,21 @@ def test_the_key_alignment_loss_is_a_switch_of_the_recipe(tmp_path, monkeypatch)
     assert record["settings"]["key_alignment"] is False
     with pytest.raises(AssertionError, match="alignment loss was taken"):
         train_demo(tmp_path / "b", _short(stages=settings.stages, text_first=0, eval_every=2), log=lambda _: None)
+
+
+def test_the_code_commit_is_the_checkouts_head_and_says_when_the_source_differs(tmp_path, monkeypatch):
+    head = subprocess.run(["git", "-C", str(provenance.SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the tests run from an installed package, not a git checkout")
+    dirty = subprocess.run(["git", "-C", str(provenance.SOURCE), "status", "--porcelain", "--", "."],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    assert provenance.code_commit() == head.stdout.strip() + ("-dirty" if dirty else "")
+    elsewhere = tmp_path / "src" / "ocrheads"
+    elsewhere.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "other")], check=True)
+    monkeypatch.setattr(provenance, "SOURCE", elsewhere)
+    assert provenance.code_commit().endswith("(not run from a git checkout)")
+    inside_other = tmp_path / "other" / "vendored" / "ocrheads"
+    inside_other.mkdir(parents=True)
+    monkeypatch.setattr(provenance, "SOURCE", inside_other)
+    assert provenance.code_commit().endswith("(not run from a git checkout)")

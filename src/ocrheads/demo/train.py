@@ -21,6 +21,7 @@ import yaml
 from ocrheads.atomic import atomic_folder
 from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.demo.examples import Examples, encode_for_training, exact_matches, held_out
+from ocrheads.demo.provenance import invocation, provenance_markdown
 from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
 from ocrheads.errors import OcrHeadsError
@@ -34,7 +35,7 @@ class Stage:
     tenth over the last `decay` fraction; `text_every`: after the text-only start, one step in this many is text."""
 
     steps: int
-    learning_rate: float
+    learning_rate: float = 2e-3
     decay: float = 0.25
     text_every: int = 2
     eval_samples: int = 32  # held-out samples per modality at each check
@@ -100,12 +101,14 @@ def train_demo(
     log=print,
     snapshot: str | Path | None = None,
     resume: str | Path | None = None,
+    command: str | None = None,
 ) -> dict:
     """Train every stage of `settings` in one run, check on held-out samples of the task's default settings, and
     save a loadable checkpoint to `out` (and, at every check, to `snapshot`, with the optimiser's state).
 
     `resume` continues an interrupted run from its snapshot: weights, reading probe, optimiser state and step, so
-    the result equals an uninterrupted run's; a snapshot of other settings is refused."""
+    the result equals an uninterrupted run's; a snapshot of other settings is refused. `command`: how the run
+    was started, for the record and PROVENANCE.md (provenance.py)."""
     settings, task = settings or TrainSettings(), task or DemoTask()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
@@ -113,11 +116,13 @@ def train_demo(
         tokenizer = build_tokenizer(settings.seed)
         adapter = QwenVLAdapter(build_model(tokenizer, settings.seed), build_processor(tokenizer))
         torch.nn.init.normal_(adapter.model.model.visual.patch_embed.proj.weight, std=settings.patch_init_std)
-        history, done, earlier_seconds = [], 0, 0
+        history, done, earlier_seconds, runs = [], 0, 0, []
     else:
         adapter = QwenVLAdapter.load(resume, dtype=torch.float32)
         earlier = _resumable(Path(resume), settings, task)
         history, done, earlier_seconds = earlier["history"], earlier["history"][-1]["step"], earlier["training_seconds"]
+        runs = earlier.get("runs", [])
+    runs = [*runs, invocation(command, done)]
     model = adapter.model.train()
     reading, alignment = GlyphReading(model), KeyAlignment(adapter)
     parameters = [*model.parameters(), *reading.parameters()]
@@ -135,6 +140,7 @@ def train_demo(
             "training_seconds": earlier_seconds + round(time.perf_counter() - started),
             "history": history,
             "versions": versions(),
+            "runs": runs,
         }
 
     for step in range(done, settings.steps):
@@ -201,3 +207,4 @@ def _save(out: str | Path, adapter: QwenVLAdapter, reading: GlyphReading, record
         if optimizer is not None:
             torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
         (staging / "training.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+        (staging / "PROVENANCE.md").write_text(provenance_markdown(record), encoding="utf-8")
