@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ocrheads.atomic import atomic_write_text
+from ocrheads.demo.provenance import made_by
 from ocrheads.distributed import Shard
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import ModelAdapter, ModelSpec, resolve
@@ -65,12 +66,16 @@ def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: 
 
     `known` is the run's own config (with its "model" name). Given a ModelSpec, the directory is checked against
     it before the weights are loaded; then the config is pinned with what the loaded model records: family, grid,
-    settings, where it runs (not pinned) and library versions (not pinned)."""
+    settings, where it runs, library versions and, for a checkpoint train-demo made, how it was trained (those
+    three not pinned)."""
     if isinstance(model, ModelSpec):
         preflight(folder, model.pinned() | known, shard)
     adapter = resolve(model)
     recorded = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
-    claim(folder, known | recorded | {"hardware": adapter.hardware(), "versions": versions()}, shard)
+    unpinned = {"hardware": adapter.hardware(), "versions": versions()}
+    if trained := made_by(adapter.model.name_or_path):
+        unpinned["trained_by"] = trained
+    claim(folder, known | recorded | unpinned, shard)
     return adapter
 
 
@@ -100,7 +105,7 @@ def _pin(folder: Path, config: dict) -> None:
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
-UNPINNED = ("versions", "hardware")  # recorded, but a resume may change them (a library upgrade, another GPU)
+UNPINNED = ("versions", "hardware", "trained_by")  # recorded, but a resume may change them (an upgrade, a GPU)
 MAX_LISTED = 5
 
 

@@ -2,16 +2,19 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+import yaml
 
 from ocrheads.analysis.runs import top_heads
 from ocrheads.attention import install
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import open_page
+from ocrheads.demo.provenance import invocation, made_by
 from ocrheads.heads import Head
 from ocrheads.models.geometry import spread_over_image
 from ocrheads.scoring.overlays import head_attention
@@ -47,6 +50,10 @@ def test_head_attention_maps_equal_eager_attention_spread_over_the_page(tmp_path
 
 def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys):
     chars, text, run = tmp_path / "chars", tmp_path / "text", tmp_path / "run"
+    assert made_by(checkpoint) is None
+    checkpoint = shutil.copytree(checkpoint, tmp_path / "trained")  # as train-demo leaves one: with its record
+    runs = [invocation("ocrheads train-demo --out D", 0), invocation(None, 16)]
+    (checkpoint / "training.yaml").write_text(yaml.safe_dump({"runs": runs}))
     generate("chars", chars, per_char=2, alphabet="7k", length=120, seed=1)
     generate("passkey", text, n=3, lengths=(150,), digits=3, seed=1, modality="text")
     common = ["--model", str(checkpoint), "--out", str(run), "--answers", "gold", "--quiet"]
@@ -81,6 +88,10 @@ def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys
         *sorted(overlays),
     ]
     assert 'src="http' not in html and "<script" not in html  # nothing fetched: readable offline
+    assert yaml.safe_load((run / "ocr" / "config.yaml").read_text())["trained_by"] == made_by(checkpoint)
+    code = runs[0]["code"]
+    assert f"trained by\n  <code>ocrheads train-demo --out D</code>\n  (code {code}), then" in html
+    assert f"<code>train_demo() called from Python</code>\n  (resumed at step 16; code {code})." in html
     assert "OCR heads vs retrieval heads" in html and "Jaccard" in html
     assert f"{analysis['similarity']['jaccard']:.3f}" in html
     assert "4 of 4" in html and "3 of 3" in html  # samples scored per kind

@@ -43,6 +43,7 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
         .get_template("page.html")
         .render(
             run=run.resolve().name,
+            trained_by=_trained_by(run),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             version=version("ocrheads"),
             analysis=analysis,
@@ -61,6 +62,15 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
     target = run / "report.html"
     atomic_write_text(target, page)
     return target
+
+
+def _trained_by(run: Path) -> list[dict] | None:
+    """How the run's model was trained, where its checkpoint says (train-demo writes it): the report then tells a
+    reader the command that rebuilds the model."""
+    for config in sorted(run.glob("*/config.yaml")):
+        if found := yaml.safe_load(config.read_text(encoding="utf-8")).get("trained_by"):
+            return found
+    return None
 
 
 def _experiments(run: Path) -> list[dict]:
