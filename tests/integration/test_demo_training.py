@@ -152,10 +152,10 @@ def test_one_run_of_a_schedule_equals_the_same_run_interrupted_and_resumed(tmp_p
         h[m] for h in first["history"] for m in ("image", "text")
     ]
     assert [run["first_step"] for run in resumed["runs"]] == [0, 16] and len(first["runs"]) == 1
-    provenance = (tmp_path / "c" / "PROVENANCE.md").read_text()
-    assert "1. `train_demo()` called from Python, from scratch" in provenance
-    assert "2. `train_demo()` called from Python, resumed at step 16" in provenance
-    assert "| 24 | " in provenance and f"{resumed['training_seconds']:,} s" in provenance
+    written = (tmp_path / "c" / "PROVENANCE.md").read_text()
+    assert "1. `train_demo()` called from Python, from scratch" in written
+    assert "2. `train_demo()` called from Python, resumed at step 16" in written
+    assert "| 24 | " in written and f"{resumed['training_seconds']:,} s" in written
     loaded = load_adapter(tmp_path / "a")
     assert isinstance(loaded, QwenVLAdapter) and loaded.grid == (6, 8) and loaded.model.config.tie_word_embeddings
     assert not (tmp_path / "a" / OPTIMIZER_FILE).exists() and (tmp_path / "a-snap" / OPTIMIZER_FILE).is_file()

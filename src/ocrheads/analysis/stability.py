@@ -187,7 +187,7 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float]:
 
 def _summary(values: np.ndarray) -> dict:
     finite = values[np.isfinite(values)]
-    low, high = percentile_interval(finite)
+    low, high = percentile_interval(values)
     return {"mean": float(finite.mean()) if len(finite) else float("nan"), "low": low, "high": high}
 
 
