@@ -464,7 +464,8 @@ def _run_train_demo(args: argparse.Namespace) -> None:
     settings = TrainSettings(seed=args.seed, stages=stages, batch_size=args.batch_size, threads=args.threads,
                              key_alignment=not args.no_key_alignment)  # fmt: skip
     command = "ocrheads " + shlex.join(args.argv)
-    record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume, command=command)
+    record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume, command=command,
+                        device=args.device, workers=args.workers)  # fmt: skip
     print(f"trained in {record['training_seconds']} s; held-out exact match: {record['history'][-1]}")
     print(f"wrote {args.out}")
 
@@ -536,6 +537,7 @@ def _convert_parser(sub: argparse._SubParsersAction) -> None:
 def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
     from ocrheads.demo.train import RECIPE, TrainSettings
+    from ocrheads.devices import DEVICES
 
     text = "the whole pipeline, offline, on the bundled demo model (or --model CHECKPOINT) and fresh synthetic "
     text += "passkeys, ending in RUN/report.html"
@@ -559,6 +561,9 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=settings.seed)
     train.add_argument("--batch-size", type=int, default=settings.batch_size)
     train.add_argument("--threads", type=int, default=settings.threads, help="torch CPU threads")
+    train.add_argument("--device", default="cpu", help=f"where the model trains: {DEVICES} (default %(default)s)")
+    text = "processes that build batches ahead of the steps: worth it on a GPU, not on a CPU the steps already use"
+    train.add_argument("--workers", type=int, default=0, help=text + " (default %(default)s)")
     train.add_argument("--snapshot", type=Path, help="also save the model and optimiser here at every check")
     train.add_argument("--resume", type=Path, help="continue an interrupted run from its --snapshot folder")
     text = "leave out the loss that pulls page key tokens towards their text twins (a recipe variant)"

@@ -129,9 +129,9 @@ def test_one_run_of_a_schedule_equals_the_same_run_interrupted_and_resumed(tmp_p
     settings, quiet = _short(), {"log": lambda _: None}
     lines = []
     first = train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", log=lines.append)
-    train_demo(tmp_path / "b", settings, **quiet)
+    train_demo(tmp_path / "b", settings, workers=2, **quiet)
     weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in "ab"]
-    assert weights[0] == weights[1]  # seeded: a run repeats exactly
+    assert weights[0] == weights[1]  # seeded: a run repeats exactly, with batches built by workers too
     assert [h["step"] for h in first["history"]] == [8, 16, 24] and first["settings"]["seed"] == 0
     assert [line.split()[2] for line in lines if line.startswith("step ")][:4] == ["text"] * 4
 
@@ -219,6 +219,15 @@ def test_the_cli_passes_its_training_settings_through_to_the_record(tmp_path, ca
     [stage] = yaml.safe_load((tmp_path / "steps" / "training.yaml").read_text())["settings"]["stages"]
     assert stage["learning_rate"] == RECIPE[0].learning_rate == 2e-3
     assert TrainSettings().stages == RECIPE and TrainSettings().steps == 7350
+    gpu = ["train-demo", "--out", str(tmp_path / "gpu"), "--device", "cuda:99"]
+    assert main(gpu) == 2 and "--device cuda:99" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
+
+
+def test_a_run_on_a_gpu_names_the_gpu_beside_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"NVIDIA H200 ({device})")
+    threads = torch.get_num_threads()
+    assert provenance.machine(torch.device("cuda", 0)).endswith(f"threads: {threads}, GPU: NVIDIA H200 (cuda:0)")
+    assert "GPU" not in provenance.machine(torch.device("cpu"))
 
 
 def test_reading_loss_is_both_cross_entropies_on_the_language_models_input_embeddings(adapter):

@@ -32,20 +32,22 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def machine() -> str:
-    """The CPU by name (the numbers of a seeded run repeat on the same CPU and threads), and torch's threads."""
+def machine(device: torch.device | None = None) -> str:
+    """The CPU by name (the numbers of a seeded run repeat on the same CPU and threads), torch's threads, and the
+    GPU the model trained on, if any."""
     name = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         lines = cpuinfo.read_text().splitlines()
         name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
-    return f"{name}, torch threads: {torch.get_num_threads()}"
+    gpu = f", GPU: {torch.cuda.get_device_name(device)}" if device is not None and device.type == "cuda" else ""
+    return f"{name}, torch threads: {torch.get_num_threads()}{gpu}"
 
 
-def invocation(command: str | None, first_step: int) -> dict:
+def invocation(command: str | None, first_step: int, device: torch.device | None = None) -> dict:
     """One training invocation: a fresh run starts at step 0, a resumed one where its snapshot stopped."""
     started = datetime.now(UTC).replace(microsecond=0).isoformat()
-    return {"command": command, "code": code_commit(), "machine": machine(), "started": started,
+    return {"command": command, "code": code_commit(), "machine": machine(device), "started": started,
             "first_step": first_step}  # fmt: skip
 
 

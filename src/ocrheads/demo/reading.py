@@ -26,7 +26,8 @@ class GlyphReading:
 
     def __init__(self, model):
         self.output_layer = model.lm_head
-        self.previous = torch.nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
+        size = model.config.text_config  # initialised on the CPU, so a GPU run starts from the same probe
+        self.previous = torch.nn.Linear(size.hidden_size, size.vocab_size).to(model.lm_head.weight.device)
 
     def parameters(self):
         """The probe's: the optimiser trains it with the model."""
@@ -45,7 +46,7 @@ class GlyphReading:
     def loss(self, targets: list[tuple[int, int, int, int]], inputs_embeds: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of each (batch item, position, character, character to its left); `inputs_embeds` are
         the language model's inputs (hidden_states[0] of a forward with output_hidden_states)."""
-        found = torch.tensor(targets)
+        found = torch.tensor(targets, device=inputs_embeds.device)
         embeds = inputs_embeds[found[:, 0], found[:, 1]]
         own = torch.nn.functional.cross_entropy(self.output_layer(embeds).float(), found[:, 2])
         return own + torch.nn.functional.cross_entropy(self.previous(embeds).float(), found[:, 3])
@@ -73,7 +74,8 @@ class KeyAlignment:
             teacher = self.adapter.model(**batch, output_hidden_states=True).hidden_states
         pairs = [(item, i, t) for item, (image, text) in enumerate(zip(key_tokens, twins, strict=True))
                  if len(image) == len(text) for i, t in zip(image, text, strict=True)]  # fmt: skip
-        items, image_positions, text_positions = (torch.tensor(column) for column in zip(*pairs, strict=True))
+        device = hidden_states[0].device
+        items, image_positions, text_positions = (torch.tensor(c, device=device) for c in zip(*pairs, strict=True))
         total = 0.0
         for layer in self.layers:
             target = teacher[layer][items, text_positions]

@@ -24,6 +24,7 @@ from ocrheads.demo.examples import Examples, encode_for_training, exact_matches,
 from ocrheads.demo.provenance import invocation, provenance_markdown
 from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
+from ocrheads.devices import resolve_device, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.rundir import versions
@@ -102,13 +103,17 @@ def train_demo(
     snapshot: str | Path | None = None,
     resume: str | Path | None = None,
     command: str | None = None,
+    device: str = "cpu",
+    workers: int = 0,
 ) -> dict:
     """Train every stage of `settings` in one run, check on held-out samples of the task's default settings, and
     save a loadable checkpoint to `out` (and, at every check, to `snapshot`, with the optimiser's state).
 
     `resume` continues an interrupted run from its snapshot: weights, reading probe, optimiser state and step, so
     the result equals an uninterrupted run's; a snapshot of other settings is refused. `command`: how the run
-    was started, for the record and PROVENANCE.md (provenance.py)."""
+    was started, for the record and PROVENANCE.md (provenance.py). `device`: where the model trains (cpu, cuda,
+    cuda:N); `workers`: processes that build batches ahead of the steps (on a GPU, building one costs more than
+    the step; the batches, and so the weights, are the same with any number)."""
     settings, task = settings or TrainSettings(), task or DemoTask()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
@@ -116,20 +121,22 @@ def train_demo(
         tokenizer = build_tokenizer(settings.seed)
         adapter = QwenVLAdapter(build_model(tokenizer, settings.seed), build_processor(tokenizer))
         torch.nn.init.normal_(adapter.model.model.visual.patch_embed.proj.weight, std=settings.patch_init_std)
+        adapter.model.to(resolve_device(device))
         history, done, earlier_seconds, runs = [], 0, 0, []
     else:
-        adapter = QwenVLAdapter.load(resume, dtype=torch.float32)
+        adapter = QwenVLAdapter.load(resume, dtype=torch.float32, device=device)
         earlier = _resumable(Path(resume), settings, task)
         history, done, earlier_seconds = earlier["history"], earlier["history"][-1]["step"], earlier["training_seconds"]
         runs = earlier.get("runs", [])
-    runs = [*runs, invocation(command, done)]
+    runs = [*runs, invocation(command, done, adapter.device)]
     model = adapter.model.train()
     reading, alignment = GlyphReading(model), KeyAlignment(adapter)
     parameters = [*model.parameters(), *reading.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.stages[0].learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     if resume is not None:
         reading.load(Path(resume))
-        optimizer.load_state_dict(torch.load(Path(resume) / OPTIMIZER_FILE, weights_only=True))
+        state = torch.load(Path(resume) / OPTIMIZER_FILE, weights_only=True, map_location=adapter.device)
+        optimizer.load_state_dict(state)
     examples = Examples(task, settings.seed)
     checks = {}
 
@@ -143,19 +150,20 @@ def train_demo(
             "runs": runs,
         }
 
-    for step in range(done, settings.steps):
-        modality = modality_at(step, settings)
-        chosen = examples.training_batch(step * settings.batch_size, settings.batch_size, modality)
-        batch = encode_for_training(adapter, chosen)
+    batches = TrainingBatches(examples, adapter, settings, done)
+    # its own generator: making the iterator leaves torch's global random state as it was
+    ahead = {"num_workers": workers, "prefetch_factor": 4 if workers else None, "generator": torch.Generator()}
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=_as_built, **ahead)
+    for step, modality, contents, batch in loader:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)
         targets, keys = batch.pop("glyph_targets", None), batch.pop("key_tokens", None)
-        output = model(**batch, output_hidden_states=targets is not None)
+        output = model(**to_device(batch, adapter.device), output_hidden_states=targets is not None)
         loss = total = output.loss
         if targets is not None:
             total = loss + reading.loss(targets, output.hidden_states[0])
             if settings.key_alignment:
-                total = total + alignment.loss([e.content for e in chosen], keys, output.hidden_states)
+                total = total + alignment.loss(contents, keys, output.hidden_states)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -180,6 +188,28 @@ def train_demo(
 
 
 OPTIMIZER_FILE = "optimizer.pt"
+
+
+class TrainingBatches(torch.utils.data.Dataset):
+    """Step by step from `first`: (step, modality, the examples' contents, the encoded batch). Each depends only on
+    the seed and the step, so DataLoader workers build the same batches the training loop would."""
+
+    def __init__(self, examples: Examples, adapter: QwenVLAdapter, settings: TrainSettings, first: int):
+        self.examples, self.adapter, self.settings, self.first = examples, adapter, settings, first
+
+    def __len__(self) -> int:
+        return self.settings.steps - self.first
+
+    def __getitem__(self, index: int) -> tuple[int, str, list, dict]:
+        step, size = self.first + index, self.settings.batch_size
+        modality = modality_at(step, self.settings)
+        chosen = self.examples.training_batch(step * size, size, modality)
+        return step, modality, [e.content for e in chosen], encode_for_training(self.adapter, chosen)
+
+
+def _as_built(item):
+    """The DataLoader's collation: none, a step's batch is built whole."""
+    return item
 
 
 def _resumable(folder: Path, settings: TrainSettings, task: DemoTask) -> dict:
