@@ -112,8 +112,8 @@ def train_demo(
     `resume` continues an interrupted run from its snapshot: weights, reading probe, optimiser state and step, so
     the result equals an uninterrupted run's; a snapshot of other settings is refused. `command`: how the run
     was started, for the record and PROVENANCE.md (provenance.py). `device`: where the model trains (cpu, cuda,
-    cuda:N); `workers`: processes that build batches ahead of the steps (on a GPU, building one costs more than
-    the step; the batches, and so the weights, are the same with any number)."""
+    cuda:N); `workers`: processes that build batches ahead of the steps (on a GPU, building one likely costs more
+    than the step; the batches, and so the weights, are the same with any number)."""
     settings, task = settings or TrainSettings(), task or DemoTask()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
