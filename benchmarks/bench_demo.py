@@ -23,14 +23,6 @@ SAMPLES = 200
 UNSEEN_SEED = 777
 
 
-def chain_of(record: dict):
-    """The record and the records of the stages it resumed from (the bundled model's stages; a one-run record is
-    its own chain)."""
-    while record:
-        yield record
-        record = (record.get("resumed_from") or {}).get("record")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=BUNDLED_MODEL)
@@ -43,12 +35,11 @@ def main() -> None:
         found = estimate([float(hit) for hit in hits])
         print(f"{modality} passkeys: exact match {found.mean:.3f} [{found.low:.3f}, {found.high:.3f}] (n={found.n})")
     record = yaml.safe_load((args.model / "training.yaml").read_text(encoding="utf-8"))
-    stages = list(chain_of(record))
-    seconds, steps = (
-        sum(stage["training_seconds"] for stage in stages),
-        sum(stage["history"][-1]["step"] for stage in stages),
-    )
-    print(f"training: {seconds} s for {steps} steps in {len(stages)} stages, threads {record['settings']['threads']}")
+    runs = record.get("runs", [])
+    print(f"training: {record['training_seconds']} s for {record['history'][-1]['step']} steps in {len(runs)} "
+          f"invocations, threads {record['settings']['threads']}")  # fmt: skip
+    for run in runs:
+        print(f"  from step {run['first_step']}: {run['command']} (code {run['code']}; {run['machine']})")
     if args.demo:
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()

@@ -23,7 +23,11 @@ from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.passes import append_tokens, until_end
 
 ROW_TOLERANCE = 1e-5  # captured probabilities against float64
-EAGER_TOLERANCE = 1e-4  # against float32 eager attention, itself up to ~3e-5 off float64 where logits are large
+# Against float32 eager attention, which is its own forward pass: on the bundled demo model its rows are 4e-5 from a
+# float64 softmax of its own queries and keys, but 1.7e-4 from one of the capture's, since SDPA's and eager's float32
+# rounding in earlier layers moves the queries and keys and logits in the hundreds amplify that. A structural error
+# (a wrong mask, a wrong head) is 1e-2 or more.
+EAGER_TOLERANCE = 1e-3
 LOGIT_TOLERANCE = 1e-4  # the registered function runs SDPA itself: any difference means it changed the model
 EAGER_BUDGET = 2 * 2**30  # bytes of eager attention matrices verify may ask for
 

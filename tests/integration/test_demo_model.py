@@ -6,7 +6,10 @@ import pytest
 import yaml
 from rich.console import Console
 
+from ocrheads.demo.provenance import provenance_markdown
 from ocrheads.demo.run import BUNDLED_MODEL, DemoSettings, run_demo
+from ocrheads.demo.task import DemoTask
+from ocrheads.demo.train import TrainSettings, recorded_setup
 from ocrheads.models import load_adapter
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.report.browser import find_chromium
@@ -26,14 +29,21 @@ def _row(out, experiment, condition, dataset, metric="em"):
     return next(r for r in rows if (r["condition"], r["dataset"], r["metric"]) == (condition, dataset, metric))
 
 
-def test_the_bundled_model_is_a_small_qwen2_vl_checkpoint_with_its_training_record():
+def test_the_bundled_model_is_a_small_qwen2_vl_checkpoint_trained_by_one_run_of_todays_recipe():
     weights = BUNDLED_MODEL / "model.safetensors"
     assert weights.stat().st_size <= 25 * 2**20
     adapter = load_adapter(BUNDLED_MODEL)
     assert isinstance(adapter, QwenVLAdapter) and adapter.grid == (6, 8)
     record = yaml.safe_load((BUNDLED_MODEL / "training.yaml").read_text())
-    assert {"settings", "task", "training_seconds", "history", "versions"} <= set(record)
+    assert recorded_setup(record["settings"], record["task"]) == recorded_setup(TrainSettings(), DemoTask())
+    runs, checks = record["runs"], [check["step"] for check in record["history"]]
+    assert runs[0]["first_step"] == 0 and all(run["first_step"] in checks for run in runs[1:])
+    assert checks[-1] == TrainSettings().steps
+    assert len({run["code"] for run in runs}) == 1 and not runs[0]["code"].endswith("-dirty")
     assert record["history"][-1]["image"] >= 0.95 and record["history"][-1]["text"] >= 0.95
+    assert (BUNDLED_MODEL / "PROVENANCE.md").read_text() == provenance_markdown(record)
+    leftovers = [path.name for path in BUNDLED_MODEL.iterdir() if path.suffix == ".pt" or "probe" in path.name]
+    assert leftovers == []
 
 
 def test_it_reads_fresh_held_out_passkeys_from_pages_and_from_text(demo_run):

@@ -212,6 +212,14 @@ def _as_built(item):
     return item
 
 
+def recorded_setup(settings: TrainSettings | dict, task: DemoTask | dict) -> dict:
+    """Settings and task as a training.yaml holds them (tuples become lists), so a record compares equal to the
+    dataclasses that would train it again."""
+    as_dict = {"settings": settings if isinstance(settings, dict) else asdict(settings),
+               "task": task if isinstance(task, dict) else asdict(task)}  # fmt: skip
+    return json.loads(json.dumps(as_dict))
+
+
 def _resumable(folder: Path, settings: TrainSettings, task: DemoTask) -> dict:
     """The record of a snapshot this run can continue: same settings and task, optimiser state saved."""
     path = folder / "training.yaml"
@@ -219,9 +227,7 @@ def _resumable(folder: Path, settings: TrainSettings, task: DemoTask) -> dict:
         raise OcrHeadsError(f"{folder} is not a train-demo snapshot (no training.yaml and {OPTIMIZER_FILE}); "
                             "resume from the --snapshot folder of an interrupted run")  # fmt: skip
     earlier = yaml.safe_load(path.read_text(encoding="utf-8"))
-    now = {"settings": json.loads(json.dumps(asdict(settings))), "task": json.loads(json.dumps(asdict(task)))}
-    before = {"settings": earlier["settings"], "task": earlier["task"]}
-    if json.loads(json.dumps(before)) != now:
+    if recorded_setup(earlier["settings"], earlier["task"]) != recorded_setup(settings, task):
         raise OcrHeadsError(
             f"{folder} was trained with other settings; resume it with the settings it was started with"
         )
