@@ -107,7 +107,17 @@ def test_masking_verdict_compares_the_largest_ocr_arm_with_pooled_random_heads(t
 def test_sink_verdict_needs_an_interval_above_the_baseline(tmp_path, sink_arm, verdict):
     _write(tmp_path, "ocr", _lists([0.6, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
     _experiment(tmp_path, "sink", {"baseline": ("baseline", 0, 0.86, 0.82, 0.9), "ocr-top2": ("ocr", 2, *sink_arm)})
-    assert _findings(tmp_path)["sink"]["verdict"] == verdict
+    found = _findings(tmp_path)["sink"]
+    assert found["verdict"] == verdict and found["note"] == ""
+
+
+def test_a_sink_row_at_the_metrics_ceiling_says_no_lift_could_show(tmp_path):
+    _write(tmp_path, "ocr", _lists([0.6, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    _experiment(
+        tmp_path, "sink", {"baseline": ("baseline", 0, 0.99, 0.96, 1.0), "ocr-top2": ("ocr", 2, 0.99, 0.96, 1.0)}
+    )
+    found = _findings(tmp_path)["sink"]
+    assert found["verdict"] == "not shown" and "ceiling" in found["note"]
 
 
 def test_the_published_internvl2_file_measures_only_what_needs_ocr_scores(tmp_path):
