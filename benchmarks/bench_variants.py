@@ -1,9 +1,9 @@
 """Demo-model variants side by side (issue 20): does page reading use other heads than text copying?
 
 For each checkpoint: reading exact match per modality on fresh passkeys (as bench_demo.py), then the demo pipeline
-(`ocrheads demo` with its defaults): the Jaccard and top-10 overlap of the selected OCR and retrieval heads, and
-the cross-masking numbers: the top-k OCR heads masked on text passkeys and the top-k retrieval heads masked on
-pages, against k random heads (seeds pooled), each with its 95 % interval.
+(`ocrheads demo` with its defaults): the Jaccard and top-10 overlap of the selected OCR and retrieval heads, the
+top-4 heads of each, and the cross-masking numbers: the top-k OCR heads masked on text passkeys and the top-k
+retrieval heads masked on pages, against k random heads (seeds pooled), each with its 95 % interval.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_variants.py NAME=CHECKPOINT [NAME=CHECKPOINT ...]
      [--reading-samples 200] [--out runs/variants]
@@ -55,6 +55,11 @@ def masking_cells(run: Path) -> dict[str, str]:
     return cells
 
 
+def top_heads(run: Path, kind: str, k: int = 4) -> str:
+    """The kind's k best selected heads, to see where the two sets sit and where they part."""
+    return " ".join(json.loads((run / f"{kind}_heads.json").read_text())["heads"][:k])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("variants", nargs="+", metavar="NAME=CHECKPOINT")
@@ -69,6 +74,7 @@ def main() -> None:
         similarity = json.loads((run / "analysis.json").read_text())["similarity"]
         table.append({"variant": name, **reading(Path(checkpoint), args.reading_samples),
                       "jaccard": f"{similarity['jaccard']:.2f}", "top-10 overlap": f"{similarity['top_k_overlap']:.1f}",
+                      "top-4 ocr": top_heads(run, "ocr"), "top-4 retrieval": top_heads(run, "retrieval"),
                       **masking_cells(run)})  # fmt: skip
     columns = list(table[0])
     print("| " + " | ".join(columns) + " |")
