@@ -462,7 +462,7 @@ def _run_train_demo(args: argparse.Namespace) -> None:
         raise OcrHeadsError("a stage of your own needs --steps (without any stage option, the shipped recipe runs)")
     stages = (Stage(**given),) if given else RECIPE
     settings = TrainSettings(seed=args.seed, stages=stages, batch_size=args.batch_size, threads=args.threads,
-                             key_alignment=not args.no_key_alignment)  # fmt: skip
+                             key_alignment=not args.no_key_alignment, tied_reading=not args.untied_reading)  # fmt: skip
     command = "ocrheads " + shlex.join(args.argv)
     record = train_demo(args.out, settings, snapshot=args.snapshot, resume=args.resume, command=command,
                         device=args.device, workers=args.workers)  # fmt: skip
@@ -568,6 +568,9 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", type=Path, help="continue an interrupted run from its --snapshot folder")
     text = "leave out the loss that pulls page key tokens towards their text twins (a recipe variant)"
     train.add_argument("--no-key-alignment", action="store_true", help=text)
+    text = "page tokens name their characters through a probe of their own, not the tied output layer, so they need "
+    text += "not sit where text tokens do (a recipe variant)"
+    train.add_argument("--untied-reading", action="store_true", help=text)
     stage = train.add_argument_group("one stage instead of the recipe", f"the recipe: {len(RECIPE)} stages, "
                                      f"{sum(s.steps for s in RECIPE)} steps (ocrheads.demo.train.RECIPE)")  # fmt: skip
     stage.add_argument("--steps", type=int)

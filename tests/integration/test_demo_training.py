@@ -2,6 +2,7 @@
 training keys and haystacks, the learning-rate schedule, and a seeded run that repeats exactly."""
 
 import subprocess
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from ocrheads.demo.train import (
     TrainSettings,
     learning_rate,
     modality_at,
+    recorded_setup,
     train_demo,
 )
 from ocrheads.errors import OcrHeadsError
@@ -276,6 +278,61 @@ def test_the_key_alignment_loss_is_a_switch_of_the_recipe(tmp_path, monkeypatch)
     assert record["settings"]["key_alignment"] is False
     with pytest.raises(AssertionError, match="alignment loss was taken"):
         train_demo(tmp_path / "b", _short(stages=settings.stages, text_first=0, eval_every=2), log=lambda _: None)
+
+
+def test_untied_reading_names_page_characters_by_a_probe_of_its_own_kept_beside_the_checkpoint(adapter, tmp_path):
+    examples = Examples(DemoTask(), seed=0).training_batch(32, 2, "image")
+    batch = encode_for_training(adapter, examples)
+    targets, _ = batch.pop("glyph_targets"), batch.pop("key_tokens")
+    with torch.no_grad():
+        embeds = adapter.model(**batch, output_hidden_states=True).hidden_states[0]
+    untied, tied = GlyphReading(adapter.model, tied=False), GlyphReading(adapter.model)
+    assert untied.own is not adapter.model.lm_head and tied.own is adapter.model.lm_head
+    assert len(untied.parameters()) == 4 and len(tied.parameters()) == 2  # the model's own layer is not a probe's
+    rows = torch.tensor(targets)
+    picked = embeds[rows[:, 0], rows[:, 1]]
+    by_hand = sum(
+        torch.nn.functional.cross_entropy(probe(picked), rows[:, col])
+        for probe, col in ((untied.own, 2), (untied.previous, 3))
+    )
+    with torch.no_grad():
+        assert untied.loss(targets, embeds).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    adapter.model.zero_grad(set_to_none=True)
+    untied.loss(targets, embeds).backward()
+    assert adapter.model.lm_head.weight.grad is None and untied.own.weight.grad is not None  # the output layer is free
+    untied.save(tmp_path)
+    assert sorted(load_file(tmp_path / PROBE_FILE)) == ["bias", "own.bias", "own.weight", "weight"]
+    fresh = GlyphReading(adapter.model, tied=False)
+    fresh.load(tmp_path)
+    assert torch.equal(fresh.own.weight, untied.own.weight) and torch.equal(fresh.previous.bias, untied.previous.bias)
+
+
+def test_an_untied_run_records_its_switch_and_resumes_exactly(tmp_path):
+    settings = _short(stages=(Stage(4, 1e-3, eval_samples=1),), text_first=0, eval_every=2, tied_reading=False)
+    quiet = {"log": lambda _: None}
+    whole = train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", **quiet)
+    assert whole["settings"]["tied_reading"] is False
+    assert "page characters read by a probe of their own" in (tmp_path / "a" / "PROVENANCE.md").read_text()
+
+    def stop_after_step_2(line: str) -> None:
+        if line.startswith("step 2 "):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_demo(tmp_path / "b", settings, snapshot=tmp_path / "b-snap", log=stop_after_step_2)
+    train_demo(tmp_path / "b", settings, resume=tmp_path / "b-snap", **quiet)
+    for name in ("model.safetensors", PROBE_FILE):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+    with pytest.raises(OcrHeadsError, match="trained with other settings"):
+        train_demo(
+            tmp_path / "c", _short(stages=settings.stages, text_first=0, eval_every=2), resume=tmp_path / "b-snap"
+        )
+
+
+def test_a_record_written_before_a_setting_existed_has_its_default():
+    written_then = {key: value for key, value in asdict(TrainSettings()).items() if key != "tied_reading"}
+    assert recorded_setup(written_then, DemoTask()) == recorded_setup(TrainSettings(), DemoTask())
+    assert recorded_setup(written_then, DemoTask()) != recorded_setup(TrainSettings(tied_reading=False), DemoTask())
 
 
 def test_the_code_commit_is_the_checkouts_head_and_says_when_the_source_differs(tmp_path, monkeypatch):

@@ -65,8 +65,9 @@ def provenance_markdown(record: dict) -> str:
     stages = settings["stages"]
     total = sum(stage["steps"] for stage in stages)
     count = f"{len(stages)} stage" + ("s" if len(stages) > 1 else "")
+    untied = "" if settings.get("tied_reading", True) else "; page characters read by a probe of their own"
     lines += ["", f"Seed {settings['seed']}; {count}, {total:,} steps of batch {settings['batch_size']}; "
-              f"key alignment {'on' if settings['key_alignment'] else 'off'}. Training time "
+              f"key alignment {'on' if settings['key_alignment'] else 'off'}{untied}. Training time "
               f"{record['training_seconds']:,} s. Versions: "
               + ", ".join(f"{name} {v}" for name, v in record["versions"].items()) + ".", "",
               "| step | held-out exact match, image | text | seconds |", "|---|---|---|---|"]  # fmt: skip

@@ -18,37 +18,46 @@ class GlyphReading:
 
     - it names the character it shows, read through the model's (tied) output layer. This dense signal, on every
       token of every page, teaches the vision tower to read long before the answer loss alone would, and puts
-      image tokens where the text tokens they show live, so copying learnt on text carries over to pages;
+      image tokens where the text tokens they show live, so copying learnt on text carries over to pages.
+      Untied (`tied=False`, a recipe variant), a probe of its own reads it, and page tokens may live elsewhere;
     - a linear probe, used in training only, reads from it the character to its left. Copying a key in order
       means finding the token whose left neighbour is the digit just written; on a page that neighbour is one
       column away, not one position in every rotary section as in text, so each token carries it itself.
     """
 
-    def __init__(self, model):
-        self.output_layer = model.lm_head
-        size = model.config.text_config  # initialised on the CPU, so a GPU run starts from the same probe
-        self.previous = torch.nn.Linear(size.hidden_size, size.vocab_size).to(model.lm_head.weight.device)
+    def __init__(self, model, tied: bool = True):
+        size, device = model.config.text_config, model.lm_head.weight.device
+        # initialised on the CPU, so a GPU run starts from the same probes
+        self.previous = torch.nn.Linear(size.hidden_size, size.vocab_size).to(device)
+        self.own = model.lm_head if tied else torch.nn.Linear(size.hidden_size, size.vocab_size).to(device)
+        self.probes = {"": self.previous} | ({} if tied else {"own.": self.own})
 
     def parameters(self):
-        """The probe's: the optimiser trains it with the model."""
-        return self.previous.parameters()
+        """The probes': the optimiser trains them with the model."""
+        return [parameter for probe in self.probes.values() for parameter in probe.parameters()]
 
     def save(self, folder: Path) -> None:
-        """Beside the checkpoint, apart from the model's weights: a resumed stage goes on with the trained probe,
-        where a fresh one's large early gradients would shake the embeddings the model has learnt to read."""
-        save_file(self.previous.state_dict(), folder / PROBE_FILE)
+        """Beside the checkpoint, apart from the model's weights: a resumed stage goes on with the trained probes,
+        where fresh ones' large early gradients would shake the embeddings the model has learnt to read."""
+        state = {
+            prefix + key: value for prefix, probe in self.probes.items() for key, value in probe.state_dict().items()
+        }
+        save_file(state, folder / PROBE_FILE)
 
     def load(self, folder: Path) -> None:
-        """The probe saved beside a checkpoint, if there is one (checkpoints saved before it was kept have none)."""
+        """The probes saved beside a checkpoint, if there are any (checkpoints saved before they were kept have
+        none)."""
         if (folder / PROBE_FILE).is_file():
-            self.previous.load_state_dict(load_file(folder / PROBE_FILE))
+            state = load_file(folder / PROBE_FILE)
+            for prefix, probe in self.probes.items():
+                probe.load_state_dict({key: state[prefix + key] for key in probe.state_dict()})
 
     def loss(self, targets: list[tuple[int, int, int, int]], inputs_embeds: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of each (batch item, position, character, character to its left); `inputs_embeds` are
         the language model's inputs (hidden_states[0] of a forward with output_hidden_states)."""
         found = torch.tensor(targets, device=inputs_embeds.device)
         embeds = inputs_embeds[found[:, 0], found[:, 1]]
-        own = torch.nn.functional.cross_entropy(self.output_layer(embeds).float(), found[:, 2])
+        own = torch.nn.functional.cross_entropy(self.own(embeds).float(), found[:, 2])
         return own + torch.nn.functional.cross_entropy(self.previous(embeds).float(), found[:, 3])
 
 

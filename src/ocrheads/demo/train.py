@@ -62,6 +62,7 @@ class TrainSettings:
     text_first: int = 800  # steps of text batches alone before images join in
     patch_init_std: float = 0.1  # patch embeddings start larger than the default 0.02, so ink stands out at once
     key_alignment: bool = True  # pull page key tokens towards their text twins (reading.KeyAlignment)
+    tied_reading: bool = True  # page tokens name their characters through the tied output layer (GlyphReading)
     eval_every: int = 250
     threads: int = 2
 
@@ -130,7 +131,7 @@ def train_demo(
         runs = earlier.get("runs", [])
     runs = [*runs, invocation(command, done, adapter.device)]
     model = adapter.model.train()
-    reading, alignment = GlyphReading(model), KeyAlignment(adapter)
+    reading, alignment = GlyphReading(model, settings.tied_reading), KeyAlignment(adapter)
     parameters = [*model.parameters(), *reading.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.stages[0].learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     if resume is not None:
@@ -214,9 +215,10 @@ def _as_built(item):
 
 def recorded_setup(settings: TrainSettings | dict, task: DemoTask | dict) -> dict:
     """Settings and task as a training.yaml holds them (tuples become lists), so a record compares equal to the
-    dataclasses that would train it again."""
-    as_dict = {"settings": settings if isinstance(settings, dict) else asdict(settings),
-               "task": task if isinstance(task, dict) else asdict(task)}  # fmt: skip
+    dataclasses that would train it again. A record written before a setting existed has that setting's default,
+    which is what training did then."""
+    settings = asdict(TrainSettings()) | settings if isinstance(settings, dict) else asdict(settings)
+    as_dict = {"settings": settings, "task": task if isinstance(task, dict) else asdict(task)}
     return json.loads(json.dumps(as_dict))
 
 
