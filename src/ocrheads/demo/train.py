@@ -217,7 +217,7 @@ def recorded_setup(settings: TrainSettings | dict, task: DemoTask | dict) -> dic
     """Settings and task as a training.yaml holds them (tuples become lists), so a record compares equal to the
     dataclasses that would train it again. A record written before a setting existed has that setting's default,
     which is what training did then."""
-    settings = asdict(TrainSettings()) | settings if isinstance(settings, dict) else asdict(settings)
+    settings = (asdict(TrainSettings()) | settings) if isinstance(settings, dict) else asdict(settings)
     as_dict = {"settings": settings, "task": task if isinstance(task, dict) else asdict(task)}
     return json.loads(json.dumps(as_dict))
 
