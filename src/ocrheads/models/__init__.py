@@ -45,15 +45,17 @@ def checkpoint_config(name_or_path: str | Path) -> PretrainedConfig:
     """A checkpoint's config alone (small files): what is checked before any weights are loaded. A remote-code
     layout that ocrheads converts gives the config its native conversion will have."""
     name = str(name_or_path)
-    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
-        raise OcrHeadsError(f"--model {name}: the folder has no config.json; pass a checkpoint folder")
-    raw = _raw_config(name)
+    return _config(name, _raw_config(name))
+
+
+def _config(name: str, raw: dict | None) -> PretrainedConfig:
+    """The config of checkpoint `name`, given its config.json as written (`raw`, None where unread)."""
     if raw is not None and convert.is_remote_layout(raw):
         return convert.native_config(convert.source_folder(name, small_files_only=True))
     if raw is not None:
         convert.refuse_unknown_remote(raw, name)
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
         if name.startswith((".", "/", "~")) or Path(name).exists():
             reason = f"there is no folder {name}" if not Path(name).exists() else str(err).splitlines()[0]
@@ -65,7 +67,10 @@ def checkpoint_config(name_or_path: str | Path) -> PretrainedConfig:
 
 
 def _raw_config(name: str) -> dict | None:
-    """config.json as written, or None where it cannot be had (AutoConfig then says why)."""
+    """config.json as written, or None where it cannot be had (AutoConfig then says why); a local folder without
+    one is refused here."""
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise OcrHeadsError(f"--model {name}: the folder has no config.json; pass a checkpoint folder")
     try:
         path = Path(name) / "config.json" if Path(name).is_dir() else Path(hf_hub_download(name, "config.json"))
         return json.loads(path.read_text(encoding="utf-8"))
@@ -98,7 +103,7 @@ class ModelSpec:
         """The checkpoint's config; the load options are checked with it, so a bad one fails before any loading."""
         resolve_device(self.device)
         resolve_dtype(self.dtype)
-        config = checkpoint_config(self.name)
+        config = _config(self.name, self.raw_config)
         adapter_class(config).check_pixel_options(self.pixels)
         return config
 
@@ -107,10 +112,14 @@ class ModelSpec:
         return checkpoint_grid(self.config)
 
     @cached_property
+    def raw_config(self) -> dict | None:
+        """config.json as written, read once (for a hub id, each read may ask the hub)."""
+        return _raw_config(self.name)
+
+    @property
     def remote_layout(self) -> bool:
         """Whether the checkpoint is in a remote-code layout that is converted before loading."""
-        raw = _raw_config(self.name)
-        return raw is not None and convert.is_remote_layout(raw)
+        return self.raw_config is not None and convert.is_remote_layout(self.raw_config)
 
     def pinned(self) -> dict:
         """The part of a run's config known before loading (compared with an existing run before loading)."""
