@@ -45,3 +45,18 @@ def test_pixel_options_reach_the_processor_and_unknown_ones_are_refused(tmp_path
     assert tiles == {2: 3, 6: 7}  # crops plus the thumbnail
     with pytest.raises(OcrHeadsError, match=r"internvl has no pixel option.s. max_pixels; it takes: min_patches"):
         load_adapter(tmp_path, max_pixels=1000)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl", "smolvlm"])
+def test_image_only_processors_keep_their_options_through_save_and_load(family, tmp_path):
+    """transformers 5.25 builds a loaded processor from its `__init__`'s declared names only, which dropped
+    image_seq_length (InternVL), image_seq_len (SmolVLM) and chat_template for our video-less subclass."""
+    adapter = tiny_adapter(family)
+    adapter.processor.chat_template = TEMPLATE.replace("PLACEHOLDER", adapter.image_placeholder)
+    adapter.processor.save_pretrained(tmp_path)
+    loaded = type(adapter).processor_class.from_pretrained(tmp_path)
+    assert loaded.chat_template == adapter.processor.chat_template
+    for option in ("image_seq_length", "image_seq_len"):
+        if hasattr(adapter.processor, option):
+            assert getattr(adapter.processor, option) == 4  # the tiny value, not the class default (256, 169)
+            assert getattr(loaded, option) == 4

@@ -27,11 +27,14 @@ def image_only(processor_class: type) -> type:
     """A processor subclass without the video processor, which cannot load without torchvision.
 
     It keeps the parent's name and every other init argument (image_seq_length, chat_template, ...), so it
-    loads from and saves to the same checkpoint files as the parent.
+    loads from and saves to the same checkpoint files as the parent. transformers builds a loaded processor from
+    the names its `__init__` code declares, which for this subclass are only the two sub-processors; so both of
+    its constructors from a saved dict are overridden to pass the parent's options on (`from_args_and_dict` up to
+    5.24, `from_dict` from 5.25), or a saved image_seq_length, image_seq_len or chat_template is dropped at load.
     """
     parent = inspect.signature(processor_class.__init__)
     signature = parent.replace(parameters=[p for p in parent.parameters.values() if p.name != "video_processor"])
-    options = set(signature.parameters) - {"self", "image_processor", "tokenizer", "kwargs"}
+    accepted = set(signature.parameters) - {"self", "kwargs"}
 
     class ImageOnly(processor_class):
         def __init__(self, image_processor=None, tokenizer=None, **kwargs):
@@ -39,7 +42,11 @@ def image_only(processor_class: type) -> type:
 
         @classmethod
         def from_args_and_dict(cls, args, processor_dict, **kwargs):
-            return cls(*args, **{key: value for key, value in {**processor_dict, **kwargs}.items() if key in options})
+            return cls(*args, **{key: value for key, value in {**processor_dict, **kwargs}.items() if key in accepted})
+
+        @classmethod
+        def from_dict(cls, processor_dict, **kwargs):
+            return cls.from_args_and_dict((), processor_dict, **kwargs)
 
     ImageOnly.__init__.__signature__ = signature
     ImageOnly.__name__ = ImageOnly.__qualname__ = processor_class.__name__
