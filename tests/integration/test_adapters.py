@@ -60,3 +60,19 @@ def test_image_only_processors_keep_their_options_through_save_and_load(family, 
         if hasattr(adapter.processor, option):
             assert getattr(adapter.processor, option) == 4  # the tiny value, not the class default (256, 169)
             assert getattr(loaded, option) == 4
+
+
+def test_loading_under_an_untested_transformers_warns_in_one_line(checkpoint, monkeypatch, caplog):
+    from packaging.version import Version
+
+    from ocrheads import compat
+
+    monkeypatch.setattr(compat, "TESTED_TRANSFORMERS", (Version("4.0.0"), Version("4.1.0")))
+    compat.warn_if_untested.cache_clear()
+    with caplog.at_level("WARNING", logger="ocrheads"):
+        load_adapter(checkpoint, dtype=torch.float32)
+        load_adapter(checkpoint, dtype=torch.float32)
+    compat.warn_if_untested.cache_clear()
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        f"warning: transformers {compat.transformers.__version__} is installed"
+    ]

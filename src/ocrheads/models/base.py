@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from transformers import BatchEncoding, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
+from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.geometry import ImageTokens
@@ -104,6 +105,7 @@ class ModelAdapter(ABC):
         device_map "auto" spreads a model too big for one GPU over all of them (accelerate), instead of `device`.
         """
         cls.check_pixel_options(pixels)
+        warn_if_untested()
         dtype = resolve_dtype(dtype)
         if device_map is not None:
             model = cls.model_class.from_pretrained(name_or_path, dtype=dtype, device_map=device_map).eval()
