@@ -55,7 +55,7 @@ compat)
         else
             result=FAILED status=1
         fi
-        echo "$name: transformers $version: $result ($(tail -n 1 "$env.log" | tr -d '='))"
+        echo "$name: transformers $version: $result ($(grep -E '[0-9]+ (passed|failed)' "$env.log" | tail -n 1 | tr -d '='))"
     done
     exit $status
     ;;

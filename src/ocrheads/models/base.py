@@ -43,7 +43,9 @@ def image_only(processor_class: type) -> type:
 
         @classmethod
         def from_args_and_dict(cls, args, processor_dict, **kwargs):
-            return cls(*args, **{key: value for key, value in {**processor_dict, **kwargs}.items() if key in accepted})
+            positional = list(signature.parameters)[1 : 1 + len(args)]  # after self: what `args` already gives
+            options = {**processor_dict, **kwargs}.items()
+            return cls(*args, **{key: value for key, value in options if key in accepted and key not in positional})
 
         @classmethod
         def from_dict(cls, processor_dict, **kwargs):
