@@ -1,8 +1,19 @@
-"""Where the model runs, and the one place that moves what runners build onto it.
+"""Where the model runs, and the device rule every piece of ocrheads follows.
 
-Runners build batches, capture rows, key sets and masks on the CPU. `to_device` moves any of them (tensors, and
-tensors inside dicts, lists, tuples and dataclasses) to the model's input device; results come back with
-`to_cpu`. Nothing else in ocrheads names a device.
+The rule (a GPU refuses what a CPU allows: an op on tensors of two devices, `.numpy()` of a GPU tensor):
+- Model-device tensors are the batch after `adapter.encode`, what forward and generate calls return, and what a
+  session holds while it runs (captured rows, kept head outputs, output sums). Only forward calls, the attention
+  function and the session compute with them. A model may be split over GPUs (`--device-map auto`), so each layer's
+  tensors are on that layer's GPU: the attention function moves what it is given to the device of the layer's own
+  tensors, never to "the" device.
+- Everything else (image geometry, evidence, alignment, tables, metrics, sinks and means handed back, verify's
+  comparisons, test references) works on CPU copies it asks for explicitly with `to_cpu`, once per batch, and
+  builds its requests on the CPU. `attention_session` moves requests once to the model's input device, and
+  `append_tokens`-like helpers move what they add to the batch's device with `to_device`.
+- Results leave a session through `to_cpu` (captured rows, means, sink masks), so nothing downstream sees a GPU.
+
+The suite checks this without a GPU: ocrheads.testing.virtual_devices runs the GPU-facing paths on the CPU with
+every tensor labelled with the device it would have, and raises where CUDA would.
 """
 
 from __future__ import annotations

@@ -133,12 +133,12 @@ def _row_checks(session, eager, dtype: torch.dtype, shape: tuple[int, int, int])
     flips = eager_flips = 0
     for layer in session.layers:
         [inputs] = session.inputs(layer)
-        reference = float64_rows(inputs)
-        probs = session.captured(layer).probs[:, :, inputs.columns]
+        reference = to_cpu(float64_rows(inputs))  # compared on the CPU: eager rows come back on the input's GPU
+        probs = to_cpu(session.captured(layer).probs[:, :, inputs.columns])
         ours_error = max(ours_error, float((probs.double() - reference).abs().max()))
         flips += int((probs.argmax(-1) != reference.argmax(-1)).sum())
         if eager is not None:
-            rows = eager[layer].double()
+            rows = to_cpu(eager[layer]).double()
             eager_error = max(eager_error, float((rows - reference).abs().max()))
             ours_vs_eager = max(ours_vs_eager, float((probs.double() - rows).abs().max()))
             eager_flips += int((rows.argmax(-1) != reference.argmax(-1)).sum())

@@ -16,7 +16,7 @@ from transformers.convert_slow_tokenizer import TikTokenConverter
 from ocrheads.models.base import image_only
 from ocrheads.models.tiny import MROPE, qwen_vision_ids, text_config
 
-from .tiny_inputs import TEST_DEVICE
+from .tiny_inputs import on_test_device
 
 PATTERN = (  # Qwen's split: one digit per token (tiktoken's default groups up to three)
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -79,4 +79,4 @@ def qwen2_vl_paper_model():
         image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
     torch.manual_seed(0)
-    return tf.Qwen2VLForConditionalGeneration(config).eval().to(TEST_DEVICE), processor
+    return on_test_device(tf.Qwen2VLForConditionalGeneration(config).eval()), processor

@@ -4,42 +4,44 @@ import pytest
 import torch
 
 from ocrheads.attention import Capture, attention_session, install
+from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.tiny import FAMILIES, build_tiny
+from ocrheads.models.tiny import FAMILIES
 
-from .tiny_inputs import extend_for, padded_batch
+from .tiny_inputs import extend_for, padded_batch, tiny_model
 
 TOLERANCE = 1e-5
 
 
 def _eager_attentions(model, batch):
+    """Logits and attentions of eager attention, on the CPU (compared with CPU copies of what was captured)."""
     model.set_attn_implementation("eager")
     with torch.no_grad():
         out = model(**batch, output_attentions=True)
-    return out.logits, out.attentions
+    return to_cpu(out.logits), to_cpu(out.attentions)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prefill_rows_equal_eager_rows_and_logits_are_unchanged(family):
-    tiny = build_tiny(family)
+    tiny = tiny_model(family)
     model, batch = tiny.model, padded_batch(tiny)
     eager_logits, eager = _eager_attentions(model, batch)
     model.set_attn_implementation("sdpa")
     with torch.no_grad():
-        sdpa_logits = model(**batch).logits
+        sdpa_logits = to_cpu(model(**batch).logits)
     install(model)
     length = batch["input_ids"].shape[1]
-    real = batch["attention_mask"].bool()
+    real = to_cpu(batch["attention_mask"]).bool()
     rows = torch.where(real, torch.arange(length), -1)  # every non-padding query row
     key_sets = torch.stack([real, ~real], dim=1)
     with torch.no_grad(), attention_session(model, capture=Capture(rows, key_sets=key_sets, keep_probs=True)) as s:
-        logits = model(**batch).logits
+        logits = to_cpu(model(**batch).logits)
     assert (logits - sdpa_logits).abs().max() < TOLERANCE
     # Padding rows differ between eager and SDPA themselves (fully masked rows); compare the real ones.
     assert (logits - eager_logits)[real].abs().max() < 1e-4
     assert s.layers == list(range(len(eager)))
     for layer, reference in enumerate(eager):
-        captured = s.captured(layer)
+        captured = to_cpu(s.captured(layer))
         assert torch.equal(captured.positions, rows)
         for item in range(2):
             valid = rows[item] >= 0
@@ -53,7 +55,7 @@ def test_prefill_rows_equal_eager_rows_and_logits_are_unchanged(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
-    tiny = build_tiny(family)
+    tiny = tiny_model(family)
     model, batch = tiny.model, padded_batch(tiny)
     install(model)
     length = batch["input_ids"].shape[1]
@@ -64,14 +66,14 @@ def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
         sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
     _, eager = _eager_attentions(model, extend_for(batch, sequences))
     for layer, reference in enumerate(eager):
-        captured = s.captured(layer)
+        captured = to_cpu(s.captured(layer))
         keys = captured.probs.shape[-1]
         want = reference[:, :, rows[0], :keys]
         assert (captured.probs - want).abs().max() < TOLERANCE, f"layer {layer}"
 
 
 def test_bad_requests_name_the_fix():
-    tiny = build_tiny("qwen2_vl")
+    tiny = tiny_model("qwen2_vl")
     model, batch = tiny.model, padded_batch(tiny)
     with pytest.raises(OcrHeadsError, match="install"), attention_session(model):
         pass

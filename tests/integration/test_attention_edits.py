@@ -8,9 +8,9 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ocrheads.attention import Edits, OutputSums, SinkRedistribution, attention_session, install
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.tiny import FAMILIES, build_tiny
+from ocrheads.models.tiny import FAMILIES
 
-from .tiny_inputs import padded_batch
+from .tiny_inputs import padded_batch, tiny_model
 
 TOLERANCE = 1e-5
 
@@ -37,7 +37,7 @@ def hooked_logits(model, batch, register):
 
 @pytest.fixture(params=FAMILIES)
 def tiny_batch(request):
-    tiny = build_tiny(request.param)
+    tiny = tiny_model(request.param)
     batch = padded_batch(tiny)
     return install(tiny.model), batch, batch["attention_mask"].bool()
 
@@ -185,7 +185,7 @@ def test_sink_with_beta_one_changes_nothing(tiny_batch):
 
 
 def test_edits_outside_the_model_are_refused():
-    model = install(build_tiny("llava").model)
+    model = install(tiny_model("llava").model)
     with pytest.raises(
         OcrHeadsError, match=r"zeroed heads: head\(s\) \[4\] of layer 0 outside the model \(heads 0..3\)"
     ):

@@ -12,7 +12,7 @@ from ocrheads.demo.task import DemoTask
 from ocrheads.models import load_adapter
 from ocrheads.models.tiny import FAMILIES
 
-from .tiny_inputs import TEST_DEVICE, page, tiny_adapter
+from .tiny_inputs import LOAD_DEVICE, page, tiny_adapter
 
 TOLERANCE = 1e-5
 
@@ -79,7 +79,7 @@ def test_the_demo_model_captures_exactly_on_a_padded_batch_of_two_pages(tmp_path
     task = DemoTask()
     options = dict(lengths=(task.context_length,), digits=task.digits, intro=task.intro, style=task.style(0))
     samples = generate("passkey", tmp_path / "data", n=2, seed=11, progress=False, fonts=task.fonts, **options)
-    adapter = load_adapter(BUNDLED_MODEL, dtype=dtype, device=TEST_DEVICE)
+    adapter = load_adapter(BUNDLED_MODEL, dtype=dtype, device=LOAD_DEVICE)
     pages = [[Image.open(tmp_path / "data" / s.pages[0]).convert("RGB")] for s in samples]
     prompts = [adapter.prompt(samples[0].question, 1), adapter.prompt("Key?", 1)]
     _check(adapter, adapter.encode(prompts, pages), dtype)

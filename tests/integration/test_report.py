@@ -15,6 +15,7 @@ from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import open_page
 from ocrheads.demo.provenance import invocation, made_by
+from ocrheads.devices import to_cpu
 from ocrheads.heads import Head
 from ocrheads.models.geometry import spread_over_image
 from ocrheads.scoring.overlays import head_attention
@@ -37,11 +38,12 @@ def test_head_attention_maps_equal_eager_attention_spread_over_the_page(tmp_path
     length = batch["input_ids"].shape[1]
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():
-        full = extend_for(batch, torch.cat([batch["input_ids"], torch.tensor([answer])], 1))
+        ids = batch["input_ids"]
+        full = extend_for(batch, torch.cat([ids, torch.tensor([answer], device=ids.device)], 1))
         attentions = adapter.model(**full, output_attentions=True).attentions
     install(adapter.model)
     for head in heads:
-        rows = attentions[head.layer][0, head.head, length - 1 : length - 1 + len(answer)]
+        rows = to_cpu(attentions[head.layer][0, head.head, length - 1 : length - 1 + len(answer)])
         for page, image in enumerate(images):
             expected = spread_over_image(image, rows.mean(0).numpy())
             np.testing.assert_allclose(maps[head][page], expected, rtol=1e-4, atol=1e-9)

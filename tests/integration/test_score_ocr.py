@@ -6,6 +6,7 @@ from PIL import Image
 
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
+from ocrheads.devices import to_cpu
 from ocrheads.models.geometry import box_tokens
 from ocrheads.models.tiny import FAMILIES
 from ocrheads.scoring.evidence import answer_units
@@ -34,7 +35,8 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
         if (where := answer_units(sample, options)[unit]) is not None:
             rule, threshold, rounding = options.evidence_rule, options.evidence_threshold, options.box_rounding
             evidence |= set(box_tokens(where[1], images[where[0]], rule, threshold, rounding))
-    extended = extend_for(batch, torch.cat([batch["input_ids"], torch.tensor([written])], 1))
+    ids = batch["input_ids"]
+    extended = extend_for(batch, torch.cat([ids, torch.tensor([written], device=ids.device)], 1))
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():
         attentions = adapter.model(**extended, output_attentions=True).attentions
@@ -43,7 +45,7 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
     probs = torch.stack([a[0, :, row] for a in attentions])  # (layers, heads, keys)
     eligible = probs if options.argmax_keys == "all" else probs[..., : length - 1]
     mass = probs[..., sorted(evidence)].sum(-1)
-    return eligible.argmax(-1), mass, evidence, row
+    return to_cpu(eligible.argmax(-1)), to_cpu(mass), evidence, row
 
 
 def _check_against_reference(adapter, sample, pages, options):

@@ -5,6 +5,7 @@ import torch
 
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
+from ocrheads.devices import to_cpu
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.retrieval import needle_positions, score_retrieval_batch, text_prompt
 from ocrheads.scoring.table import EntryTable
@@ -23,16 +24,17 @@ def _eager_rows(adapter, samples):
     batch = adapter.encode(prompts, [[] for _ in samples])
     answers = [adapter.processor.tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
     width = max(map(len, answers))
-    tokens = torch.tensor([a + [0] * (width - len(a)) for a in answers])
-    mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers])
+    device = batch["input_ids"].device
+    tokens = torch.tensor([a + [0] * (width - len(a)) for a in answers], device=device)
+    mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=device)
     full = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
     full["attention_mask"] = torch.cat([batch["attention_mask"], mask], 1)
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():
         attentions = adapter.model(**full, output_attentions=True).attentions
     install(adapter.model)
-    needles = needle_positions(adapter, prompts, samples, batch["input_ids"])
-    return batch, full["input_ids"], torch.stack(attentions), needles
+    needles = needle_positions(adapter, prompts, samples, to_cpu(batch["input_ids"]))
+    return to_cpu(dict(batch)), to_cpu(full["input_ids"]), to_cpu(torch.stack(attentions)), needles
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])

@@ -3,6 +3,7 @@
 import torch
 
 from ocrheads.attention import install
+from ocrheads.devices import to_cpu
 from ocrheads.eval.sinks import first_sinks, mass_sinks
 
 from .tiny_inputs import padded_batch, tiny_adapter
@@ -16,7 +17,7 @@ def test_mass_sinks_are_the_keys_the_heads_attend_most_in_eager_attention():
     model.set_attn_implementation("eager")
     with torch.no_grad():
         eager = model(**batch, output_attentions=True).attentions
-    mean = torch.cat([eager[layer][:, list(hs), -1] for layer, hs in heads.items()], 1).mean(1)
+    mean = to_cpu(torch.cat([eager[layer][:, list(hs), -1] for layer, hs in heads.items()], 1).mean(1))
     threshold = float(mean.max(-1).values.min()) * 0.9  # every item has at least one sink
     install(model)
     found = mass_sinks(adapter, batch, heads, threshold, batch["input_ids"].shape[1] + 3)

@@ -7,10 +7,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from ocrheads.data.fonts import load_font
+from ocrheads.devices import model_device, to_device
 from ocrheads.models import ModelAdapter, adapter_class
 from ocrheads.models.tiny import Tiny, build_tiny
+from ocrheads.testing.virtual_devices import place
 
-TEST_DEVICE = os.environ.get("OCRHEADS_TEST_DEVICE", "cpu")  # e.g. cuda: the same tests then check a GPU
+# cuda: the same tests then check a GPU; virtual: they check the GPU paths on the CPU (tests/conftest.py)
+TEST_DEVICE = os.environ.get("OCRHEADS_TEST_DEVICE", "cpu")
+LOAD_DEVICE = "cpu" if TEST_DEVICE == "virtual" else TEST_DEVICE  # --device: a loaded model is placed after loading
 BLOCK = "\u2588"  # a glyph whose ink fills its box, so "tokens that see the box" and "tokens with ink" coincide
 
 
@@ -25,7 +29,8 @@ def padded_batch(tiny: Tiny) -> dict[str, torch.Tensor]:
     tiny.processor.tokenizer.padding_side = "left"
     texts = [f"{tiny.image_placeholder}What is the pass key?", f"{tiny.image_placeholder}Key?"]
     images = [[page(120, 80, "12345")], [page(96, 64, "678")]]
-    return dict(tiny.processor(text=texts, images=images, padding=True, return_tensors="pt"))
+    batch = tiny.processor(text=texts, images=images, padding=True, return_tensors="pt")
+    return to_device(dict(batch), model_device(tiny.model))
 
 
 def extend_for(batch: dict[str, torch.Tensor], sequences: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -35,14 +40,29 @@ def extend_for(batch: dict[str, torch.Tensor], sequences: torch.Tensor) -> dict[
     for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
         if name in batch:
             fill = torch.ones if name == "attention_mask" else torch.zeros
-            extended[name] = torch.cat([batch[name], fill(batch[name].shape[0], extra, dtype=batch[name].dtype)], 1)
+            added = fill(batch[name].shape[0], extra, dtype=batch[name].dtype, device=batch[name].device)
+            extended[name] = torch.cat([batch[name], added], 1)
     return extended
 
 
-def tiny_adapter(family: str) -> ModelAdapter:
-    """A tiny random model of `family` on the test device (OCRHEADS_TEST_DEVICE, default cpu)."""
+def on_test_device(model: torch.nn.Module) -> torch.nn.Module:
+    """The model on the test device (OCRHEADS_TEST_DEVICE, default cpu; virtual: labelled cuda:0, on the CPU)."""
+    if TEST_DEVICE == "virtual":
+        place(model, "single")
+        return model
+    return model.to(TEST_DEVICE)
+
+
+def tiny_model(family: str) -> Tiny:
+    """A tiny random model of `family` on the test device."""
     tiny = build_tiny(family)
-    return adapter_class(tiny.model.config)(tiny.model.to(TEST_DEVICE), tiny.processor)
+    on_test_device(tiny.model)
+    return tiny
+
+
+def tiny_adapter(family: str) -> ModelAdapter:
+    tiny = tiny_model(family)
+    return adapter_class(tiny.model.config)(tiny.model, tiny.processor)
 
 
 def render_block(width: int, height: int, x: int, y: int) -> tuple[Image.Image, tuple[int, int, int, int]]:

@@ -201,8 +201,8 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         output = output.index_fill(2, torch.tensor(heads, device=output.device), 0.0)
     if layer in edits.per_item:
         mask, means = edits.per_item[layer]
-        replacement = 0.0 if means is None else means.to(output.dtype)[None, None]
-        output = torch.where(mask[:, None, :, None], replacement, output)
+        replacement = 0.0 if means is None else means.to(output.device, output.dtype)[None, None]
+        output = torch.where(mask.to(output.device)[:, None, :, None], replacement, output)
     return _kept(session, layer, output), None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ocrheads.attention import OutputSums, attention_session
+from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.datasets import EvalSet
 from ocrheads.eval.prompts import encode_questions
@@ -42,4 +43,4 @@ def prompt_means(adapter: ModelAdapter, batches) -> dict[int, torch.Tensor]:
         for layer, sums in session.sums.items():
             totals[layer] = totals[layer] + sums if layer in totals else sums
         tokens += session.summed_tokens
-    return {layer: total / tokens for layer, total in totals.items()}
+    return {layer: to_cpu(total / tokens) for layer, total in totals.items()}  # each layer's sums are on its GPU

@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import BatchEncoding, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
 from ocrheads.compat import warn_if_untested
-from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_device
+from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.geometry import ImageTokens
 
@@ -190,10 +190,13 @@ class ModelAdapter(ABC):
         return to_device(batch, self.device)
 
     def image_tokens(self, batch: BatchEncoding, sizes: Sequence[Sequence[tuple[int, int]]]) -> list[list[ImageTokens]]:
-        """For each batch item, each image's token positions and grid; `sizes` are the original (w, h)."""
+        """For each batch item, each image's token positions and grid; `sizes` are the original (w, h).
+
+        Read from CPU copies of the batch's id and grid tensors, taken once (the device rule, devices.py)."""
+        layout = BatchEncoding({key: to_cpu(value) for key, value in batch.items() if not value.is_floating_point()})
         result = []
         for item, item_sizes in enumerate(sizes):
-            images = self._image_tokens(batch, item, list(item_sizes))
+            images = self._image_tokens(layout, item, list(item_sizes))
             if len(images) != len(item_sizes):
                 raise OcrHeadsError(
                     f"batch item {item}: found {len(images)} images in input_ids, expected {len(item_sizes)}"

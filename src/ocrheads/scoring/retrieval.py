@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ocrheads.data.manifest import Sample
+from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.ocr import answer_tokens, gold_tokens
@@ -52,7 +53,7 @@ def score_retrieval_batch(
 ) -> list[Outcome]:
     prompts = [adapter.prompt(text_prompt(sample), 0) for sample in samples]
     batch = adapter.encode(prompts, [[] for _ in samples])
-    input_ids = batch["input_ids"]
+    input_ids = to_cpu(batch["input_ids"])  # needles, repeats and hits are read on the CPU (devices.py)
     needles = needle_positions(adapter, prompts, samples, input_ids)
     key_sets = torch.zeros(len(samples), 1, input_ids.shape[1], dtype=torch.bool)
     for item, positions in enumerate(needles):
