@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 import yaml
 
 from ocrheads.distributed import current_shard
@@ -182,6 +183,7 @@ def _run_score(args: argparse.Namespace) -> None:
         options,
         model_name=args.model,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         progress=not args.quiet,
     )
     if current_shard().leader:
@@ -278,6 +280,7 @@ def _run_overlay(args: argparse.Namespace) -> None:
 
 def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.exchange import FORMATS
+    from ocrheads.scoring.causal import MAX_BATCH_TOKENS
     from ocrheads.scoring.options import PRESETS, ScoringOptions
     from ocrheads.select import RULES
 
@@ -305,6 +308,8 @@ def _heads_parsers(sub: argparse._SubParsersAction) -> None:
     causal.add_argument("--mean-samples", type=int, help="mean ablation: samples the means are taken over (32)")
     causal.add_argument("--per-token", action="store_true", help="one estimate per answer token (a backward each)")
     causal.add_argument("--heads-per-pass", type=int, help="--exact: batch copies per pass (default: a layer's heads)")
+    text = "padded tokens per attribution pass: a batch is split into micro-batches of at most this many (memory)"
+    causal.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS, help=text + " (default %(default)s)")
     score.add_argument("--quiet", action="store_true")
     _model_options(score)
     score.set_defaults(run=_run_score)
@@ -601,6 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args) or 0
     except OcrHeadsError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError as err:  # where no runner named the batch (loading, verify, overlay)
+        reason = str(err).splitlines()[0] if str(err) else "out of memory"
+        print(f"error: out of GPU memory ({reason}); use a smaller --dtype, or --device-map auto to spread the model "
+              "over more GPUs", file=sys.stderr)  # fmt: skip
         return 2
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -88,3 +89,14 @@ def to_device(value: Any, device: torch.device | str) -> Any:
 
 def to_cpu(value: Any) -> Any:
     return to_device(value, "cpu")
+
+
+@contextmanager
+def out_of_memory_named(what: str, lower: str) -> Iterator[None]:
+    """Running out of GPU memory inside the block is one line that names `what` ran out and what to `lower`; it is
+    never reported as anything else, nor as a traceback."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        reason = str(err).splitlines()[0] if str(err) else "out of memory"
+        raise OcrHeadsError(f"out of GPU memory on {what} ({reason}); lower {lower}") from None

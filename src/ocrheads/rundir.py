@@ -69,6 +69,7 @@ def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: 
     settings, where it runs, library versions and, for a checkpoint train-demo made, how it was trained (those
     three not pinned)."""
     if isinstance(model, ModelSpec):
+        model.check_weights()
         preflight(folder, model.pinned() | known, shard)
     adapter = resolve(model)
     recorded = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}

@@ -4,6 +4,7 @@ weights are loaded."""
 import pyarrow.parquet as pq
 import pytest
 import torch
+import transformers as tf
 import yaml
 
 from ocrheads.cli import main
@@ -109,3 +110,62 @@ def test_cuda_under_torchrun_is_this_rank_s_gpu(monkeypatch):
 def test_a_device_map_loads_through_accelerate_and_verify_passes(capsys):
     assert main(["verify", "--model", str(BUNDLED_MODEL), "--device-map", "auto"]) == 0
     assert "all checks passed" in capsys.readouterr().out
+
+
+def _error_line(err: str) -> str:
+    """The one error line, among transformers' loading progress bars."""
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 139.8 GiB total capacity)")
+
+
+@pytest.mark.parametrize(
+    ("command", "names"),
+    [
+        (["score", "causal"], ["batch 0 (samples passkey-00000 to passkey-00001)", "lower --max-batch-tokens"]),
+        (["score", "ocr"], ["batch 0 (samples passkey-00000 to passkey-00001)", "lower --batch-size"]),
+        (["mask"], ["baseline / ", "samples 0 to 0", "lower --batch-size"]),
+        (["verify"], ["out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB", "--device-map auto"]),
+    ],
+)
+def test_running_out_of_gpu_memory_is_one_line_naming_the_batch_and_the_fix(
+    command, names, tmp_path, data, checkpoint, capsys, monkeypatch
+):
+    from ocrheads.cli import main
+
+    run = tmp_path / "run"
+    model = ["--model", str(checkpoint)]
+    if command == ["mask"]:
+        assert main(["score", "ocr", "--data", str(data), "--out", str(run), "--answers", "gold", *model]) == 0
+        command = ["mask", str(run), "--dataset", str(data), "--k", "1", "--random-seeds", "1", "--quiet"]
+    elif command != ["verify"]:
+        command = [*command, "--data", str(data), "--out", str(run), "--batch-size", "2", "--quiet"]
+    capsys.readouterr()
+    monkeypatch.setattr(tf.Qwen2VLTextModel, "forward", _out_of_memory)  # inside the model's forward
+    assert main([*command, *model]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "gives no gradients" not in line and "Tried to allocate 2.00 GiB" in line
+    for name in names:
+        assert name in line, line
+
+
+def test_a_truncated_weights_file_is_one_line_before_the_run_directory_is_touched(tmp_path, data, checkpoint, capsys):
+    import shutil
+
+    from ocrheads.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
+    run = tmp_path / "run"
+    assert main(["score", "ocr", "--model", str(broken), "--data", str(data), "--out", str(run), "--quiet"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--model {broken}: model.safetensors cannot be read" in line and "download the checkpoint again" in line
+    assert not run.exists()
+    assert main(["verify", "--model", str(broken)]) == 2
+    assert "model.safetensors cannot be read" in _one_line(capsys.readouterr().err)

@@ -137,3 +137,37 @@ def test_generated_answers_are_what_the_model_writes_greedily(datasets):
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in written[:, batch["input_ids"].shape[1] :]]
     assert [o.written for o in outcomes if o.scored] == [t for t in texts if t]
     assert all(o.entries == 3 for o in outcomes if o.scored)
+
+
+def test_micro_batches_respect_the_token_budget_and_keep_short_items_together():
+    from ocrheads.scoring.causal import micro_batches
+
+    # by length: items 1 (10), 3 (12), 2 (20), 0 (30); 2 x 12 = 24 fits 40, 3 x 20 = 60 does not, nor 2 x 30
+    assert micro_batches([30, 10, 20, 12], 40) == [[1, 3], [2], [0]]
+    assert micro_batches([30, 10, 20, 12], 120) == [[1, 3, 2, 0]]
+    assert micro_batches([50, 5], 40) == [[1], [0]]  # an item over the budget is scored alone
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_a_batch_split_into_micro_batches_scores_as_one_pass(datasets, ablation):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    samples = read_manifest(datasets / "txt")
+    samples = [samples[0].model_copy(update={"answer": "1"}), *samples[1:]]  # answers of other lengths
+    pages = [[] for _ in samples]
+    means = None
+    if ablation == "mean":
+        from ocrheads.eval.means import prompt_means
+
+        means = prompt_means(adapter, [encode_samples(adapter, samples, pages)])
+    options = CausalOptions(exact=True, per_token=True, ablation=ablation)
+    tables = []
+    for budget in (10**6, 1):  # one pass, then every item alone
+        table = CausalTable(*adapter.grid)
+        outcomes = score_causal_batch(adapter, samples, pages, options, table, means, max_batch_tokens=budget)
+        assert all(outcome.scored for outcome in outcomes)
+        tables.append({name: np.concatenate(values) for name, values in table.columns.items()})
+    one, split = tables
+    assert list(one["sample"]) == list(split["sample"]) and list(one["token"]) == list(split["token"])
+    for column in ("estimate", "exact"):
+        np.testing.assert_allclose(split[column], one[column], rtol=1e-4, atol=1e-6)

@@ -6,6 +6,7 @@ Requests are plain data. The registered attention function (function.py) reads t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -87,17 +88,22 @@ class Edits:
 
 @dataclass(frozen=True)
 class HeadOutputs:
-    """Keep every head's output (its slice of o_proj's input) with a zero tensor added to it per layer, so that
-    the gradient of any later quantity with respect to that zero is its gradient with respect to the output:
-    attribution patching without module hooks. Needs gradients enabled; one forward call per layer."""
+    """Keep every head's output (its slice of o_proj's input, (batch, Q, heads, head_dim)) for attribution patching
+    without module hooks: during a backward pass, `on_gradient(layer, output, gradient)` is called with the
+    gradient of that layer's output as soon as it is computed, so the caller reduces it at once and no layer's
+    gradient is kept. Needs gradients enabled; one forward call per layer."""
+
+    on_gradient: Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
 class KeptOutput:
-    """One layer's head outputs as computed (batch, Q, heads, head_dim), and the zero added to them."""
+    """One layer's head outputs as computed (batch, Q, heads, head_dim), and the scalar zero added to them: a leaf
+    that needs a gradient, so a backward pass to the anchors runs through every layer's outputs even when no
+    weight needs one."""
 
     clean: torch.Tensor
-    delta: torch.Tensor  # requires grad; after backward its gradient is the output's
+    anchor: torch.Tensor
 
 
 @dataclass

@@ -73,12 +73,16 @@ class AttentionSession:
             self.summed_tokens += tokens
 
     def keep_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
-        """The output with a zero added whose gradient will be the output's (HeadOutputs)."""
+        """The output plus a scalar zero that needs a gradient, with a hook that hands the output's gradient to the
+        request as soon as the backward pass computes it (HeadOutputs)."""
         if layer in self.head_outputs:
             raise OcrHeadsError(f"layer {layer} ran twice in one attribution session; give it one forward pass")
-        delta = torch.zeros_like(output, requires_grad=True)
-        self.head_outputs[layer] = KeptOutput(output.detach(), delta)
-        return output + delta
+        anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+        clean = output.detach()
+        kept = output + anchor
+        kept.register_hook(lambda gradient: self.keep_outputs.on_gradient(layer, clean, gradient))
+        self.head_outputs[layer] = KeptOutput(clean, anchor)
+        return kept
 
     def inputs(self, layer: int) -> list[AttentionInputs]:
         """What each call of `layer` computed its captured rows from (captures with keep_inputs), in call order."""

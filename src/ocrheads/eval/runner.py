@@ -23,6 +23,7 @@ from rich.progress import Progress
 
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
+from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
 from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample, EvalSet
@@ -147,11 +148,14 @@ def evaluate(
                     samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)))
                     runnable = [s for s in samples if not s.skip]
                     replies = []
+                    last = start + len(samples) - 1
+                    what = f"{condition.name} / {eval_set.name} / {style}, samples {start} to {last}"
                     if runnable:
                         edits_of = partial(
                             edits_for, intervention, condition, adapter, runnable, means=means.get(eval_set.name)
                         )
-                        replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
+                        with out_of_memory_named(what, "--batch-size (or --cot-max-new-tokens, --max-pages)"):
+                            replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
                     records = _records(condition, eval_set, style, samples, iter(replies), metrics)
                     atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
                 bar.advance(task)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, PretrainedConfig
 
 from ocrheads.devices import resolve_device, resolve_dtype
@@ -78,6 +79,9 @@ def _raw_config(name: str) -> dict | None:
         return None
 
 
+DOWNLOAD_AGAIN = "it looks like an interrupted download: download the checkpoint again"
+
+
 def load_adapter(name_or_path: str | Path, *, convert_cache: str | Path | None = None, **options) -> ModelAdapter:
     """Load a checkpoint (hub id or local folder; a remote-code InternVL one is converted once, into the cache)
     through its family's adapter; options as ModelAdapter.load."""
@@ -126,12 +130,36 @@ class ModelSpec:
         settings = {"pixels": dict(self.pixels)} | ({"dtype": self.dtype} if self.dtype != "auto" else {})
         return {"model": self.name, "model_settings": settings}
 
+    def check_weights(self) -> None:
+        """A local checkpoint's weight files can be read: an interrupted download leaves a truncated file or a
+        missing shard, which would otherwise end a run in a safetensors traceback after its directory was claimed."""
+        folder = Path(self.name)
+        if not folder.is_dir():
+            return
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            if missing := [shard for shard in shards if not (folder / shard).is_file()]:
+                raise OcrHeadsError(f"--model {self.name}: weight file(s) {', '.join(missing)} are missing; "
+                                    f"{DOWNLOAD_AGAIN}")  # fmt: skip
+        for path in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(path, "pt"):
+                    pass
+            except (SafetensorError, OSError) as err:
+                reason = f"{path.name} cannot be read ({str(err).splitlines()[0]})"
+                raise OcrHeadsError(f"--model {self.name}: {reason}; {DOWNLOAD_AGAIN}") from None
+
     def load(self) -> ModelAdapter:
+        self.check_weights()
         options = dict(device=self.device, dtype=self.dtype, device_map=self.device_map)
         folder = self.name
         if self.remote_layout:
             folder = convert.converted(convert.source_folder(self.name), self.name, self.convert_cache)
-        adapter = adapter_class(self.config).load(folder, **options, **self.pixels)
+        try:
+            adapter = adapter_class(self.config).load(folder, **options, **self.pixels)
+        except SafetensorError as err:  # a hub checkpoint's cached file
+            raise OcrHeadsError(f"--model {self.name}: its weights cannot be read ({err}); {DOWNLOAD_AGAIN}") from None
         adapter.model.name_or_path = self.name  # runs record the checkpoint the user named, not the cache folder
         return adapter
 

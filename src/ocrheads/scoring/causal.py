@@ -4,10 +4,15 @@ For every answer token and every head, the change in the token's log-probability
 ablated (its output, the slice o_proj reads, set to zero or to its mean), teacher-forced on the answer:
 - `estimate`: attribution patching (Nanda 2023; Kramár et al. 2024, AtP): one forward pass, then one backward pass
   per answer token, give for all heads at once the first-order term, gradient . (ablated - clean) summed over
-  positions. The outputs and their gradients come from the registered attention function (HeadOutputs).
+  positions. The outputs and their gradients come from the registered attention function (HeadOutputs); each
+  layer's gradient is reduced to (batch, heads) as soon as it arrives, so no layer's gradient is kept.
 - `exact`: each head ablated in a forward pass of its own, batched over heads (each copy of the batch ablates a
   different head).
 Ablation acts at every position, as `ocrheads mask` does.
+
+Memory: a backward pass keeps every layer's activations (about 2.7 MB a token for Qwen2-VL-2B in bfloat16), so a
+batch is scored in micro-batches of at most `max_batch_tokens` padded tokens, its items sorted by length so that
+little of it is padding. Items are independent: the scores are those of one pass, up to float rounding.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from transformers import BatchEncoding
 
 from ocrheads.attention import Edits, HeadOutputs, attention_session
 from ocrheads.data.manifest import Sample
+from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.passes import append_tokens, until_end
@@ -31,6 +37,7 @@ from ocrheads.scoring.table import CausalTable, Outcome
 
 Ablation = Literal["zero", "mean"]
 Metric = Literal["logprob", "logit"]
+MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: about 22 GB of activations for the 2B shape
 
 
 class CausalOptions(BaseModel):
@@ -81,7 +88,7 @@ def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -
 
 def _forward_metric(adapter: ModelAdapter, forced: TeacherForced, metric: Metric) -> torch.Tensor:
     """The answer's metric from one forward pass; logits only for the answer's rows (the sequence's last A + 1)."""
-    logits = adapter.model(**forced.inputs, logits_to_keep=forced.targets.shape[1] + 1).logits
+    logits = adapter.model(**forced.inputs, use_cache=False, logits_to_keep=forced.targets.shape[1] + 1).logits
     return answer_metric(logits, forced, metric)
 
 
@@ -96,23 +103,33 @@ def estimate(
     """(batch, A, layers, heads): first-order change of each answer token's metric when each head is ablated; with
     `per_token` False, (batch, 1, layers, heads) for the whole answer's metric, from a single backward pass (per
     token it takes one backward pass per answer token)."""
-    layers, heads = adapter.grid
+    layers, _ = adapter.grid
+    reduced: dict[tuple[int, int], torch.Tensor] = {}  # (token, layer) -> (batch, heads), on the layer's device
+    current = {"token": 0}
+
+    def reduce(layer: int, clean: torch.Tensor, gradient: torch.Tensor) -> None:
+        direction = _direction(clean, ablation, means, layer)
+        reduced[current["token"], layer] = (gradient.float() * direction).sum((1, 3))
+
     with (
         torch.enable_grad(),
         _frozen(adapter.model),
-        attention_session(adapter.model, head_outputs=HeadOutputs()) as session,
+        attention_session(adapter.model, head_outputs=HeadOutputs(reduce)) as session,
     ):
         values = _forward_metric(adapter, forced, metric)
         if not per_token:
             values = values.sum(1, keepdim=True)
-        kept = [session.head_outputs[layer] for layer in range(layers)]
-        directions = [_direction(output.clean, ablation, means, layer) for layer, output in enumerate(kept)]
-        found = torch.zeros(*values.shape, layers, heads)
+        anchors = [session.head_outputs[layer].anchor for layer in range(layers)]
         for token in range(values.shape[1]):
-            grads = torch.autograd.grad(values[:, token].sum(), [output.delta for output in kept],
-                                        retain_graph=token < values.shape[1] - 1)  # fmt: skip
-            for layer, (grad, direction) in enumerate(zip(grads, directions, strict=True)):
-                found[:, token, layer] = (grad.float() * direction).sum((1, 3)).cpu()
+            current["token"] = token
+            torch.autograd.grad(values[:, token].sum(), anchors, retain_graph=token < values.shape[1] - 1)
+    found = torch.stack(
+        [
+            torch.stack([to_cpu(reduced[token, layer]) for layer in range(layers)], 1)
+            for token in range(values.shape[1])
+        ],
+        1,
+    )
     return found * forced.valid[..., None, None] if per_token else found
 
 
@@ -185,10 +202,14 @@ def encode_samples(adapter: ModelAdapter, samples: list[Sample], pages: list[lis
     return adapter.encode(prompts, pages)
 
 
+def _gold(adapter: ModelAdapter, samples: list[Sample]) -> list[list[int]]:
+    return [adapter.processor.tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
+
+
 def _answers(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions):
     tokenizer = adapter.processor.tokenizer
     if options.answers == "gold":
-        return [tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
+        return _gold(adapter, samples)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
         written = adapter.model.generate(**batch, max_new_tokens=options.max_new_tokens, do_sample=False,
@@ -205,6 +226,18 @@ def _outcome(adapter: ModelAdapter, sample: Sample, ids: list[int], options: Cau
     return Outcome(sample.id, False, written, 0.0, 0, f"no answer tokens ({what})")
 
 
+def micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Item indices grouped so that each group's padded size (its items times its longest) is at most `budget`
+    tokens, shortest items together so that little is padding; an item longer than the budget is a group alone."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and (len(groups[-1]) + 1) * lengths[index] <= budget:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
 def score_causal_batch(
     adapter: ModelAdapter,
     samples: list[Sample],
@@ -212,16 +245,40 @@ def score_causal_batch(
     options: CausalOptions,
     table: CausalTable,
     means: dict[int, torch.Tensor] | None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> list[Outcome]:
-    """Score one batch into `table`; a sample whose answer gives no tokens is not scored, with the reason."""
+    """Score one batch into `table`, in micro-batches of at most `max_batch_tokens` padded tokens (prompt and answer
+    room); a sample whose answer gives no tokens is not scored, with the reason."""
     batch = encode_samples(adapter, samples, pages)
+    room = [len(ids) for ids in _gold(adapter, samples)] if options.answers == "gold" else None
+    prompts = to_cpu(batch["attention_mask"]).sum(1).tolist()
+    lengths = [p + (room[i] if room else options.max_new_tokens) for i, p in enumerate(prompts)]
+    groups = micro_batches(lengths, max_batch_tokens)
+    if len(groups) == 1:
+        groups = [list(range(len(samples)))]  # the batch as encoded
+    scored: dict[int, tuple] = {}
+    for group in groups:
+        chosen = [samples[i] for i in group]
+        encoded = batch if len(groups) == 1 else encode_samples(adapter, chosen, [pages[i] for i in group])
+        scored.update(zip(group, _score_group(adapter, encoded, chosen, options, means), strict=True))
+    for item in range(len(samples)):
+        _, estimates, measured = scored[item]
+        if estimates is not None:
+            table.add(samples[item].id, estimates, measured, whole_answer=not options.per_token)
+    return [scored[item][0] for item in range(len(samples))]
+
+
+def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions, means):
+    """(outcome, estimates, exact changes or None) per item of one micro-batch; estimates None where not scored."""
     answers = _answers(adapter, batch, samples, options)
     outcomes = [_outcome(adapter, s, ids, options) for s, ids in zip(samples, answers, strict=True)]
     if not any(answers):
-        return outcomes
+        return [(outcome, None, None) for outcome in outcomes]
     forced = teacher_forced(batch, answers)
     try:
         estimates = estimate(adapter, forced, options.ablation, means, options.metric, options.per_token)
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as err:
         raise OcrHeadsError(
             f"the model gives no gradients ({str(err).splitlines()[0]}); its attribution estimate cannot be taken"
@@ -230,9 +287,9 @@ def score_causal_batch(
     if options.exact:
         measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass)
         measured = measured if options.per_token else measured.sum(1, keepdim=True)
-    for item, (sample, ids) in enumerate(zip(samples, answers, strict=True)):
-        if ids:
-            n = len(ids) if options.per_token else 1
-            found = measured[item, :n] if measured is not None else None
-            table.add(sample.id, estimates[item, :n], found, whole_answer=not options.per_token)
-    return outcomes
+    results = []
+    for item, (outcome, ids) in enumerate(zip(outcomes, answers, strict=True)):
+        n = len(ids) if options.per_token else 1
+        found = (estimates[item, :n], measured[item, :n] if measured is not None else None) if ids else (None, None)
+        results.append((outcome, *found))
+    return results

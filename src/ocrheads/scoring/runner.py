@@ -25,13 +25,14 @@ from rich.progress import Progress
 from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import install
 from ocrheads.data.manifest import Sample, manifest_sha256, open_page, read_manifest
+from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
 from ocrheads.errors import DataError
 from ocrheads.eval.means import prompt_means
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.rundir import open_run, write_parquet
-from ocrheads.scoring.causal import CausalOptions, encode_samples, score_causal_batch
+from ocrheads.scoring.causal import MAX_BATCH_TOKENS, CausalOptions, encode_samples, score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.retrieval import score_retrieval_batch
@@ -66,11 +67,14 @@ def score(
     *,
     model_name: str = "",
     batch_size: int = 1,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
     progress: bool = True,
 ) -> Path:
     """Score every sample of `data` into `out/kind/`; finished batches of an earlier run are kept, not redone.
 
-    Given a ModelSpec, the data and the run directory are checked before the weights are loaded."""
+    Given a ModelSpec, the data and the run directory are checked before the weights are loaded. Causal scores take
+    each batch in micro-batches of at most `max_batch_tokens` padded tokens (not pinned: it changes memory, and the
+    scores only by float rounding)."""
     data, folder = Path(data), Path(out) / kind
     samples = read_manifest(data)
     _check_samples(kind, samples, data)
@@ -91,12 +95,15 @@ def score(
             if shard.owns(number) and not part.is_file():
                 table = CausalTable(layers, heads) if kind == "causal" else EntryTable(layers, heads)
                 pages = [_pages(data, sample) for sample in batch]
-                if kind == "ocr":
-                    outcomes = score_ocr_batch(adapter, batch, pages, options, table)
-                elif kind == "retrieval":
-                    outcomes = score_retrieval_batch(adapter, batch, options, table)
-                else:
-                    outcomes = score_causal_batch(adapter, batch, pages, options, table, means)
+                what = f"batch {number} (samples {batch[0].id} to {batch[-1].id})"
+                lower = "--max-batch-tokens" if kind == "causal" else "--batch-size (or --max-new-tokens)"
+                with out_of_memory_named(what, lower):
+                    if kind == "ocr":
+                        outcomes = score_ocr_batch(adapter, batch, pages, options, table)
+                    elif kind == "retrieval":
+                        outcomes = score_retrieval_batch(adapter, batch, options, table)
+                    else:
+                        outcomes = score_causal_batch(adapter, batch, pages, options, table, means, max_batch_tokens)
                 _write_part(part, table, outcomes)
             bar.advance(task)
     shard.merge(lambda: finish(folder, len(batches), (layers, heads), kind))
