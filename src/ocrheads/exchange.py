@@ -24,12 +24,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from ocrheads import __version__
 from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores, check_heads
@@ -57,7 +57,7 @@ def provenance(run: Path, kind: str) -> dict:
     dataset = data / "dataset.yaml" if data else None
     seed = yaml.safe_load(dataset.read_text(encoding="utf-8")).get("seed") if dataset and dataset.is_file() else None
     found = {
-        "exported_by": f"ocrheads {version('ocrheads')}",
+        "exported_by": f"ocrheads {__version__}",
         "kind": kind,
         "run": str(run.resolve()),
         "model": config.get("model"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from importlib.metadata import version
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,11 +16,7 @@ from ocrheads.demo.provenance import made_by
 from ocrheads.distributed import Shard
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import ModelAdapter, ModelSpec, resolve
-
-
-def versions() -> dict[str, str]:
-    return {name: version(name) for name in ("ocrheads", "torch", "transformers")}
-
+from ocrheads.versions import versions
 
 _HELD: dict[Path, int] = {}  # run directories this process holds, and their lock file descriptors
 
@@ -73,7 +68,7 @@ def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: 
         preflight(folder, model.pinned() | known, shard)
     adapter = resolve(model)
     recorded = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
-    unpinned = {"hardware": adapter.hardware(), "versions": versions()}
+    unpinned = {"hardware": adapter.hardware(), "versions": versions("ocrheads", "torch", "transformers")}
     if trained := made_by(adapter.model.name_or_path):
         unpinned["trained_by"] = trained
     claim(folder, known | recorded | unpinned, shard)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ocrheads import __version__
 from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
@@ -105,7 +105,7 @@ class HeadSelection:
             "rule": asdict(self.rule),
             "grid": list(self.grid),
             "source": self.source,
-            "ocrheads_version": version("ocrheads"),
+            "ocrheads_version": __version__,
         } | ({"robust": self.robust} if self.robust else {})
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 

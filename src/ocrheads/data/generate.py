@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from ocrheads.data.overlay import write_overlays
 from ocrheads.data.passkey import chars_contents, passkey_contents
 from ocrheads.data.samples import Content, RenderStyle, image_sample, text_sample
 from ocrheads.errors import DataError
+from ocrheads.versions import versions
 
 TASKS = ("passkey", "niah", "chars", "docs")
 OVERLAYS = "overlays"
@@ -81,7 +81,7 @@ def generate(
         "render": vars(style) | {"fonts": list(fonts)} if modality == "image" else None,
         "samples": len(contents),
         "generator_version": GENERATOR_VERSION,
-        "versions": {name: version(name) for name in ("ocrheads", "pillow", "faker")},
+        "versions": versions("ocrheads", "pillow", "faker"),
     }
     samples = []
     with atomic_folder(out, overwrite=overwrite) as staging, (staging / MANIFEST).open("w") as manifest:

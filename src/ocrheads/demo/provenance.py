@@ -6,11 +6,12 @@ from __future__ import annotations
 import platform
 import subprocess
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import yaml
+
+from ocrheads import __version__
 
 SOURCE = Path(__file__).resolve().parents[1]  # the ocrheads package that runs
 
@@ -25,7 +26,7 @@ def code_commit() -> str:
         dirty = _git("status", "--porcelain", "--", str(SOURCE))
         return _git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return f"ocrheads {version('ocrheads')} (not run from a git checkout)"
+        return f"ocrheads {__version__} (not run from a git checkout)"
 
 
 def _git(*args: str) -> str:

@@ -27,7 +27,7 @@ from ocrheads.demo.task import DemoTask
 from ocrheads.devices import resolve_device, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.qwen_vl import QwenVLAdapter
-from ocrheads.rundir import versions
+from ocrheads.versions import versions
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def train_demo(
             "task": asdict(task),
             "training_seconds": earlier_seconds + round(time.perf_counter() - started),
             "history": history,
-            "versions": versions(),
+            "versions": versions("ocrheads", "torch", "transformers"),
             "runs": runs,
         }
 

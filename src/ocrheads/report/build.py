@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ocrheads import __version__
 from ocrheads.analysis.runs import KINDS, analyze_run, last_rule
 from ocrheads.atomic import atomic_write_text
 from ocrheads.eval.runner import results_grid
@@ -45,7 +45,7 @@ def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
             run=run.resolve().name,
             trained_by=_trained_by(run),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            version=version("ocrheads"),
+            version=__version__,
             analysis=analysis,
             kinds={kind: _kind_section(run, kind) for kind in kinds},
             sparsity_figure=_image(figures / "sparsity.png"),

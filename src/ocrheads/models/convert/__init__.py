@@ -10,13 +10,13 @@ import hashlib
 import json
 import re
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import transformers as tf
 from rich.console import Console
 
+from ocrheads import __version__
 from ocrheads.atomic import atomic_folder, atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import image_only
@@ -169,8 +169,8 @@ def _provenance(source: Path, raw: dict) -> str:
         f"- source: {source.resolve()}\n"
         f"- source revision: {revision(source) or 'unknown'}\n"
         f"- source layout: {raw.get('model_type')} ({', '.join(raw.get('architectures', []))})\n"
-        f"- ocrheads: {version('ocrheads')}\n"
-        f"- transformers: {version('transformers')}\n\n"
+        f"- ocrheads: {__version__}\n"
+        f"- transformers: {tf.__version__}\n\n"
         "Weights renamed to transformers' native InternVL and InternLM2's fused wqkv split into q/k/v (dtype kept); "
         "the tokenizer converted from tokenizer.model with every added token at its id; the processor set to the "
         "checkpoint's tiling; a chat template that writes the prompt the original chat() writes.\n"
@@ -180,7 +180,7 @@ def _provenance(source: Path, raw: dict) -> str:
 def cache_key(source: Path, system_message: str | None) -> str:
     """What the conversion depends on: the small files' bytes, the weight files' names and sizes, the system
     message and the ocrheads version."""
-    digest = hashlib.sha256(version("ocrheads").encode())
+    digest = hashlib.sha256(__version__.encode())
     for name in ("config.json", "tokenizer.model", "tokenizer_config.json", "added_tokens.json", "conversation.py"):
         path = source / name
         digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"-"))
