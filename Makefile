@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 demo: $(VENV)/.installed
 	$(VENV)/bin/ocrheads demo --out runs/demo
 
+# Two worker processes, whole files each (module fixtures are built once): the suite is single-threaded at heart.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -193,7 +193,13 @@ class ModelAdapter(ABC):
         """For each batch item, each image's token positions and grid; `sizes` are the original (w, h).
 
         Read from CPU copies of the batch's id and grid tensors, taken once (the device rule, devices.py)."""
-        layout = BatchEncoding({key: to_cpu(value) for key, value in batch.items() if not value.is_floating_point()})
+        layout = BatchEncoding(
+            {
+                key: to_cpu(value)
+                for key, value in batch.items()
+                if not torch.is_tensor(value) or not value.is_floating_point()
+            }
+        )
         result = []
         for item, item_sizes in enumerate(sizes):
             images = self._image_tokens(layout, item, list(item_sizes))
