@@ -208,8 +208,9 @@ def test_edited_heads_are_computed_in_float32_from_half_precision_inputs(dtype):
     sinks = torch.zeros(1, 6, dtype=torch.bool)
     sinks[0, 0] = True
     beta, heads = 0.4, (1, 3)
-    edited = function._edited_heads(call, heads, SinkRedistribution({0: heads}, beta, sinks))
-    uniform = function._edited_heads(call, heads, None)
+    index = torch.tensor(heads)
+    edited = function._edited_heads(call, index, SinkRedistribution({0: heads}, beta, sinks))
+    uniform = function._edited_heads(call, index, None)
     assert edited.dtype == uniform.dtype == torch.float32
     q, k, v = (
         query.double()[:, heads],

@@ -87,15 +87,13 @@ class _Call:
         return logits
 
 
-def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
-    """Probabilities of the requested rows this call computes; only the columns of `capture.rows` that some batch
-    item has in this call are computed (a decoding step computes one of the answer's rows, not all of them)."""
+def _capture(call: _Call, capture: Capture, layer: int, columns: slice) -> CapturedRows:
+    """Probabilities of the requested rows this call computes: only `columns` of `capture.rows`, those some batch
+    item has in this call (a decoding step computes one of the answer's rows, not all of them). Nothing here waits
+    for the GPU: the columns come from the host, and everything else stays on the layer's device."""
     rows = capture.rows.to(call.query.device)
     local = rows - call.query_offset
     valid = (rows >= 0) & (local >= 0) & (local < call.q_len)
-    columns = torch.nonzero(valid.any(0)).flatten()
-    if not len(columns):
-        return None
     local = local[:, columns].clamp(0, call.q_len - 1)
     head_dim = call.query.shape[-1]
     query_rows = call.query.gather(2, local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
@@ -127,9 +125,9 @@ def _capture(call: _Call, capture: Capture, layer: int) -> CapturedRows | None:
     )
 
 
-def _spread(values: torch.Tensor, columns: torch.Tensor, size: int) -> torch.Tensor:
+def _spread(values: torch.Tensor, columns: slice, size: int) -> torch.Tensor:
     """(batch, heads, C, ...) values of the computed columns, placed at `columns` of `size` (zeros elsewhere)."""
-    if len(columns) == size:
+    if columns == slice(0, size):
         return values
     spread = values.new_zeros((*values.shape[:2], size, *values.shape[3:]))
     spread[:, :, columns] = values
@@ -147,10 +145,11 @@ def _redistribute_sink(probs: torch.Tensor, sink: SinkRedistribution, keys: slic
     return torch.where(has_receivers, edited, probs)
 
 
-def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution | None) -> torch.Tensor:
-    """Outputs (batch, Q, h, D) of `heads` with their attention replaced: uniform, or sink-redistributed."""
+def _edited_heads(call: _Call, heads: torch.Tensor, sink: SinkRedistribution | None) -> torch.Tensor:
+    """Outputs (batch, Q, h, D) of `heads` (an index on the layer's device) with their attention replaced: uniform,
+    or sink-redistributed."""
     device = call.query.device
-    head_index = torch.tensor(heads, device=device)
+    head_index = heads
     kv_index = head_index // call.group
     value = call.value.float()[:, kv_index]
     head_keys = call.key_in(torch.float32)[:, kv_index] if sink is not None else None
@@ -160,7 +159,7 @@ def _edited_heads(call: _Call, heads: tuple[int, ...], sink: SinkRedistribution 
         local = torch.arange(start, min(start + EDIT_CHUNK_ROWS, call.q_len), device=device).expand(call.batch, -1)
         bias = call.bias(local)
         if sink is None:
-            probs = bias.expand(-1, len(heads), -1, -1).softmax(-1)
+            probs = bias.expand(-1, len(head_index), -1, -1).softmax(-1)
         else:
             query_rows = call.query[:, head_index, start : start + local.shape[1]]
             probs = _redistribute_sink((call.scores(query_rows, head_keys) + bias).softmax(-1), sink, keys)
@@ -182,23 +181,23 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
     if session.output_sums is not None:  # positions past the mask (tokens being generated) are left out
         tokens = session.output_sums.tokens.to(output.device)
         tokens = torch.nn.functional.pad(tokens, (0, max(0, end - tokens.shape[1])))[:, end - query.shape[2] : end]
-        session.add_outputs(layer, torch.einsum("bq,bqhd->hd", tokens.float(), output.float()), int(tokens.sum()))
+        session.add_outputs(layer, torch.einsum("bq,bqhd->hd", tokens.float(), output.float()), tokens.sum())
     wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
     if not wants_capture and layer not in edits.layers():
         return _kept(session, layer, output), None
     call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"), end)
-    if wants_capture and (captured := _capture(call, capture, layer)) is not None:
-        session.record(captured)
+    if wants_capture and (columns := session.columns(end - query.shape[2], end)) is not None:
+        session.record(_capture(call, capture, layer, columns))
     for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):
         if heads:
-            replaced = _edited_heads(call, heads, sink).to(output.dtype)
-            output = output.index_copy(2, torch.tensor(heads, device=output.device), replaced)
+            index = session.index(heads, output.device)
+            output = output.index_copy(2, index, _edited_heads(call, index, sink).to(output.dtype))
     if layer in edits.mean:
         heads, means = edits.mean[layer]
         replaced = means.to(output.device, output.dtype).expand(output.shape[0], output.shape[1], -1, -1)
-        output = output.index_copy(2, torch.tensor(heads, device=output.device), replaced)
+        output = output.index_copy(2, session.index(heads, output.device), replaced)
     if heads := edits.zero.get(layer):
-        output = output.index_fill(2, torch.tensor(heads, device=output.device), 0.0)
+        output = output.index_fill(2, session.index(heads, output.device), 0.0)
     if layer in edits.per_item:
         mask, means = edits.per_item[layer]
         replacement = 0.0 if means is None else means.to(output.device, output.dtype)[None, None]

@@ -41,14 +41,17 @@ class AttentionSession:
         edits: Edits,
         output_sums: OutputSums | None = None,
         keep_outputs: HeadOutputs | None = None,
+        capture_rows: torch.Tensor | None = None,
     ):
         self.capture = capture
+        self.capture_rows = capture_rows  # on the host: which rows a call holds is read there, not on a GPU
         self.edits = edits
         self.output_sums = output_sums
         self.keep_outputs = keep_outputs
         self.head_outputs: dict[int, KeptOutput] = {}  # layer -> outputs kept for attribution (HeadOutputs)
         self.sums: dict[int, torch.Tensor] = {}  # layer -> (heads, head_dim) float32 output sums
-        self.summed_tokens = 0  # tokens counted into each layer's sums
+        self.summed_tokens: torch.Tensor | int = 0  # tokens counted into each layer's sums (a tensor on the model)
+        self._indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
         self._records: dict[int, list[CapturedRows]] = {}
         self._end = 0  # positions processed so far in the current sequence
         self._first_layer: int | None = None
@@ -64,10 +67,31 @@ class AttentionSession:
             self._end = q_len if k_len == q_len else self._end + q_len
         return self._end
 
+    def columns(self, start: int, end: int) -> slice | None:
+        """Which of the capture's rows a call that computes positions [start, end) holds: a slice of them (the rows
+        runners ask for are in position order, so a call's rows are contiguous), or None. Read from the host copy of
+        the rows, so the attention function never waits for a GPU to find out."""
+        rows = self.capture_rows
+        held = torch.nonzero(((rows >= start) & (rows < end)).any(0)).flatten().tolist()
+        if not held:
+            return None
+        if held != list(range(held[0], held[-1] + 1)):
+            raise OcrHeadsError(
+                f"capture rows {held} are computed by one call but are not adjacent; give rows in position order"
+            )
+        return slice(held[0], held[-1] + 1)
+
+    def index(self, heads: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """`heads` as an index tensor on `device`, made once per session and device (a copy to a GPU waits for it)."""
+        key = (heads, device)
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(heads, device=device)
+        return self._indices[key]
+
     def record(self, captured: CapturedRows) -> None:
         self._records.setdefault(captured.layer, []).append(captured)
 
-    def add_outputs(self, layer: int, sums: torch.Tensor, tokens: int) -> None:
+    def add_outputs(self, layer: int, sums: torch.Tensor, tokens: torch.Tensor) -> None:
         self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         if layer == self._first_layer:
             self.summed_tokens += tokens
@@ -206,8 +230,9 @@ def attention_session(
         if capture.rows.dim() != 2:
             raise OcrHeadsError(f"capture rows must be a (batch, rows) tensor, got shape {tuple(capture.rows.shape)}")
     device = model_device(model)  # requests move once, not in every layer of every call
+    rows = capture.rows.cpu() if capture is not None else None
     session = AttentionSession(
-        to_device(capture, device), to_device(edits, device), to_device(output_sums, device), head_outputs
+        to_device(capture, device), to_device(edits, device), to_device(output_sums, device), head_outputs, rows
     )
     token = _ACTIVE.set(session)
     try:

@@ -42,5 +42,5 @@ def prompt_means(adapter: ModelAdapter, batches) -> dict[int, torch.Tensor]:
             adapter.model(**batch, logits_to_keep=1)
         for layer, sums in session.sums.items():
             totals[layer] = totals[layer] + sums if layer in totals else sums
-        tokens += session.summed_tokens
+        tokens += int(session.summed_tokens)  # read once, after the pass
     return {layer: to_cpu(total / tokens) for layer, total in totals.items()}  # each layer's sums are on its GPU

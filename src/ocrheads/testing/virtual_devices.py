@@ -14,6 +14,9 @@ first GPU run) passes every CPU test. Inside `virtual_gpus(model, layout)`:
   of more than zero dimensions, `.numpy()` of a GPU tensor, GPU indices into a host tensor.
 
 Host indices into a GPU tensor and host values written into one are allowed, as on CUDA.
+
+While `mode.counting` is set, every op that would make the host wait for a GPU (reading a GPU tensor's values:
+`.item()`, `.tolist()`, `bool()`, `nonzero`; copies between host and GPU) is listed in `mode.syncs`.
 """
 
 from __future__ import annotations
@@ -191,11 +194,50 @@ _SPECIAL = {
 }
 
 
+_READS_VALUES = {  # ops whose result depends on a tensor's values on the host: a GPU must finish first
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
+    torch.Tensor.__index__, torch.Tensor.nonzero, torch.nonzero, torch.argwhere, torch.Tensor.argwhere,
+    torch.masked_select, torch.Tensor.masked_select, torch.unique, torch.Tensor.unique, torch.Tensor.numpy,
+    torch.Tensor.__array__,
+}  # fmt: skip
+_MOVES = {torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda}
+
+
+def _waits_for_gpu(func, args, kwargs) -> bool:
+    """Whether the op makes the host wait for a GPU: it reads a GPU tensor's values, or copies between host and GPU
+    (ocrheads never copies through pinned memory, so every such copy waits)."""
+    tensors = list(_tensors((args, kwargs)))
+    if func in _READS_VALUES:
+        return any(device_of(t) != HOST for t in tensors)
+    if func in _MOVES:
+        source = device_of(args[0])
+        if func is torch.Tensor.cpu:
+            return source != HOST
+        if func is torch.Tensor.cuda:
+            return source == HOST
+        rest = args[1:]
+        if rest and isinstance(rest[0], torch.Tensor):
+            target = device_of(rest[0])
+        else:
+            device = torch._C._nn._parse_to(*rest, **{k: v for k, v in kwargs.items() if k != "copy"})[0]
+            target = source if device is None else _name(device)
+        return (source == HOST) != (target == HOST)
+    device = kwargs.get("device")
+    return device is not None and _name(device) != HOST and func in (torch.tensor, torch.as_tensor)
+
+
 class VirtualDeviceMode(TorchFunctionMode):
     """Carries virtual devices through every torch call and raises where CUDA would (see the module's docstring)."""
 
+    def __init__(self):
+        super().__init__()
+        self.counting = False
+        self.syncs: list[str] = []
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if self.counting and _waits_for_gpu(func, args, kwargs):
+            self.syncs.append(_what(func))
         special = _SPECIAL.get(func)
         if special is not None:
             return special(func, args, kwargs)
@@ -308,7 +350,7 @@ def _labelled_vmap(func, *args, **kwargs):
 
 
 @contextmanager
-def virtual_gpus(layout: Layout, model: torch.nn.Module | None = None) -> Iterator[None]:
+def virtual_gpus(layout: Layout, model: torch.nn.Module | None = None) -> Iterator[VirtualDeviceMode]:
     """Run the block under the virtual-device mode; `model` (and every model ocrheads loads inside the block) is
     placed as `layout` says."""
     from ocrheads.models import ModelSpec
@@ -326,5 +368,4 @@ def virtual_gpus(layout: Layout, model: torch.nn.Module | None = None) -> Iterat
         stack.enter_context(mock.patch.object(ModelSpec, "load", load_placed))
         stack.enter_context(mock.patch("torch.cuda.get_device_name", lambda device=None: "virtual GPU"))
         stack.enter_context(mock.patch("torch.vmap", _labelled_vmap))
-        stack.enter_context(VirtualDeviceMode())
-        yield
+        yield stack.enter_context(VirtualDeviceMode())
