@@ -17,6 +17,8 @@ additive (batch, 1, Q, K) mask.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -87,38 +89,55 @@ class _Call:
         return logits
 
 
-def _capture(call: _Call, capture: Capture, layer: int, columns: slice) -> CapturedRows:
-    """Probabilities of the requested rows this call computes: only `columns` of `capture.rows`, those some batch
-    item has in this call (a decoding step computes one of the answer's rows, not all of them). Nothing here waits
-    for the GPU: the columns come from the host, and everything else stays on the layer's device."""
-    rows = capture.rows.to(call.query.device)
+@dataclass
+class _SharedRows:
+    """What every layer of one forward call shares about its captured rows (their indices, mask and key sets), made
+    once per call and device instead of in every layer: each op is a kernel launch on a GPU, and launches, not
+    arithmetic, are what capturing costs there."""
+
+    local: torch.Tensor  # (batch, C) the rows' indices among the call's queries
+    positions: torch.Tensor  # (batch, R) absolute positions of the rows this call computes, -1 elsewhere
+    bias: torch.Tensor  # (batch, 1, C, K) additive mask in the exact dtype
+    key_sets: torch.Tensor | None  # (batch, S, K) in the exact dtype
+    blocked: torch.Tensor | None  # (batch, 1, 1, K) keys the argmax may not pick
+
+
+def _shared_rows(call: _Call, capture: Capture, columns: slice) -> _SharedRows:
+    device, precision = call.query.device, exact_dtype(call.query.device)
+    rows = capture.rows.to(device)
     local = rows - call.query_offset
     valid = (rows >= 0) & (local >= 0) & (local < call.q_len)
     local = local[:, columns].clamp(0, call.q_len - 1)
-    head_dim = call.query.shape[-1]
-    query_rows = call.query.gather(2, local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
-    precision = exact_dtype(call.query.device)
-    probs = (call.scores(query_rows, dtype=precision) + call.bias(local, precision)).softmax(-1)
     keys = slice(call.key_offset, call.key_offset + call.k_len)
+    key_sets = None if capture.key_sets is None else capture.key_sets.to(device)[..., keys].to(precision)
+    blocked = None if capture.argmax_keys is None else ~capture.argmax_keys.to(device)[:, None, None, keys]
+    return _SharedRows(local, torch.where(valid, rows, -1), call.bias(local, precision), key_sets, blocked)
+
+
+def _capture(call: _Call, capture: Capture, layer: int, columns: slice, shared: _SharedRows) -> CapturedRows:
+    """Probabilities of the requested rows this call computes: only `columns` of `capture.rows`, those some batch
+    item has in this call (a decoding step computes one of the answer's rows, not all of them). Nothing here waits
+    for the GPU: the columns come from the host, and everything else stays on the layer's device."""
+    size = capture.rows.shape[1]
+    head_dim = call.query.shape[-1]
+    query_rows = call.query.gather(2, shared.local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
+    probs = (call.scores(query_rows, dtype=shared.bias.dtype) + shared.bias).softmax(-1)
     mass = None
-    if capture.key_sets is not None:
-        key_sets = capture.key_sets.to(probs.device)[..., keys].to(precision)
-        mass = _spread(torch.einsum("bhrk,bsk->bhrs", probs, key_sets).float(), columns, rows.shape[1])
-    eligible = probs
-    if capture.argmax_keys is not None:
-        eligible = probs.masked_fill(~capture.argmax_keys.to(probs.device)[:, None, None, keys], -1.0)
+    if shared.key_sets is not None:
+        mass = _spread(torch.einsum("bhrk,bsk->bhrs", probs, shared.key_sets).float(), columns, size)
+    eligible = probs if shared.blocked is None else probs.masked_fill(shared.blocked, -1.0)
     inputs = None
     if capture.keep_inputs:
-        mask_rows = call.mask_rows(local)
+        mask_rows = call.mask_rows(shared.local)
         inputs = AttentionInputs(
-            query_rows, call.key, mask_rows, local, columns, call.q_len, call.scaling, call.softcap
+            query_rows, call.key, mask_rows, shared.local, columns, call.q_len, call.scaling, call.softcap
         )
     return CapturedRows(
         layer=layer,
-        positions=torch.where(valid, rows, -1),
-        argmax=_spread(eligible.argmax(-1) + call.key_offset, columns, rows.shape[1]),
+        positions=shared.positions,
+        argmax=_spread(eligible.argmax(-1) + call.key_offset, columns, size),
         mass=mass,
-        probs=_spread(torch.nn.functional.pad(probs.float(), (call.key_offset, 0)), columns, rows.shape[1])
+        probs=_spread(torch.nn.functional.pad(probs.float(), (call.key_offset, 0)), columns, size)
         if capture.keep_probs
         else None,
         inputs=inputs,
@@ -187,7 +206,9 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         return _kept(session, layer, output), None
     call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"), end)
     if wants_capture and (columns := session.columns(end - query.shape[2], end)) is not None:
-        session.record(_capture(call, capture, layer, columns))
+        key = (query.device, call.k_len, None if attention_mask is None else id(attention_mask))
+        shared = session.shared(key, lambda: _shared_rows(call, capture, columns))
+        session.record(_capture(call, capture, layer, columns, shared))
     for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):
         if heads:
             index = session.index(heads, output.device)

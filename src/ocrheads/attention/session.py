@@ -52,6 +52,7 @@ class AttentionSession:
         self.sums: dict[int, torch.Tensor] = {}  # layer -> (heads, head_dim) float32 output sums
         self.summed_tokens: torch.Tensor | int = 0  # tokens counted into each layer's sums (a tensor on the model)
         self._indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+        self._shared: dict = {}  # what the layers of the current forward call share (the attention function's)
         self._records: dict[int, list[CapturedRows]] = {}
         self._end = 0  # positions processed so far in the current sequence
         self._first_layer: int | None = None
@@ -65,7 +66,14 @@ class AttentionSession:
             self._first_layer = layer
         if layer == self._first_layer:
             self._end = q_len if k_len == q_len else self._end + q_len
+            self._shared.clear()
         return self._end
+
+    def shared(self, key, build):
+        """`build()`, made once per forward call for each `key` (a device, a mask) and reused by its other layers."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
 
     def columns(self, start: int, end: int) -> slice | None:
         """Which of the capture's rows a call that computes positions [start, end) holds: a slice of them (the rows
