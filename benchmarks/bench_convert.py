@@ -62,7 +62,7 @@ def worker(method: str, source: Path, out: Path) -> dict:
 def main() -> None:
     import torch
 
-    from ocrheads.models.tiny_internvl_chat import Shape, write_tiny_internvl_chat
+    from ocrheads.testing.tiny_internvl_chat import Shape, write_tiny_internvl_chat
 
     with tempfile.TemporaryDirectory() as scratch:
         source = write_tiny_internvl_chat(Path(scratch) / "remote", Shape(**SHAPE), shards=2)

@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from ocrheads.demo.examples import Examples, exact_matches
 from ocrheads.demo.run import BUNDLED_MODEL, DemoSettings, run_demo
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.metrics import estimate
 from ocrheads.models import load_adapter
+from ocrheads.training.examples import Examples, exact_matches
 
 SAMPLES = 200
 UNSEEN_SEED = 777

@@ -257,29 +257,26 @@ def main() -> None:
     lengths = [512, 1024] if dry else [2048, 8192, 16384, 32768]
     passkey_lengths, per_length = ([120, 240], 2) if dry else ([1024, 2048, 4096, 8192], 4)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    print(f"# {name}, {dtype}, torch {torch.__version__}\n")
-    capture_lines, run_lines, causal_lines = [], [], []
+    print(f"# {name}, {dtype}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         samples, pages = _passkeys(Path(scratch) / "paper", passkey_lengths, per_length)
-        for shape in shapes:
+        for shape in shapes:  # each shape's tables as soon as they are measured: a deadline keeps what was done
             model, processor = qwen2_vl_shaped(shape, device, dtype)
             adapter = adapter_class(model.config)(model, processor)
-            print(launch_proxy(adapter, device), f"({shape})", flush=True)
-            capture_lines += capture_table(adapter, lengths, device, shape)
-            run_lines += whole_run_table(adapter, samples, pages, device, shape)
-            causal_lines.append(causal_line(adapter, samples, pages, device, shape))
+            print(f"\n## {shape}\n\n{launch_proxy(adapter, device)}\n", flush=True)
+            _table(["model", "tokens", "plain SDPA forward", "with ocrheads' capture", "eager `output_attentions`"],
+                   capture_table(adapter, lengths, device, shape))  # fmt: skip
+            _table(["model", f"answers (batch {BATCH})", "plain generate / forward", "ocrheads score ocr", "ratio"],
+                   whole_run_table(adapter, samples, pages, device, shape))  # fmt: skip
+            _table(["model", "batch", "plain forward", "causal estimate", "ratio"],
+                   [causal_line(adapter, samples, pages, device, shape)])  # fmt: skip
             del model, adapter
             if device == "cuda":
                 torch.cuda.empty_cache()
-    print("\n| model | tokens | plain SDPA forward | with ocrheads' capture | eager `output_attentions` |")
-    print("|---|---|---|---|---|")
-    print("\n".join(capture_lines))
-    print(f"\n| model | answers | plain (generate / forward) | ocrheads score ocr | ratio |  (batch {BATCH})")
-    print("|---|---|---|---|---|")
-    print("\n".join(run_lines))
-    print("\n| model | batch | plain forward | causal estimate | ratio |")
-    print("|---|---|---|---|---|")
-    print("\n".join(causal_lines))
+
+
+def _table(header: list[str], lines: list[str]) -> None:
+    print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n" + "\n".join(lines) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from ocrheads.demo.examples import Examples, exact_matches
 from ocrheads.demo.run import DemoSettings, run_demo
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.metrics import estimate
 from ocrheads.models import load_adapter
+from ocrheads.training.examples import Examples, exact_matches
 
 UNSEEN_SEED = 777
 

@@ -7,7 +7,7 @@ import torch
 import transformers as tf
 
 from ocrheads.models.base import image_only
-from ocrheads.models.tiny import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
+from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 
 def mid_qwen2_vl(min_pixels: int, max_pixels: int):

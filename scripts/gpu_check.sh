@@ -2,8 +2,10 @@
 # The GPU check, in one call, under one deadline (8 minutes; GPU_CHECK_SECONDS to change it): the device-sensitive
 # tests on cuda; verify, demo (data, OCR and retrieval scores, select, analyze, overlays, mask, sink, report), gold
 # OCR scores and causal scores (estimate and exact, zero and mean ablation) on the bundled model; verify, OCR
-# scores (gold and generated) and causal scores on a Qwen2-VL-2B-shaped model built on the GPU in bfloat16.
-# Writes two files to OUT: gpu-check.log (everything) and results.md (one line a step: status, seconds, last line).
+# scores (gold and generated) and causal scores on a Qwen2-VL-2B-shaped model built on the GPU in bfloat16; last,
+# benchmarks/bench_gpu.py on the 2B and 7B shapes with what time is left (its tables print shape by shape).
+# Writes two files to OUT: gpu-check.log (everything) and results.md (one line a step: status, seconds, last line;
+# then the benchmark's tables).
 #   bash scripts/gpu_check.sh OUT             on a GPU machine; wheels in .gpu-wheels (scripts/gpu_wheels.sh) are
 #                                             installed first with no network; PYTHON names the interpreter
 #                                             (default python3, whose environment holds CUDA torch)
@@ -86,5 +88,10 @@ step "score ocr generated $shape" "${ocrheads[@]}" score ocr --data "$work/paper
     --max-new-tokens 8 --batch-size "$batch" "${on_shape[@]}"
 step "score causal $shape" "${ocrheads[@]}" score causal --data "$work/paper" --out "$work/$shape-run" \
     --batch-size "$batch" "${on_shape[@]}"
+bench=(--shapes 2b 7b)
+[ "$dry" = 1 ] && bench=(--dry-run)
+step "benchmark" bash -c '"$0" benchmarks/bench_gpu.py "$@" | tee "'"$work"'/bench.md"' "$python" "${bench[@]}"
+echo >> "$results"
+cat "$work/bench.md" >> "$results" 2>/dev/null
 cat "$results"
 ! grep -qE '\| (failed|timed out|skipped)' "$results"

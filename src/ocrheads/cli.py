@@ -458,7 +458,7 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_train_demo(args: argparse.Namespace) -> None:
-    from ocrheads.demo.train import RECIPE, Stage, TrainSettings, train_demo
+    from ocrheads.training.train import RECIPE, Stage, TrainSettings, train_demo
 
     custom = {"steps": args.steps, "learning_rate": args.learning_rate, "decay": args.decay,
               "text_every": args.text_every, "eval_samples": args.eval_samples}  # fmt: skip
@@ -541,8 +541,8 @@ def _convert_parser(sub: argparse._SubParsersAction) -> None:
 
 def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     from ocrheads.demo.run import DemoSettings
-    from ocrheads.demo.train import RECIPE, TrainSettings
     from ocrheads.devices import DEVICES
+    from ocrheads.training.train import RECIPE, TrainSettings
 
     text = "the whole pipeline, offline, on the bundled demo model (or --model CHECKPOINT) and fresh synthetic "
     text += "passkeys, ending in RUN/report.html"
@@ -577,7 +577,7 @@ def _demo_parsers(sub: argparse._SubParsersAction) -> None:
     text += "not sit where text tokens do (a recipe variant)"
     train.add_argument("--untied-reading", action="store_true", help=text)
     stage = train.add_argument_group("one stage instead of the recipe", f"the recipe: {len(RECIPE)} stages, "
-                                     f"{sum(s.steps for s in RECIPE)} steps (ocrheads.demo.train.RECIPE)")  # fmt: skip
+                                     f"{sum(s.steps for s in RECIPE)} steps (training.train.RECIPE)")  # fmt: skip
     stage.add_argument("--steps", type=int)
     stage.add_argument("--learning-rate", type=float, help="peak, after warm-up (2e-3)")
     stage.add_argument("--decay", type=float, help="final fraction of the steps, falling to 10 %% (0.25)")

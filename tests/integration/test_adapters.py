@@ -6,7 +6,7 @@ from PIL import Image
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import load_adapter
-from ocrheads.models.tiny import FAMILIES
+from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import tiny_adapter
 

@@ -6,7 +6,7 @@ import torch
 from ocrheads.attention import Capture, attention_session, install
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.tiny import FAMILIES
+from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import extend_for, padded_batch, tiny_model
 

@@ -8,7 +8,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ocrheads.attention import Edits, OutputSums, SinkRedistribution, attention_session, install
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.tiny import FAMILIES
+from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import padded_batch, tiny_model
 

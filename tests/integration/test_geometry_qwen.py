@@ -8,7 +8,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import adapter_class, load_adapter
 from ocrheads.models.geometry import box_tokens
-from ocrheads.models.tiny import build_tiny
+from ocrheads.testing.tiny import build_tiny
 
 from .tiny_inputs import render_block, tiny_adapter
 

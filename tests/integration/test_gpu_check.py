@@ -16,10 +16,11 @@ def test_the_gpu_check_dry_run_passes_every_step(tmp_path):
     )  # fmt: skip
     assert sorted(path.name for path in tmp_path.iterdir()) == ["gpu-check.log", "results.md"]
     results = (tmp_path / "results.md").read_text()
-    steps = [line.split("|")[1:3] for line in results.splitlines()[2:]]
-    assert len(steps) == 13, results
+    steps = [line.split("|")[1:3] for line in results.split("\n\n")[0].splitlines()[2:]]
+    assert len(steps) == 14, results
     assert all(status.strip() == "ok" for _, status in steps), results
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "| tiny | 512 |" in results and "causal estimate" in results  # the benchmark's tables follow
 
 
 UNINSTALLED = """

@@ -12,12 +12,12 @@ from ocrheads.attention import install
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.demo.run import DemoSettings, run_demo
-from ocrheads.models.tiny import FAMILIES
 from ocrheads.scoring.causal import CausalOptions, score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
 from ocrheads.scoring.table import CausalTable, EntryTable
+from ocrheads.testing.tiny import FAMILIES
 from ocrheads.testing.virtual_devices import LAYOUTS, virtual_gpus
 
 from .tiny_inputs import tiny_adapter

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import ModelSpec, checkpoint_config, load_adapter
 from ocrheads.models.convert import convert
-from ocrheads.models.tiny_internvl_chat import (
+from ocrheads.testing.tiny_internvl_chat import (
     INTERNVL_TOKENS,
     SYSTEM_MESSAGE,
     Shape,

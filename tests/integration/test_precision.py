@@ -10,7 +10,7 @@ from ocrheads.data.generate import generate
 from ocrheads.demo.run import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.models import load_adapter
-from ocrheads.models.tiny import FAMILIES
+from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import LOAD_DEVICE, page, tiny_adapter
 

@@ -14,11 +14,12 @@ from ocrheads.attention import install
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import open_page
-from ocrheads.demo.provenance import invocation, made_by
 from ocrheads.devices import to_cpu
 from ocrheads.heads import Head
 from ocrheads.models.geometry import spread_over_image
+from ocrheads.provenance import made_by
 from ocrheads.scoring.overlays import head_attention
+from ocrheads.training.provenance import invocation
 
 from .tiny_inputs import extend_for, tiny_adapter
 

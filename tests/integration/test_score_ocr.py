@@ -8,11 +8,11 @@ from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.devices import to_cpu
 from ocrheads.models.geometry import box_tokens
-from ocrheads.models.tiny import FAMILIES
 from ocrheads.scoring.evidence import answer_units
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.table import EntryTable
+from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import extend_for, tiny_adapter
 

@@ -9,7 +9,7 @@ from ocrheads.attention import function
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.demo.run import BUNDLED_MODEL
-from ocrheads.models.tiny import FAMILIES
+from ocrheads.testing.tiny import FAMILIES
 from ocrheads.verify import verify
 
 from .tiny_inputs import tiny_adapter

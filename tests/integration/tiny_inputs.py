@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from ocrheads.data.fonts import load_font
 from ocrheads.devices import model_device, to_device
 from ocrheads.models import ModelAdapter, adapter_class
-from ocrheads.models.tiny import Tiny, build_tiny
+from ocrheads.testing.tiny import Tiny, build_tiny
 from ocrheads.testing.virtual_devices import place
 
 # cuda: the same tests then check a GPU; virtual: they check the GPU paths on the CPU (tests/conftest.py)

@@ -6,12 +6,12 @@ import sys
 import pytest
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.rundir import claim
+from ocrheads.run import claim
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from ocrheads.rundir import claim
+from ocrheads.run import claim
 claim(Path(sys.argv[1]), {"kind": "ocr"})
 print("held", flush=True)
 time.sleep(60)

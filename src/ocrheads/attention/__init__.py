@@ -1,5 +1,6 @@
 """One registered attention function that captures and edits heads, driven by an attention session."""
 
+from ocrheads.attention.install import install, use_text_attention
 from ocrheads.attention.requests import (
     AttentionInputs,
     Capture,
@@ -10,7 +11,7 @@ from ocrheads.attention.requests import (
     OutputSums,
     SinkRedistribution,
 )
-from ocrheads.attention.session import AttentionSession, attention_session, install, use_text_attention
+from ocrheads.attention.session import AttentionSession, attention_session
 
 __all__ = [
     "AttentionInputs",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from ocrheads.attention.active import current_session
 from ocrheads.attention.requests import AttentionInputs, Capture, CapturedRows, SinkRedistribution
-from ocrheads.attention.session import current_session
 from ocrheads.devices import exact_dtype
 from ocrheads.errors import OcrHeadsError
 
@@ -78,9 +78,10 @@ class _Call:
         Without head_keys all heads are given and grouped onto their key heads without copying keys (GQA);
         with it, head_keys[:, i] (in `dtype`) are the keys of query head i.
         """
-        if head_keys is None:
-            grouped = query_rows.to(dtype).unflatten(1, (self.kv_heads, self.group))
-            logits = (grouped @ self.key_in(dtype).unsqueeze(2).transpose(-1, -2)).flatten(1, 2)
+        if head_keys is None:  # a key head's query heads stacked on its rows: one matmul per key head, no key copies
+            rows = query_rows.shape[2]
+            grouped = query_rows.to(dtype).unflatten(1, (self.kv_heads, self.group)).flatten(2, 3)
+            logits = (grouped @ self.key_in(dtype).transpose(-1, -2)).unflatten(2, (self.group, rows)).flatten(1, 2)
         else:
             logits = query_rows.to(dtype) @ head_keys.transpose(-1, -2)
         logits = logits * self.scaling

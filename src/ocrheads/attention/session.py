@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
-from transformers import AttentionInterface, PreTrainedModel
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers import PreTrainedModel
 
+from ocrheads.attention.active import ACTIVE
+from ocrheads.attention.install import check_installed
 from ocrheads.attention.requests import (
     AttentionInputs,
     Capture,
@@ -26,12 +26,6 @@ from ocrheads.attention.requests import (
 )
 from ocrheads.devices import model_device, to_device
 from ocrheads.errors import OcrHeadsError
-
-_ACTIVE: ContextVar[AttentionSession | None] = ContextVar("ocrheads_attention_session", default=None)
-
-
-def current_session() -> AttentionSession | None:
-    return _ACTIVE.get()
 
 
 class AttentionSession:
@@ -169,22 +163,6 @@ class AttentionSession:
             )
 
 
-def install(model: PreTrainedModel) -> PreTrainedModel:
-    """Route the text model's attention through the registered function; vision towers keep their own."""
-    from ocrheads.attention.function import ATTENTION_NAME, ocrheads_attention
-
-    AttentionInterface.register(ATTENTION_NAME, ocrheads_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-    return use_text_attention(model, ATTENTION_NAME)
-
-
-def use_text_attention(model: PreTrainedModel, implementation: str) -> PreTrainedModel:
-    """Route the text model's attention through `implementation` ("sdpa", "eager": for comparisons)."""
-    text_key = "text_config" if "text_config" in getattr(model.config, "sub_configs", {}) else None
-    model.set_attn_implementation({text_key: implementation} if text_key else implementation)
-    return model
-
-
 def _text_shape(model: PreTrainedModel) -> tuple[int, int]:
     text = model.config.get_text_config()
     return text.num_hidden_layers, text.num_attention_heads
@@ -199,13 +177,6 @@ def _check_heads(heads: HeadMap, n_layers: int, n_heads: int, what: str) -> None
             raise OcrHeadsError(f"{what}: head(s) {bad} of layer {layer} outside the model (heads 0..{n_heads - 1})")
 
 
-def _check_installed(model: PreTrainedModel) -> None:
-    from ocrheads.attention.function import ATTENTION_NAME
-
-    if model.config.get_text_config()._attn_implementation != ATTENTION_NAME:
-        raise OcrHeadsError("the model's text attention is not ocrheads'; call ocrheads.attention.install(model) first")
-
-
 @contextmanager
 def attention_session(
     model: PreTrainedModel,
@@ -217,7 +188,7 @@ def attention_session(
 ) -> Iterator[AttentionSession]:
     """Capture and/or edit attention (and/or sum or keep head outputs) in every forward pass of `model` in the
     block."""
-    _check_installed(model)
+    check_installed(model)
     n_layers, n_heads = _text_shape(model)
     edits = edits or Edits()
     _check_heads(edits.zero, n_layers, n_heads, "zeroed heads")
@@ -242,9 +213,9 @@ def attention_session(
     session = AttentionSession(
         to_device(capture, device), to_device(edits, device), to_device(output_sums, device), head_outputs, rows
     )
-    token = _ACTIVE.set(session)
+    token = ACTIVE.set(session)
     try:
         yield session
     finally:
-        _ACTIVE.reset(token)
+        ACTIVE.reset(token)
     session.check_rows_seen()

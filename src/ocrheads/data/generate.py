@@ -23,7 +23,7 @@ from ocrheads.data.overlay import write_overlays
 from ocrheads.data.passkey import chars_contents, passkey_contents
 from ocrheads.data.samples import Content, RenderStyle, image_sample, text_sample
 from ocrheads.errors import DataError
-from ocrheads.versions import versions
+from ocrheads.provenance import versions
 
 TASKS = ("passkey", "niah", "chars", "docs")
 OVERLAYS = "overlays"

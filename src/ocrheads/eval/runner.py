@@ -32,7 +32,7 @@ from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import encode_questions, final_answer
 from ocrheads.eval.sinks import first_sinks, mass_sinks
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.rundir import open_run, write_parquet
+from ocrheads.run import open_run, write_parquet
 
 
 @dataclass(frozen=True)

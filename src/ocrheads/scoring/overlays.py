@@ -16,7 +16,7 @@ from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.models.geometry import spread_over_image
-from ocrheads.rundir import open_run
+from ocrheads.run import open_run
 from ocrheads.scoring.passes import append_tokens
 
 

@@ -31,7 +31,7 @@ from ocrheads.errors import DataError
 from ocrheads.eval.means import prompt_means
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.rundir import open_run, write_parquet
+from ocrheads.run import open_run, write_parquet
 from ocrheads.scoring.causal import MAX_BATCH_TOKENS, CausalOptions, encode_samples, score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import ScoringOptions

@@ -15,7 +15,8 @@ import transformers as tf
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from ocrheads.models.base import image_only
-from ocrheads.models.tiny import MROPE, qwen_vision_ids, text_config
+from ocrheads.models.vocab import qwen_vision_ids
+from ocrheads.testing.tiny import MROPE, text_config
 
 PATTERN = (  # Qwen's split: one digit per token (tiktoken's default groups up to three)
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""

@@ -1,5 +1,4 @@
-"""What every run directory shares: a config that pins it, one process at a time, and files that appear whole or
-not at all."""
+"""Holding a run folder: one process at a time, and a config that pins it, so a resumed run is the same run."""
 
 from __future__ import annotations
 
@@ -7,16 +6,14 @@ import fcntl
 import os
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from ocrheads.atomic import atomic_write_text
-from ocrheads.demo.provenance import made_by
 from ocrheads.distributed import Shard
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import ModelAdapter, ModelSpec, resolve
-from ocrheads.versions import versions
+from ocrheads.provenance import made_by, versions
+from ocrheads.run.layout import CONFIG, read_config
 
 _HELD: dict[Path, int] = {}  # run directories this process holds, and their lock file descriptors
 
@@ -81,9 +78,8 @@ def preflight(folder: Path, known: dict, shard: Shard | None = None) -> None:
     shard = shard or Shard(0, 1)
     if shard.leader:
         lock(folder)
-    path = folder / "config.yaml"
-    if path.is_file():
-        before = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if (folder / CONFIG).is_file():
+        before = read_config(folder)
         restricted = {
             key: {k: before[key].get(k) for k in value}
             if isinstance(value, dict) and isinstance(before.get(key), dict)
@@ -94,11 +90,10 @@ def preflight(folder: Path, known: dict, shard: Shard | None = None) -> None:
 
 
 def _pin(folder: Path, config: dict) -> None:
-    path = folder / "config.yaml"
-    if path.is_file():
-        _refuse_changes(folder, yaml.safe_load(path.read_text(encoding="utf-8")), config)
+    if (folder / CONFIG).is_file():
+        _refuse_changes(folder, read_config(folder), config)
         return
-    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(folder / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 UNPINNED = ("versions", "hardware", "trained_by")  # recorded, but a resume may change them (an upgrade, a GPU)
@@ -128,9 +123,3 @@ def differences(name: str, before, now) -> list[str]:
 
 def _shown(value) -> str:
     return "(not set)" if value is None else repr(value)
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    staging = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, staging)
-    staging.replace(path)

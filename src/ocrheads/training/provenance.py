@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-import yaml
 
 from ocrheads import __version__
 
@@ -74,12 +73,3 @@ def provenance_markdown(record: dict) -> str:
               "| step | held-out exact match, image | text | seconds |", "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {h['step']} | {h['image']:.3f} | {h['text']:.3f} | {h['seconds']} |" for h in history]
     return "\n".join(lines) + "\n"
-
-
-def made_by(checkpoint: str | Path) -> list[dict] | None:
-    """How a checkpoint folder was trained (command, code, first step of each invocation), from the training.yaml
-    train-demo writes beside the weights; None for any other checkpoint (a hub id, a folder without the record)."""
-    path = Path(checkpoint) / "training.yaml"
-    record = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    runs = record.get("runs") if isinstance(record, dict) else None
-    return [{key: run[key] for key in ("command", "code", "first_step")} for run in runs] if runs else None

@@ -19,15 +19,15 @@ import torch
 import yaml
 
 from ocrheads.atomic import atomic_folder
-from ocrheads.demo.architecture import build_model, build_processor, build_tokenizer
-from ocrheads.demo.examples import Examples, encode_for_training, exact_matches, held_out
-from ocrheads.demo.provenance import invocation, provenance_markdown
-from ocrheads.demo.reading import GlyphReading, KeyAlignment
 from ocrheads.demo.task import DemoTask
 from ocrheads.devices import resolve_device, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.qwen_vl import QwenVLAdapter
-from ocrheads.versions import versions
+from ocrheads.provenance import versions
+from ocrheads.training.architecture import build_model, build_processor, build_tokenizer
+from ocrheads.training.examples import Examples, encode_for_training, exact_matches, held_out
+from ocrheads.training.provenance import invocation, provenance_markdown
+from ocrheads.training.reading import GlyphReading, KeyAlignment
 
 
 @dataclass(frozen=True)

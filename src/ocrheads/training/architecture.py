@@ -15,7 +15,7 @@ import transformers as tf
 from ocrheads.data.haystack import FakerText
 from ocrheads.data.passkey import INTRO, NEEDLE, QUESTION
 from ocrheads.models.base import image_only
-from ocrheads.models.tiny import QWEN_SPECIALS, byte_tokenizer
+from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer
 
 VOCAB_SIZE = 2048
 CHAT_TEMPLATE = (

@@ -1,0 +1,1 @@
+"""Training the bundled demo model (`ocrheads train-demo`): its architecture, examples, training losses and record."""
