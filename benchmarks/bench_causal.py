@@ -24,7 +24,8 @@ from ocrheads.demo.run import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.means import prompt_means
 from ocrheads.models import load_adapter
-from ocrheads.scoring.causal import encode_samples, estimate, exact, teacher_forced
+from ocrheads.scoring.answers import encode_samples
+from ocrheads.scoring.causal import estimate, exact, teacher_forced
 
 SEED = 4242
 

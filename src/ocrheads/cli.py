@@ -200,14 +200,14 @@ def _causal_options(args: argparse.Namespace):
 
 
 def _report_outcomes(folder: Path) -> None:
-    from ocrheads.scoring.runner import outcome_summary
+    from ocrheads.run import KindRun
 
-    summary = outcome_summary(folder)
+    summary = KindRun(folder).outcome_summary()
     print(f"scored {summary['scored']} of {summary['total']} samples into {folder}")
     for reason, count in summary["reasons"].items():
         print(f"  not scored ({count}): {reason}")
     if not summary["scored"]:
-        print("  no sample was scored: the score files are empty; see outcomes.jsonl for each sample")
+        print(f"  no sample was scored: the score files are empty; see {KindRun(folder).outcomes_path} for each sample")
 
 
 def _run_import(args: argparse.Namespace) -> None:
@@ -228,11 +228,12 @@ def _run_export(args: argparse.Namespace) -> None:
 
 def _run_select(args: argparse.Namespace) -> None:
     from ocrheads.analysis.runs import select_run
+    from ocrheads.run import RunDir
 
     for kind, selection in select_run(args.run_dir, _rule(args)).items():
         robust = selection.robust["heads"]
         print(f"{kind}: {len(selection.heads)} heads ({robust} at their interval's lower end) -> "
-              f"{args.run_dir / f'{kind}_heads.json'}")  # fmt: skip
+              f"{RunDir(args.run_dir).heads_path(kind)}")  # fmt: skip
         print("  top: " + ", ".join(head.name for head in selection.heads[:10]))
 
 
@@ -244,14 +245,16 @@ def _rule(args: argparse.Namespace):
 
 def _run_analyze(args: argparse.Namespace) -> None:
     from ocrheads.analysis.runs import analyze_run
+    from ocrheads.run import RunDir
+    from ocrheads.scoring.kinds import COPYING, NAMES, READING
 
     found = analyze_run(args.run_dir, _rule(args), top_k=args.top_k)
-    for kind in ("ocr", "retrieval", "causal"):
+    for kind in NAMES:
         if kind in found:
             print(f"{kind}: {found[kind]['selected']} heads above the rule; bins {found[kind]['bins']}")
     if "similarity" in found:
-        print(f"OCR vs retrieval heads: {found['similarity']}")
-    print(f"wrote {args.run_dir / 'analysis.json'}")
+        print(f"{READING} vs {COPYING} heads: {found['similarity']}")
+    print(f"wrote {RunDir(args.run_dir).analysis_path}")
 
 
 def _run_report(args: argparse.Namespace) -> None:
@@ -262,18 +265,19 @@ def _run_report(args: argparse.Namespace) -> None:
 
 
 def _run_overlay(args: argparse.Namespace) -> None:
-    from ocrheads.analysis.runs import top_heads
     from ocrheads.data.manifest import read_manifest
     from ocrheads.heads import Head
+    from ocrheads.run import RunDir
+    from ocrheads.scoring.kinds import NAMES, READING
     from ocrheads.scoring.overlays import write_overlays
 
     samples = _pick_samples(read_manifest(args.data), args.sample, args.data)
     spec = _model_spec(args)
-    if args.heads:
-        heads = [Head.parse(name) for name in args.heads]
-    else:
-        heads = top_heads(args.run_dir, "ocr", args.top, spec.grid)
-    out = args.run_dir / "overlays"
+    run = RunDir(args.run_dir)
+    heads = (
+        [Head.parse(name) for name in args.heads] if args.heads else run.top_heads(NAMES, READING, args.top, spec.grid)
+    )
+    out = run.overlays
     written = write_overlays(spec, args.data, samples, heads, out)
     print(f"wrote {len(written)} attention overlays to {out}")
 
@@ -368,6 +372,7 @@ def _run_intervention(args: argparse.Namespace) -> None:
     from ocrheads.eval.conditions import masking_conditions, sink_conditions
     from ocrheads.eval.datasets import load_eval_set
     from ocrheads.eval.runner import Intervention, evaluate
+    from ocrheads.run import ExperimentRun
 
     eval_sets = [load_eval_set(spec, args.limit, args.data_seed, args.max_pages) for spec in args.dataset]
     model = _model_spec(args)
@@ -392,8 +397,9 @@ def _run_intervention(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )  # fmt: skip
     if current_shard().leader:
-        print((folder / "results.md").read_text(encoding="utf-8"), end="")
-        print(f"wrote {folder / 'results.parquet'} and {folder / 'predictions.jsonl'}")
+        experiment = ExperimentRun(folder)
+        print(experiment.summary(), end="")
+        print(f"wrote {experiment.results_path} and {experiment.predictions_path}")
 
 
 def _intervention_parsers(sub: argparse._SubParsersAction) -> None:

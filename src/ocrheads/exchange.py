@@ -34,6 +34,8 @@ from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores, check_heads
 from ocrheads.models.convert import revision
+from ocrheads.run import RunDir, claim
+from ocrheads.scoring.kinds import NAMES
 from ocrheads.select import HeadSelection, SelectionRule
 
 SCORE_FORMATS = ("paper", "retrieval-head", "sparsemm")
@@ -49,9 +51,9 @@ def side_file(path: Path) -> Path:
 
 
 def provenance(run: Path, kind: str) -> dict:
-    """What a head file needs to be trusted elsewhere: everything config.yaml records about how it was scored."""
-    config_path = run / kind / "config.yaml"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    """What a head file needs to be trusted elsewhere: everything the kind's run config records about how it was
+    scored."""
+    config = RunDir(run).kind(kind).config()
     settings = config.get("model_settings", {})
     data = Path(config["data"]) if config.get("data") else None
     dataset = data / "dataset.yaml" if data else None
@@ -121,26 +123,25 @@ def export_heads(heads: list[tuple[Head, float | None]], fmt: str, path: Path, a
 def export_run(run: Path, kind: str, fmt: str, out: Path | None = None, top: int | None = None) -> Path:
     """Write `run`'s `kind` scores (score formats) or head list (head formats: the run's selection, or its `top`
     best heads) as `fmt`; returns the file written (its provenance sits beside it)."""
-    from ocrheads.analysis.runs import last_rule, run_scores
     from ocrheads.select import ranked, ranking_scores, select
 
     if fmt not in FORMATS:
         raise OcrHeadsError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    scores = run_scores(run).get(kind)
+    directory = RunDir(run)
+    scores = directory.scores(NAMES).get(kind)
     if scores is None:
         raise OcrHeadsError(f"{run} holds no {kind} scores; run `ocrheads score {kind} --out {run}` first")
-    out = out or run / "exports" / f"{kind}-{fmt}{SUFFIX[fmt]}"
+    out = out or directory.exports / f"{kind}-{fmt}{SUFFIX[fmt]}"
     about = provenance(run, kind)
     if fmt in SCORE_FORMATS:
         export_scores(scores, fmt, out, about)
         return out
-    selection_file = run / f"{kind}_heads.json"
-    rule = last_rule(run)
+    rule = directory.last_rule(NAMES)
     values = ranking_scores(scores, rule)
     if top is not None:
         heads = ranked(scores, rule)[:top]
-    elif selection_file.is_file():
-        heads = list(HeadSelection.from_json(selection_file).heads)
+    elif (selection := directory.selection(kind)) is not None:
+        heads = list(selection.heads)
     else:
         heads = list(select(scores, rule).heads)
     about |= {"heads": "top " + str(top) if top else "selected", "rule": rule.__dict__}
@@ -250,20 +251,21 @@ def check_model(path: Path, model: str | None) -> None:
 
 def import_file(path: Path, fmt: str, kind: str, run: Path, grid: tuple[int, int] | None = None,
                 model: str | None = None) -> Path:  # fmt: skip
-    """Score lists become `<run>/<kind>/scores.json`; head lists become `<run>/<kind>_heads.json`."""
+    """Score lists become the run's `kind` scores (its folder held and its config pinned as a scoring run's are);
+    head lists become the kind's head selection. Returns the file written."""
     check_model(path, model)
     found = read_file(path, fmt, grid)
     record = {"kind": kind, "imported_from": str(path), "format": fmt} | ({"model": model} if model else {})
+    directory = RunDir(run)
     if found.scores is not None:
-        folder = run / kind
-        found.scores.to_reference(folder / "scores.json")
-        record["grid"] = list(found.scores.grid)
-        atomic_write_text(folder / "config.yaml", yaml.safe_dump(record, sort_keys=False))
-        return folder / "scores.json"
+        folder = directory.kind(kind)
+        claim(folder.folder, record | {"grid": list(found.scores.grid)})
+        folder.write_imported(found.scores)
+        return folder.scores_path
     heads = tuple(head for head, _ in found.heads)
     if not heads:
         raise OcrHeadsError(f"{path} lists no heads")
     grid = grid or (max(h.layer for h in heads) + 1, max(h.head for h in heads) + 1)
     selection = HeadSelection(heads, tuple(s for _, s in found.heads), SelectionRule(), grid, f"{path} ({fmt})")
-    selection.to_json(run / f"{kind}_heads.json")
-    return run / f"{kind}_heads.json"
+    directory.write_selection(kind, selection)
+    return directory.heads_path(kind)

@@ -11,13 +11,14 @@ from safetensors.torch import load_file
 
 from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
-from ocrheads.demo import provenance
 from ocrheads.demo.task import DemoTask
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import load_adapter
 from ocrheads.models.geometry import box_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
-from ocrheads.scoring.retrieval import needle_positions, text_prompt
+from ocrheads.scoring.answers import text_prompt
+from ocrheads.scoring.retrieval import needle_positions
+from ocrheads.training import provenance
 from ocrheads.training.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.training.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
 from ocrheads.training.reading import PROBE_FILE, GlyphReading, KeyAlignment

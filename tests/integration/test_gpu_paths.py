@@ -37,7 +37,7 @@ def _tables(adapter, images, pages, texts):
     """Every scoring kind on one batch: OCR generated and gold, retrieval (both presets), causal estimate and exact
     with zero ablation on pages and mean ablation on text."""
     from ocrheads.eval.means import prompt_means
-    from ocrheads.scoring.causal import encode_samples
+    from ocrheads.scoring.answers import encode_samples
 
     found = {}
     for answers in ("generated", "gold"):

@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from ocrheads.analysis.runs import top_heads
 from ocrheads.attention import install
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
@@ -18,6 +17,8 @@ from ocrheads.devices import to_cpu
 from ocrheads.heads import Head
 from ocrheads.models.geometry import spread_over_image
 from ocrheads.provenance import made_by
+from ocrheads.run import RunDir
+from ocrheads.scoring.kinds import NAMES
 from ocrheads.scoring.overlays import head_attention
 from ocrheads.training.provenance import invocation
 
@@ -80,7 +81,7 @@ def test_report_holds_every_section_of_a_scored_run(tmp_path, checkpoint, capsys
         assert score == round(float(table["value"][here].mean()), 4)
     html = (run / "report.html").read_text()
     embedded = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]*)"', html)
-    overlays = [f"chars-00002_{head.name}_page0" for head in top_heads(run, "ocr", 3, (2, 4))]
+    overlays = [f"chars-00002_{head.name}_page0" for head in RunDir(run).top_heads(NAMES, "ocr", 3, (2, 4))]
     assert embedded == [
         "score bins per kind",
         "layer by head score maps",

@@ -14,7 +14,8 @@ from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
-from ocrheads.scoring.causal import CausalOptions, encode_samples, score_causal_batch
+from ocrheads.scoring.answers import encode_samples
+from ocrheads.scoring.causal import CausalOptions, score_causal_batch
 from ocrheads.scoring.table import CausalTable
 
 from .tiny_inputs import tiny_adapter

@@ -6,8 +6,9 @@ import torch
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.devices import to_cpu
+from ocrheads.scoring.answers import text_prompt
 from ocrheads.scoring.options import scoring_options
-from ocrheads.scoring.retrieval import needle_positions, score_retrieval_batch, text_prompt
+from ocrheads.scoring.retrieval import needle_positions, score_retrieval_batch
 from ocrheads.scoring.table import EntryTable
 
 from .tiny_inputs import tiny_adapter

@@ -19,10 +19,15 @@ from PIL import Image
 
 from ocrheads.atomic import atomic_write_bytes
 from ocrheads.heads import Head
+from ocrheads.scoring.kinds import KINDS
 
-KIND_TITLES = {"ocr": "OCR heads", "retrieval": "Retrieval heads", "causal": "Causal heads"}
 BIN_COLOURS = ("#e8e8e8", "#c6dbef", "#6baed6", "#2171b5", "#08306b")
 SCORE_BOUNDS = (0, 0.01, 0.1, 0.3, 0.5, 1.0)  # the paper's heatmap colour bounds (METHOD.md 4.1, cell 8)
+
+
+def _title(kind: str) -> str:
+    """How figures name a kind's heads (an imported kind unknown here keeps its name)."""
+    return KINDS[kind].title if kind in KINDS else kind
 
 
 def save(figure: Figure, path: str | Path) -> Path:
@@ -51,7 +56,7 @@ def donuts(bins: dict[str, dict[str, int]]) -> Figure:
                wedgeprops={"width": 0.38, "edgecolor": "white"})  # fmt: skip
         above = sum(list(counts.values())[2:])
         ax.text(0, 0, f"{total} heads\n{above} > 0.1", ha="center", va="center", fontsize=10)
-        ax.set_title(KIND_TITLES.get(kind, kind))
+        ax.set_title(_title(kind))
     labels = list(next(iter(bins.values())))
     figure.legend(labels, loc="lower center", ncol=len(labels), frameon=False, title="score")
     figure.subplots_adjust(bottom=0.15)
@@ -65,7 +70,7 @@ def heatmaps(means: dict[str, np.ndarray]) -> Figure:
     axes = figure.subplots(1, len(means), squeeze=False)
     for ax, (kind, grid) in zip(axes[0], means.items(), strict=True):
         image = _score_map(ax, grid)
-        ax.set_title(KIND_TITLES.get(kind, kind))
+        ax.set_title(_title(kind))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
     figure.colorbar(image, ax=axes[0].tolist(), ticks=SCORE_BOUNDS, label="score")
@@ -91,7 +96,7 @@ def frequency_plot(activation: dict, kind: str, top: int = 7) -> Figure:
     if named:
         ax.text(0.98, 0.95, named, transform=ax.transAxes, ha="right", va="top", family="monospace", fontsize=7)
     pearson, spearman = activation["pearson"], activation["spearman"]
-    ax.set_title(f"{KIND_TITLES.get(kind, kind)}: Pearson {pearson:.2f}, Spearman {spearman:.2f}")
+    ax.set_title(f"{_title(kind)}: Pearson {pearson:.2f}, Spearman {spearman:.2f}")
     ax.legend(loc="upper center", fontsize=8, frameon=False)
     return figure
 
@@ -104,7 +109,7 @@ def settling_plot(curves: dict[str, dict]) -> Figure:
     for kind, curve in curves.items():
         points = [point for point in curve["points"] if point["samples"] > 0]  # a run that scored nothing has none
         sizes = [point["samples"] for point in points]
-        ax.plot(sizes, [point["mean"] for point in points], marker="o", label=KIND_TITLES.get(kind, kind))
+        ax.plot(sizes, [point["mean"] for point in points], marker="o", label=_title(kind))
         ax.fill_between(sizes, [point["low"] for point in points], [point["high"] for point in points], alpha=0.2)
     k = next(iter(curves.values()))["k"]
     ax.set(ylim=(0, 1.05), xlabel="samples scored", ylabel=f"overlap with the full top-{k}")
@@ -121,7 +126,7 @@ def causal_scatter(causal: np.ndarray, others: dict[str, np.ndarray]) -> Figure:
     axes = figure.subplots(1, len(others), squeeze=False)[0]
     for ax, (kind, values) in zip(axes, others.items(), strict=True):
         ax.scatter(values.ravel(), causal.ravel(), s=12, alpha=0.7)
-        ax.set(xlabel=f"{'OCR' if kind == 'ocr' else kind} score", ylabel="causal score (drop when ablated)")
+        ax.set(xlabel=f"{KINDS[kind].title.removesuffix(' heads')} score", ylabel="causal score (drop when ablated)")
         ax.axhline(0, color="#999", linewidth=0.8)
     return figure
 

@@ -17,13 +17,12 @@ The rules (also in the README):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-import yaml
 
 from ocrheads.analysis.stability import Bootstrap, percentile_interval, row_pearson
+from ocrheads.run import RunDir
+from ocrheads.scoring.kinds import COPYING, READING
 
 DISTINCT_MAX_JACCARD = 0.25
 STATIC_MIN_PEARSON = 0.9
@@ -58,11 +57,11 @@ def _not_measured(name: str, measure: str, rule: str, why: str) -> Finding:
 
 def less_sparse(counts: dict[str, int], boots: dict[str, Bootstrap]) -> Finding:
     measure, rule = "heads selected: OCR vs retrieval", "shown when the interval of OCR - retrieval lies above 0"
-    if not {"ocr", "retrieval"} <= set(boots):
+    if not {READING, COPYING} <= set(boots):
         return _not_measured("less sparse", measure, rule, "needs both OCR and retrieval scores")
-    low, high = percentile_interval(boots["ocr"].keeps.sum(1) - boots["retrieval"].keeps.sum(1).astype(float))
+    low, high = percentile_interval(boots[READING].keeps.sum(1) - boots[COPYING].keeps.sum(1).astype(float))
     verdict = "shown" if low > 0 else "not shown"
-    value = f"{counts['ocr']} vs {counts['retrieval']} (difference {counts['ocr'] - counts['retrieval']})"
+    value = f"{counts[READING]} vs {counts[COPYING]} (difference {counts[READING] - counts[COPYING]})"
     return Finding("less sparse", measure, PAPER["less sparse"], value, (low, high), verdict, rule)
 
 
@@ -74,10 +73,10 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def distinct(selected: dict[str, np.ndarray], boots: dict[str, Bootstrap], top_overlap: str) -> Finding:
     measure = "Jaccard of the selected OCR and retrieval head sets"
     rule = f"shown when the interval's upper end is below {DISTINCT_MAX_JACCARD}"
-    if not {"ocr", "retrieval"} <= set(boots):
+    if not {READING, COPYING} <= set(boots):
         return _not_measured("distinct", measure, rule, "needs both OCR and retrieval scores")
-    value = float(_jaccard(selected["ocr"], selected["retrieval"]))
-    low, high = percentile_interval(_jaccard(boots["ocr"].keeps, boots["retrieval"].keeps))
+    value = float(_jaccard(selected[READING], selected[COPYING]))
+    low, high = percentile_interval(_jaccard(boots[READING].keeps, boots[COPYING].keeps))
     verdict = "shown" if high < DISTINCT_MAX_JACCARD else "not shown"
     note = top_overlap
     if verdict == "not shown":
@@ -128,7 +127,7 @@ def _describe(cells: list[tuple[tuple, dict, dict]], names: tuple[str, str]) -> 
 def masking(rows: list[dict] | None) -> Finding:
     measure = "score with the top-k OCR heads masked vs k random heads (largest k)"
     rule = "shown when the OCR arm's interval lies below the random arm's on every dataset and prompt"
-    ocr = sorted({r["heads"] for r in rows or [] if r["group"] == "ocr"})
+    ocr = sorted({r["heads"] for r in rows or [] if r["group"] == READING})
     if not ocr:
         return _not_measured("masking", measure, rule, "no masking run with OCR heads")
     k = ocr[-1]
@@ -144,7 +143,7 @@ def masking(rows: list[dict] | None) -> Finding:
 def sink(rows: list[dict] | None) -> Finding:
     measure = "score with sink mass redistributed in the top OCR heads vs the baseline"
     rule = "shown when the OCR arm's interval lies above the baseline's somewhere and below it nowhere"
-    arms = sorted({(r["heads"], r["condition"]) for r in rows or [] if r["group"] == "ocr"})
+    arms = sorted({(r["heads"], r["condition"]) for r in rows or [] if r["group"] == READING})
     if not arms:
         return _not_measured("sink", measure, rule, "no sink run with OCR heads")
     names = (arms[-1][1], "baseline")
@@ -162,10 +161,6 @@ def sink(rows: list[dict] | None) -> Finding:
     return Finding("sink", measure, PAPER["sink"], _describe(cells, names), None, verdict, rule, note)
 
 
-def experiment_rows(run: Path) -> dict[str, list[dict]]:
+def experiment_rows(run: RunDir) -> dict[str, list[dict]]:
     """Results rows of the run's masking and sink experiments, by intervention kind (the last run of each)."""
-    found: dict[str, list[dict]] = {}
-    for table in sorted(run.glob("*/results.parquet")):
-        config = yaml.safe_load((table.parent / "config.yaml").read_text(encoding="utf-8"))
-        found[config["intervention"]["kind"]] = pq.read_table(table).to_pylist()
-    return found
+    return {experiment.config()["intervention"]["kind"]: experiment.results() for experiment in run.experiments()}

@@ -8,14 +8,13 @@ scored here knows each entry's sample; an imported score file does not, so there
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-import yaml
 from scipy import stats
 
 from ocrheads.heads import HeadScores
+from ocrheads.run import KindRun
+from ocrheads.scoring.kinds import scoring_kind
 from ocrheads.select import SelectionRule, rule_keeps, rule_ranking
 
 CONFIDENCE = 0.95
@@ -82,16 +81,16 @@ class RunEntries:
         return cls(scores.grid, tuple(blocks), samples is not None)
 
     @classmethod
-    def from_run(cls, folder: Path, scores: HeadScores, activation: float) -> RunEntries:
-        """A scored kind folder: OCR entries grouped by their sample (from scores.parquet); retrieval lists are
-        already one entry per sample."""
-        table, config = folder / "scores.parquet", folder / "config.yaml"
-        if not (table.is_file() and config.is_file()):
+    def from_run(cls, folder: KindRun, scores: HeadScores, activation: float) -> RunEntries:
+        """A scored kind's folder: per-token entries grouped by their sample (from its table); kinds whose lists are
+        one entry per sample already are their own groups."""
+        columns, config = folder.columns(["sample"]), folder.config()
+        if columns is None or not config:
             return cls.from_scores(scores, activation)
         entries = len(next(iter(scores.lists.values())))
-        if yaml.safe_load(config.read_text(encoding="utf-8")).get("kind") == "retrieval":
+        if scoring_kind(config["kind"]).per_sample:
             return cls.from_scores(scores, activation, np.arange(entries))
-        column = pq.read_table(table, columns=["sample"])["sample"].to_numpy(zero_copy_only=False)
+        column = columns["sample"]
         names = column[:: scores.layers * scores.heads]
         grouped = len(names) == entries and len(column) == entries * scores.layers * scores.heads
         return cls.from_scores(scores, activation, np.unique(names, return_inverse=True)[1] if grouped else None)

@@ -123,3 +123,8 @@ def open_page(folder: str | Path, sample: Sample, page: int) -> Image.Image:
             return image.convert("RGB")
     except OSError as err:
         raise DataError(f"sample {sample.id}: cannot read page {path} ({err}); regenerate the dataset") from None
+
+
+def open_pages(folder: str | Path, sample: Sample) -> list[Image.Image]:
+    """Every page of a sample, as RGB (none for a text sample)."""
+    return [open_page(folder, sample, page) for page in range(len(sample.pages))]

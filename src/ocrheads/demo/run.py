@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from ocrheads.analysis.runs import analyze_run, select_run, top_heads
+from ocrheads.analysis.runs import analyze_run, select_run
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
 from ocrheads.demo.task import DemoTask
@@ -24,9 +24,11 @@ from ocrheads.eval.datasets import load_eval_set
 from ocrheads.eval.runner import Intervention, evaluate
 from ocrheads.models import ModelSpec
 from ocrheads.report.build import build_report
+from ocrheads.run import RunDir
+from ocrheads.scoring.kinds import COPYING, NAMES, READING
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.overlays import write_overlays
-from ocrheads.scoring.runner import outcome_summary, score
+from ocrheads.scoring.runner import score
 from ocrheads.select import SelectionRule
 
 BUNDLED_MODEL = Path(__file__).parent / "model"
@@ -75,16 +77,16 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
             "the demo model with `ocrheads train-demo --out DIR` and pass --model DIR"
         )
     out, task = settings.out, settings.task
+    run = RunDir(out)
     stage = iter(range(1, 9))
 
     def say(text: str) -> None:
         console.rule(f"[bold]{next(stage)}/8 {text}")
 
     say("synthetic passkeys (image pages and plain text)")
-    data = out / "data"
     score_seed, eval_seed = settings.data_seed, settings.data_seed + 1
     sets = {
-        name: _dataset(data / name, modality, n, seed, task)
+        name: _dataset(run.data(name), modality, n, seed, task)
         for name, modality, n, seed in (
             ("score-image", "image", settings.score_samples, score_seed),
             ("score-text", "text", settings.score_samples, score_seed),
@@ -96,11 +98,10 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     spec = ModelSpec(str(settings.model), *load)
     adapter = spec.load()
     options = scoring_options()
-    for kind, name in (("ocr", "score-image"), ("retrieval", "score-text")):
+    for kind, name in ((READING, "score-image"), (COPYING, "score-text")):
         say(f"{kind} head scores on {name}")
-        folder = score(kind, adapter, sets[name], out, options, model_name="bundled demo model",
-                       batch_size=settings.batch_size)  # fmt: skip
-        summary = outcome_summary(folder)
+        score(kind, adapter, sets[name], out, options, model_name="bundled demo model", batch_size=settings.batch_size)
+        summary = run.kind(kind).outcome_summary()
         console.print(f"scored {summary['scored']} of {summary['total']} samples")
 
     say("selection and analysis")
@@ -112,7 +113,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
 
     say("attention overlays of the top OCR heads")
     samples = read_manifest(sets["score-image"])[:2]
-    write_overlays(adapter, sets["score-image"], samples, top_heads(out, "ocr", 2, adapter.grid), out / "overlays")
+    write_overlays(adapter, sets["score-image"], samples, run.top_heads(NAMES, READING, 2, adapter.grid), run.overlays)
 
     eval_sets = [load_eval_set(str(sets[name])) for name in ("eval-image", "eval-text")]
     seeds = range(settings.random_seeds)
@@ -121,13 +122,13 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     say("masking top-k OCR vs retrieval vs random heads")
     conditions = masking_conditions(out, adapter.grid, settings.k, seeds)
     evaluate("mask", adapter, conditions, eval_sets, out, intervention=Intervention("mask"), **common)
-    console.print((out / "mask" / "results.md").read_text(encoding="utf-8"))
+    console.print(run.experiment("mask").summary())
 
     say(f"sink redistribution in the top-{settings.sink_top} heads (beta {settings.beta})")
     conditions = sink_conditions(out, adapter.grid, settings.sink_top, seeds)
     sink = Intervention("sink", beta=settings.beta)
     evaluate("sink", adapter, conditions, eval_sets, out, intervention=sink, **common)
-    console.print((out / "sink" / "results.md").read_text(encoding="utf-8"))
+    console.print(run.experiment("sink").summary())
 
     say("report")
     report = build_report(out, rule)

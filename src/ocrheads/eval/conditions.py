@@ -9,9 +9,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocrheads.analysis.runs import last_rule, scores_for_model
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head
+from ocrheads.run import RunDir
+from ocrheads.scoring.kinds import NAMES, READING
 from ocrheads.select import select, top_k
 
 
@@ -66,7 +67,7 @@ def masking_conditions(
     """Baseline, then per k: top-k OCR, top-k retrieval (each when the run has those scores), random per seed.
 
     Heads are ranked by the rule of the run's last selection, as `top_heads` does."""
-    scores, rule = scores_for_model(run, grid), last_rule(run)
+    scores, rule = RunDir(run).scores_for_model(NAMES, grid), RunDir(run).last_rule(NAMES)
     selected: set[Head] = set()
     if exclude_selected:
         selected = {head for kind_scores in scores.values() for head in select(kind_scores, rule).heads}
@@ -77,7 +78,7 @@ def masking_conditions(
         exclude: set[Head] = set()
         if exclude_selected:
             exclude = selected | {head for heads in tops.values() for head in heads}
-        like = tops.get("ocr") if layer_matched else None
+        like = tops.get(READING) if layer_matched else None
         if layer_matched and like is None:
             raise OcrHeadsError(f"{run} has no OCR scores to match layers with; drop --layer-matched")
         for seed in seeds:
@@ -88,7 +89,7 @@ def masking_conditions(
 
 def sink_conditions(run: str | Path, grid: tuple[int, int], n: int, seeds: Sequence[int]) -> list[Condition]:
     """Baseline, sink redistribution in the top-n OCR heads, the top-n retrieval heads, and n random heads per seed."""
-    scores, rule = scores_for_model(run, grid), last_rule(run)
+    scores, rule = RunDir(run).scores_for_model(NAMES, grid), RunDir(run).last_rule(NAMES)
     conditions = [Condition("baseline", "baseline")]
     conditions += [Condition(f"{kind}-top{n}", kind, tuple(top_k(s, n, rule))) for kind, s in scores.items()]
     conditions += [Condition(f"random-top{n}-seed{s}", "random", random_heads(grid, n, s), s) for s in seeds]

@@ -1,27 +1,17 @@
-"""Run conditions x datasets x prompts, batch by batch, into `<out>/<experiment>/`, resuming where a run stopped.
-
-Layout:
-  config.yaml        everything that determines the result; a different config is refused
-  parts/<condition>/<dataset>/<prompt>/NNNNNN.jsonl   one batch's predictions; a part exists only once complete
-  predictions.jsonl  every sample of every arm: reply, parsed answer, gold answers, metric values
-  results.parquet    condition x dataset x prompt x metric: mean, bootstrap 95 % interval, n, skipped
-  results.md         the same as a readable table
-"""
+"""Run conditions x datasets x prompts, batch by batch, into `<out>/<experiment>/` (an ExperimentRun: its parts, then
+every sample's predictions, and results per condition x dataset x prompt x metric: mean, bootstrap 95 % interval,
+n, skipped), resuming where a run stopped."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import pyarrow as pa
 import torch
-from rich.progress import Progress
 
-from ocrheads.atomic import atomic_write_text
 from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
 from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
@@ -32,7 +22,7 @@ from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import encode_questions, final_answer
 from ocrheads.eval.sinks import first_sinks, mass_sinks
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.run import open_run, write_parquet
+from ocrheads.run import ExperimentRun, RunDir, open_run, resumable
 
 
 @dataclass(frozen=True)
@@ -112,7 +102,7 @@ def evaluate(
     """Every condition on every set with every prompt style; finished batches of an earlier run are kept.
 
     Given a ModelSpec, the run directory is checked before the weights are loaded."""
-    folder = Path(out) / experiment
+    experiment_run = RunDir(out).experiment(experiment)
     shard = current_shard()
     known = {
         "experiment": experiment,
@@ -127,40 +117,34 @@ def evaluate(
         "cot_max_new_tokens": cot_max_new_tokens,
         "batch_size": batch_size,
     }
-    adapter = open_run(folder, model, known, shard)
+    adapter = open_run(experiment_run.folder, model, known, shard)
     install(adapter.model)
     metrics = METRICS | {"anls": partial(METRICS["anls"], options=ANLS_PRESETS[anls])}
     arms = [(c, e, p) for c in conditions for e in eval_sets for p in prompts]
-    total = sum(-(-e.size // batch_size) for _, e, _ in arms)
     means = {}
     if intervention.kind == "mask" and intervention.mode == "mean":
         means = {e.name: reference_means(adapter, e, intervention.mean_samples, batch_size) for e in eval_sets}
-    index = -1  # every part of every arm, in order: part `index` belongs to rank index mod world size
-    with Progress(disable=not progress or not shard.leader) as bar:
-        task = bar.add_task(experiment, total=total)
-        for condition, eval_set, style in arms:
+
+    def work(condition: Condition, eval_set: EvalSet, style: str, start: int, path: Path) -> None:
+        samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)))
+        runnable = [s for s in samples if not s.skip]
+        replies = []
+        if runnable:
+            edits_of = partial(edits_for, intervention, condition, adapter, runnable, means=means.get(eval_set.name))
             new = cot_max_new_tokens if style == "cot" else max_new_tokens
-            arm = folder / "parts" / condition.name / eval_set.name / style
-            for number, start in enumerate(range(0, eval_set.size, batch_size)):
-                part = arm / f"{number:06d}.jsonl"
-                index += 1
-                if shard.owns(index) and not part.is_file():
-                    samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)))
-                    runnable = [s for s in samples if not s.skip]
-                    replies = []
-                    last = start + len(samples) - 1
-                    what = f"{condition.name} / {eval_set.name} / {style}, samples {start} to {last}"
-                    if runnable:
-                        edits_of = partial(
-                            edits_for, intervention, condition, adapter, runnable, means=means.get(eval_set.name)
-                        )
-                        with out_of_memory_named(what, "--batch-size (or --cot-max-new-tokens, --max-pages)"):
-                            replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
-                    records = _records(condition, eval_set, style, samples, iter(replies), metrics)
-                    atomic_write_text(part, "".join(json.dumps(r) + "\n" for r in records))
-                bar.advance(task)
-    shard.merge(lambda: finish(folder, arms, batch_size))
-    return folder
+            what = f"{condition.name} / {eval_set.name} / {style}, samples {start} to {start + len(samples) - 1}"
+            with out_of_memory_named(what, "--batch-size (or --cot-max-new-tokens, --max-pages)"):
+                replies = _generate(adapter, runnable, style, eval_set.instruction, new, edits_of)
+        experiment_run.write_part(path, _records(condition, eval_set, style, samples, iter(replies), metrics))
+
+    parts = []  # every part of every arm, in order: part i belongs to rank i mod world size
+    for condition, eval_set, style in arms:
+        for number, start in enumerate(range(0, eval_set.size, batch_size)):
+            path = experiment_run.part(condition.name, eval_set.name, style, number)
+            parts.append((path, partial(work, condition, eval_set, style, start, path)))
+    finish_run = partial(finish, experiment_run, arms, batch_size)
+    resumable(parts, finish_run, shard, description=experiment, progress=progress)
+    return experiment_run.folder
 
 
 def _records(
@@ -179,19 +163,18 @@ def _records(
     return records
 
 
-def finish(folder: Path, arms: list[tuple[Condition, EvalSet, str]], batch_size: int) -> Path:
+def finish(experiment_run: ExperimentRun, arms: list[tuple[Condition, EvalSet, str]], batch_size: int) -> None:
     """Merge the parts into predictions.jsonl and the results table; random arms of one size are also pooled."""
-    rows, lines = [], []
+    rows, predictions = [], []
     pooled: dict[tuple[int, str, str], list[dict]] = {}
     metrics = {eval_set.name: eval_set.metrics for _, eval_set, _ in arms}
     for condition, eval_set, style in arms:
-        arm = folder / "parts" / condition.name / eval_set.name / style
         records = [
-            json.loads(line)
+            record
             for number in range(-(-eval_set.size // batch_size))
-            for line in (arm / f"{number:06d}.jsonl").read_text(encoding="utf-8").splitlines()
+            for record in experiment_run.read_part(experiment_run.part(condition.name, eval_set.name, style, number))
         ]
-        lines += [json.dumps(record) + "\n" for record in records]
+        predictions += records
         arm_fields = {"condition": condition.name, "group": condition.group, "heads": len(condition.heads),
                       "seed": condition.seed, "dataset": eval_set.name, "prompt": style}  # fmt: skip
         rows += _summaries(arm_fields, eval_set.metrics, records)
@@ -201,10 +184,7 @@ def finish(folder: Path, arms: list[tuple[Condition, EvalSet, str]], batch_size:
         arm_fields = {"condition": f"random-top{heads}-pooled", "group": "random", "heads": heads, "seed": None,
                       "dataset": dataset, "prompt": style}  # fmt: skip
         rows += _summaries(arm_fields, metrics[dataset], records)
-    atomic_write_text(folder / "predictions.jsonl", "".join(lines))
-    write_parquet(pa.Table.from_pylist(rows), folder / "results.parquet")
-    atomic_write_text(folder / "results.md", results_markdown(rows))
-    return folder
+    experiment_run.write_results(predictions, rows, results_markdown(rows))
 
 
 def _summaries(arm_fields: dict, metrics: Sequence[str], records: list[dict]) -> list[dict]:

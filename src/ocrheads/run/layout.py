@@ -64,6 +64,11 @@ class KindRun:
     def config(self) -> dict:
         return read_config(self.folder)
 
+    def config_text(self) -> str:
+        """The config as written, for a reader ("" where there is none)."""
+        path = self.folder / CONFIG
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
     def part(self, number: int) -> Path:
         return self.folder / "parts" / f"{number:06d}.parquet"
 

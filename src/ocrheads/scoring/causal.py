@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,13 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import BatchEncoding
 
 from ocrheads.attention import Edits, HeadOutputs, attention_session
-from ocrheads.data.manifest import Sample
+from ocrheads.data.manifest import Sample, open_pages
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
+from ocrheads.eval.means import prompt_means
 from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.answers import encode_samples, gold_ids
+from ocrheads.scoring.kind import Batch, ScoringKind
 from ocrheads.scoring.passes import append_tokens, until_end
-from ocrheads.scoring.retrieval import text_prompt
-from ocrheads.scoring.table import CausalTable, Outcome
+from ocrheads.scoring.table import CAUSAL_SCHEMA, CausalTable, Outcome
 
 Ablation = Literal["zero", "mean"]
 Metric = Literal["logprob", "logit"]
@@ -193,23 +196,10 @@ def _repeat(forced: TeacherForced, copies: int) -> TeacherForced:
                          forced.valid.repeat(copies, 1))  # fmt: skip
 
 
-def encode_samples(adapter: ModelAdapter, samples: list[Sample], pages: list[list[Image.Image]]) -> BatchEncoding:
-    """Image samples with their pages, text samples as context then question (as the OCR and retrieval scores)."""
-    prompts = [
-        adapter.prompt(s.question, len(s.pages)) if s.modality == "image" else adapter.prompt(text_prompt(s), 0)
-        for s in samples
-    ]
-    return adapter.encode(prompts, pages)
-
-
-def _gold(adapter: ModelAdapter, samples: list[Sample]) -> list[list[int]]:
-    return [adapter.processor.tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
-
-
 def _answers(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions):
     tokenizer = adapter.processor.tokenizer
     if options.answers == "gold":
-        return _gold(adapter, samples)
+        return gold_ids(adapter, samples)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
         written = adapter.model.generate(**batch, max_new_tokens=options.max_new_tokens, do_sample=False,
@@ -250,7 +240,7 @@ def score_causal_batch(
     """Score one batch into `table`, in micro-batches of at most `max_batch_tokens` padded tokens (prompt and answer
     room); a sample whose answer gives no tokens is not scored, with the reason."""
     batch = encode_samples(adapter, samples, pages)
-    room = [len(ids) for ids in _gold(adapter, samples)] if options.answers == "gold" else None
+    room = [len(ids) for ids in gold_ids(adapter, samples)] if options.answers == "gold" else None
     prompts = to_cpu(batch["attention_mask"]).sum(1).tolist()
     lengths = [p + (room[i] if room else options.max_new_tokens) for i, p in enumerate(prompts)]
     groups = micro_batches(lengths, max_batch_tokens)
@@ -293,3 +283,37 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
         found = (estimates[item, :n], measured[item, :n] if measured is not None else None) if ids else (None, None)
         results.append((outcome, *found))
     return results
+
+
+def prepare_means(adapter: ModelAdapter, data: Path, samples: list[Sample], options: CausalOptions, batch_size: int):
+    """Mean ablation's reference, once per run: each head's mean output over the prompts of the first samples (the
+    same on every rank and every resume: the samples are fixed); None for zero ablation."""
+    if options.ablation != "mean":
+        return None
+    picked = samples[: options.mean_samples]
+    batches = (
+        encode_samples(adapter, chunk, [open_pages(data, sample) for sample in chunk])
+        for chunk in (picked[i : i + batch_size] for i in range(0, len(picked), batch_size))
+    )
+    return prompt_means(adapter, batches)
+
+
+def _score(adapter: ModelAdapter, batch: Batch, options: CausalOptions, table: CausalTable) -> list[Outcome]:
+    return score_causal_batch(adapter, batch.samples, batch.pages, options, table, batch.prepared,
+                              batch.max_batch_tokens or MAX_BATCH_TOKENS)  # fmt: skip
+
+
+CAUSAL = ScoringKind(
+    name="causal",
+    title="Causal heads",
+    summary="how much the answer's log-probability drops when a head's output is ablated (estimated, or --exact)",
+    modality=None,
+    needs_boxes=False,
+    options=CausalOptions,
+    schema=CAUSAL_SCHEMA,
+    new_table=CausalTable,
+    score_batch=_score,
+    per_sample=True,
+    out_of_memory="--max-batch-tokens",
+    prepare=prepare_means,
+)

@@ -12,29 +12,12 @@ from PIL import Image
 
 from ocrheads.data.manifest import Sample
 from ocrheads.models.base import ModelAdapter
-from ocrheads.scoring.alignment import align_by_offsets, align_by_position
+from ocrheads.scoring.answers import answer_tokens, gold_tokens
 from ocrheads.scoring.evidence import answer_units, evidence
+from ocrheads.scoring.kind import Batch, ScoringKind
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.passes import write_answers
-from ocrheads.scoring.table import EntryTable, Outcome
-
-
-def answer_tokens(adapter: ModelAdapter, sample: Sample, written: list[int], units: int, options: ScoringOptions):
-    """The written tokens that stand for answer units, c, and the written text."""
-    tokenizer = adapter.processor.tokenizer
-    text = tokenizer.decode(written, skip_special_tokens=True)
-    if options.alignment == "offsets":
-        prefixes = [tokenizer.decode(written[: n + 1], skip_special_tokens=True) for n in range(len(written))]
-        tokens, c = align_by_offsets(sample.answer, prefixes)
-    else:
-        tokens, c = align_by_position(tokenizer(sample.answer, add_special_tokens=False).input_ids, written, units)
-    return tokens, c, text
-
-
-def gold_tokens(adapter: ModelAdapter, samples: list[Sample], options: ScoringOptions) -> list[list[int]] | None:
-    if options.answers != "gold":
-        return None
-    return [adapter.processor.tokenizer(s.answer, add_special_tokens=False).input_ids for s in samples]
+from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
 
 
 def score_ocr_batch(
@@ -84,3 +67,22 @@ def _why_nothing(sample: Sample, text: str, tokens) -> str:
     if not tokens:
         return f"the answer is nowhere in what the model wrote (answer {sample.answer!r}, written {text[:80]!r})"
     return "no written answer token has evidence tokens (blank characters, or text outside what the model sees)"
+
+
+def _score(adapter: ModelAdapter, batch: Batch, options: ScoringOptions, table: EntryTable) -> list[Outcome]:
+    return score_ocr_batch(adapter, batch.samples, batch.pages, options, table)
+
+
+OCR = ScoringKind(
+    name="ocr",
+    title="OCR heads",
+    summary="while the model writes the answer, does a head's top key see the character's ink on the page",
+    modality="image",
+    needs_boxes=True,
+    options=ScoringOptions,
+    schema=SCHEMA,
+    new_table=EntryTable,
+    score_batch=_score,
+    per_sample=False,
+    out_of_memory="--batch-size (or --max-new-tokens)",
+)

@@ -57,7 +57,7 @@ def write_overlays(
 ) -> list[Path]:
     """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer.
 
-    `out` is pinned to one model, dataset and set of load settings (config.yaml), so its overlays stay comparable;
+    `out` is pinned to one model, dataset and set of load settings (its run config), so its overlays stay comparable;
     later calls may draw other samples and heads. Given a ModelSpec, all of that is checked before loading."""
     wrong = next((sample for sample in samples if sample.modality != "image"), None)
     if wrong is not None:

@@ -16,8 +16,8 @@ from ocrheads.data.samples import Content, text_sample
 from ocrheads.demo.task import DemoTask, Glyph, PageRenderer
 from ocrheads.models.geometry import ImageTokens, point_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
+from ocrheads.scoring.answers import text_prompt
 from ocrheads.scoring.passes import until_end
-from ocrheads.scoring.retrieval import text_prompt
 from ocrheads.training.architecture import END_OF_TURN
 
 HELD_OUT_FROM = 10**9  # sample indices from here on are never trained on

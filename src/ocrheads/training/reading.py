@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ocrheads.data.samples import text_sample
-from ocrheads.scoring.retrieval import needle_positions, text_prompt
+from ocrheads.scoring.answers import text_prompt
+from ocrheads.scoring.retrieval import needle_positions
 
 PROBE_FILE = "reading_probe.safetensors"  # training state only: not part of the model, not shipped
 

@@ -1,0 +1,84 @@
+"""What a scoring kind is: everything the runner, the CLI, selection, analysis and the report need to know about it.
+
+Each kind's module defines one ScoringKind; ocrheads.scoring.kinds lists them. A new kind is a module of its own and
+one line of that list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from pydantic import BaseModel
+
+from ocrheads.data.manifest import Sample
+from ocrheads.heads import Head, HeadScores
+from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.table import Outcome
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch to score: its samples, their pages (empty lists for text samples), what the kind prepared once for
+    the whole run, and the token budget of one pass (kinds with a backward pass split the batch under it)."""
+
+    samples: list[Sample]
+    pages: list[list[Image.Image]]
+    prepared: object = None
+    max_batch_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoringKind:
+    name: str
+    title: str  # how figures and the report name its heads
+    summary: str  # one line: what it scores
+    modality: Literal["image", "text"] | None  # the samples it scores; None: either, one modality per dataset
+    needs_boxes: bool  # its samples must carry character boxes
+    options: type[BaseModel]
+    schema: pa.Schema  # of its tidy table
+    new_table: Callable[[int, int], object]  # (layers, heads) -> a table with .add(...) and .to_arrow()
+    score_batch: Callable[[ModelAdapter, Batch, BaseModel, object], list[Outcome]]
+    per_sample: bool  # per-head lists hold one value per sample (its entries summed), else one per entry
+    out_of_memory: str  # what to lower when a batch runs out of GPU memory
+    prepare: Callable[[ModelAdapter, Path, list[Sample], BaseModel, int], object] = field(
+        default=lambda adapter, data, samples, options, batch_size: None
+    )
+
+    def check_samples(self, samples: list[Sample], data: Path) -> list[Sample]:
+        """The samples, or a DataError that names the first one this kind cannot score and the fix."""
+        from ocrheads.errors import DataError
+
+        if not samples:
+            raise DataError(f"{data} holds no samples; generate some with `ocrheads data ...`")
+        wanted = self.modality or samples[0].modality
+        wrong = next((s for s in samples if s.modality != wanted), None)
+        if wrong is not None:
+            needs = f"{wanted} samples" if self.modality else "samples of one modality"
+            raise DataError(
+                f"{self.name} scoring needs {needs}, but {wrong.id} in {data} is {wrong.modality}; "
+                f"generate the dataset with --modality {wanted}"
+            )
+        if self.needs_boxes and (boxless := next((s for s in samples if not any(c.box for c in s.answer_chars)), None)):
+            raise DataError(
+                f"sample {boxless.id} in {data} has no answer boxes; {self.name} scores need character boxes"
+            )
+        return samples
+
+    def head_scores(self, columns: dict[str, np.ndarray], grid: tuple[int, int]) -> HeadScores:
+        """Per-head lists from the table's sample and value columns: one value per scored entry, or per sample
+        summed over its entries (in the order the samples were scored)."""
+        layers, heads = grid
+        values = np.asarray(columns["value"], dtype=np.float64).reshape(-1, layers * heads)
+        if self.per_sample and len(values):
+            samples = np.asarray(columns["sample"]).reshape(-1, layers * heads)[:, 0]
+            _, first, inverse = np.unique(samples, return_index=True, return_inverse=True)
+            sums = np.zeros((len(first), layers * heads))
+            np.add.at(sums, inverse, values)
+            values = sums[np.argsort(first)]
+        return HeadScores({Head(i // heads, i % heads): values[:, i] for i in range(layers * heads)}, layers, heads)
