@@ -11,7 +11,7 @@ Head lists (selected heads, best first):
   as princeton-pli/QRHead ships in src/qrretriever/configs/*.yaml;
 - `json`: {"L": [heads]}; `csv`: rank,layer,head,score.
 
-Every export writes a side file, FILE.provenance.yaml, with what the run's config.yaml holds (model, revision if
+Every export writes a side file, FILE.provenance.yaml, with what the run's config holds (model, revision if
 known, library versions, prompt template hash, pixel settings, data seed and hash); the QRHead YAML also carries it
 as comments. An import checks a given model's grid, and the side file's model when there is one.
 """

@@ -10,15 +10,21 @@ model reads.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 from PIL import Image
+from rich.table import Table
 
 from ocrheads.attention import AttentionInputs, Capture, attention_session, install, use_text_attention
-from ocrheads.data.manifest import Sample
+from ocrheads.data.generate import generate
+from ocrheads.data.manifest import Sample, open_pages, read_manifest
 from ocrheads.devices import to_cpu
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models import ModelSpec
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.passes import append_tokens, until_end
 
@@ -159,3 +165,34 @@ def _row_checks(session, eager, dtype: torch.dtype, shape: tuple[int, int, int])
         return [*checks, _check("captured rows vs eager attention", ours_vs_eager <= EAGER_TOLERANCE,
                                 f"{ours_vs_eager:.1e}", f"at most {EAGER_TOLERANCE:g}; {detail}")]  # fmt: skip
     return [*checks, Check("captured rows vs eager attention", "info", f"{ours_vs_eager:.1e}", f"{dtype}: {detail}")]
+
+
+def verify_checkpoint(
+    spec: ModelSpec, data: Path | None, sample_id: str | None, *, eager_budget: int = EAGER_BUDGET
+) -> tuple[str, list[Check]]:
+    """Load the checkpoint and verify it on `sample_id` of `data` (an image sample), or, given neither, on a short
+    passkey page generated here; returns the sample's id and the checks."""
+    if (data is None) != (sample_id is None):
+        raise OcrHeadsError("give --data and --sample together, or neither (then a short passkey page is generated)")
+    with tempfile.TemporaryDirectory() as scratch:
+        if data is None:
+            data, sample_id = Path(scratch) / "sample", "passkey-00000"
+            generate("passkey", data, n=1, lengths=(200,), digits=5, seed=0, progress=False)
+        found = {sample.id: sample for sample in read_manifest(data)}
+        if sample_id not in found:
+            raise OcrHeadsError(f"no sample {sample_id} in {data}; ids look like {next(iter(found))}")
+        sample = found[sample_id]
+        if sample.modality != "image":
+            raise OcrHeadsError(f"sample {sample.id} is a text sample; verify needs an image sample")
+        return sample.id, verify(spec.load(), sample, open_pages(data, sample), eager_budget=eager_budget)
+
+
+def checks_table(checks: list[Check], title: str) -> Table:
+    """The checks as a table for the terminal: pass in green, fail in red, information in cyan."""
+    table = Table(title=title)
+    for column in ("check", "result", "value", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"pass": "green", "fail": "bold red", "info": "cyan"}
+    for check in checks:
+        table.add_row(check.name, f"[{colours[check.status]}]{check.status}", check.value, check.detail)
+    return table

@@ -37,8 +37,8 @@ def select_run(run: str | Path, rule: SelectionRule, replicates: int = 1000, see
 def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicates: int = 1000, seed: int = 0) -> dict:
     """Sparsity and static activation per kind; OCR vs retrieval similarity when both are there; bootstrap
     intervals, split-half reliability and the settling curve per kind; the paper's findings with verdicts; the
-    per-character case study when the OCR run scored the `chars` task. Writes analysis.json, each kind's
-    score_intervals.json, and figures/."""
+    per-character case study when the OCR run scored the `chars` task. Writes the analysis, each kind's score
+    intervals and the figures into the run."""
     run = RunDir(run)
     scores = run.scores(NAMES)
     found: dict = {"rule": rule.__dict__}

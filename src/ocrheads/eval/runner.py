@@ -164,7 +164,8 @@ def _records(
 
 
 def finish(experiment_run: ExperimentRun, arms: list[tuple[Condition, EvalSet, str]], batch_size: int) -> None:
-    """Merge the parts into predictions.jsonl and the results table; random arms of one size are also pooled."""
+    """Merge the parts into every sample's predictions and the results table; random arms of one size are also
+    pooled."""
     rows, predictions = [], []
     pooled: dict[tuple[int, str, str], list[dict]] = {}
     metrics = {eval_set.name: eval_set.metrics for _, eval_set, _ in arms}

@@ -1,4 +1,4 @@
-"""Assemble `<run>/report.html`: every table and figure of a run, images embedded, readable offline."""
+"""Assemble a run's report page: every table and figure of the run, images embedded, readable offline."""
 
 from __future__ import annotations
 

@@ -44,17 +44,24 @@ MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: about 22 GB of
 
 
 class CausalOptions(BaseModel):
-    """How causal scores are taken (pinned in the run's config)."""
+    """How causal scores are taken (pinned in the run's config): how much each head's output matters for the
+    answer, gold by default."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    ablation: Ablation = "zero"  # as `ocrheads mask`: zero, or each head's mean output over the set's prompts
-    metric: Metric = "logprob"  # the answer token's log-probability, or its logit
-    answers: Literal["gold", "generated"] = "gold"  # teacher-force the gold answer, or what the model writes
-    exact: bool = False  # also ablate each head in its own pass (batched over heads) and keep both
-    per_token: bool = False  # one estimate per answer token (a backward pass each), not one for the whole answer
-    max_new_tokens: int = Field(32, gt=0)  # generated answers
-    mean_samples: int = Field(32, gt=0)  # mean ablation: samples whose prompts the means are taken over
-    heads_per_pass: int | None = Field(None, gt=0)  # exact: copies of the batch per pass (default: a layer's heads)
+    ablation: Ablation = Field(
+        "zero", description="what an ablated head outputs: zero, or its mean output over the set's prompts"
+    )
+    metric: Metric = Field("logprob", description="of each answer token: its log-probability, or its logit")
+    answers: Literal["gold", "generated"] = Field(
+        "gold", description="teacher-force the gold answer, or what the model writes"
+    )
+    exact: bool = Field(False, description="also ablate each head in its own pass (validation), and keep both")
+    per_token: bool = Field(False, description="one estimate per answer token (a backward pass each)")
+    max_new_tokens: int = Field(32, gt=0, description="tokens a generated answer may take")
+    mean_samples: int = Field(32, gt=0, description="mean ablation: samples the means are taken over")
+    heads_per_pass: int | None = Field(
+        None, gt=0, description="exact: copies of the batch per pass (default: a layer's heads)"
+    )
 
 
 @dataclass

@@ -49,6 +49,12 @@ class ScoringKind:
     prepare: Callable[[ModelAdapter, Path, list[Sample], BaseModel, int], object] = field(
         default=lambda adapter, data, samples, options, batch_size: None
     )
+    presets: Callable[..., BaseModel] | None = None  # (preset name, **given options) -> options, where it has presets
+
+    def make_options(self, preset: str, given: dict) -> BaseModel:
+        """The options the command line asked for: a preset with the given options over it, where the kind has
+        presets, else the given options over the defaults."""
+        return self.presets(preset, **given) if self.presets else self.options(**given)
 
     def check_samples(self, samples: list[Sample], data: Path) -> list[Sample]:
         """The samples, or a DataError that names the first one this kind cannot score and the fix."""

@@ -15,7 +15,7 @@ from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import answer_tokens, gold_tokens
 from ocrheads.scoring.evidence import answer_units, evidence
 from ocrheads.scoring.kind import Batch, ScoringKind
-from ocrheads.scoring.options import ScoringOptions
+from ocrheads.scoring.options import ScoringOptions, scoring_options
 from ocrheads.scoring.passes import write_answers
 from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
 
@@ -85,4 +85,5 @@ OCR = ScoringKind(
     score_batch=_score,
     per_sample=False,
     out_of_memory="--batch-size (or --max-new-tokens)",
+    presets=scoring_options,
 )

@@ -16,7 +16,7 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import answer_tokens, gold_tokens, text_prompt
 from ocrheads.scoring.kind import Batch, ScoringKind
-from ocrheads.scoring.options import ScoringOptions
+from ocrheads.scoring.options import ScoringOptions, scoring_options
 from ocrheads.scoring.passes import write_answers
 from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
 
@@ -119,4 +119,5 @@ RETRIEVAL = ScoringKind(
     score_batch=_score,
     per_sample=True,
     out_of_memory="--batch-size (or --max-new-tokens)",
+    presets=scoring_options,
 )

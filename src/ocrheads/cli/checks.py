@@ -1,0 +1,49 @@
+"""`ocrheads verify` (the parity check of a checkpoint) and `ocrheads convert` (remote-code InternVL to native)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ocrheads.cli.common import Subparsers, model_options, model_spec
+
+
+def register(sub: Subparsers) -> None:
+    text = "check, once per checkpoint, transformers version or GPU, that captured attention is exact and the image "
+    text += "geometry right; exits 1 when a check fails"
+    verify = sub.add_parser("verify", help=text, description=text)
+    model_options(verify)
+    verify.add_argument("--data", type=Path, help="dataset folder (default: one generated passkey page)")
+    verify.add_argument("--sample", help="sample id in --data")
+    verify.add_argument("--eager-budget-gib", type=float, default=2.0, help="largest eager attention to compare")
+    verify.set_defaults(run=_run_verify)
+
+    text = "write a native transformers checkpoint from a remote-code InternVL one (internvl_chat: InternVL 1.5, 2, "
+    text += "2.5 with InternLM2), weights streamed tensor by tensor; every --model does this once by itself"
+    convert = sub.add_parser("convert", help=text, description=text)
+    convert.add_argument("checkpoint", help="remote-code checkpoint folder, or its hub id")
+    convert.add_argument("out", type=Path, help="folder to write")
+    convert.add_argument("--system-message", help="the prompt's system message (default: the checkpoint's own)")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT once the new folder is complete")
+    convert.set_defaults(run=_run_convert)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ocrheads.verify import checks_table, verify_checkpoint
+
+    spec = model_spec(args)
+    sample, checks = verify_checkpoint(spec, args.data, args.sample, eager_budget=int(args.eager_budget_gib * 2**30))
+    Console().print(checks_table(checks, f"ocrheads verify: {args.model} ({args.dtype}, {args.device}) on {sample}"))
+    failed = [check.name for check in checks if check.status == "fail"]
+    print(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def _run_convert(args: argparse.Namespace) -> None:
+    from ocrheads.models import convert
+
+    source = convert.source_folder(str(args.checkpoint))
+    out = convert.convert(source, args.out, system_message=args.system_message, overwrite=args.overwrite)
+    print(f"wrote the native InternVL checkpoint {out} (see {out / 'CONVERTED.md'})")

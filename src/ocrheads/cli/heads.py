@@ -1,0 +1,188 @@
+"""Commands on a run's heads: score (every registered kind), import and export head files, select, analyze, report,
+and draw where heads look."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ocrheads.cli.common import (
+    Subparsers,
+    field_options,
+    given_fields,
+    model_options,
+    model_spec,
+    pick_samples,
+    selection_rule,
+)
+from ocrheads.distributed import current_shard
+
+
+def register(sub: Subparsers) -> None:
+    from ocrheads.exchange import FORMATS
+    from ocrheads.scoring.causal import MAX_BATCH_TOKENS
+    from ocrheads.scoring.kinds import KINDS, NAMES
+    from ocrheads.scoring.options import PRESETS
+    from ocrheads.select import RULES
+
+    score = sub.add_parser("score", help="score every head of a model as one kind of head")
+    score.add_argument("kind", choices=NAMES, help="; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()))
+    score.add_argument("--data", required=True, type=Path, help="dataset folder (the samples the kind scores)")
+    score.add_argument("--out", required=True, type=Path, help="run directory")
+    score.add_argument(
+        "--preset", choices=list(PRESETS), default="default", help="paper-code: the paper code's choices"
+    )
+    score.add_argument("--batch-size", type=int, default=1)
+    by_options: dict[type, list[str]] = {}
+    for kind in KINDS.values():
+        by_options.setdefault(kind.options, []).append(kind.name)
+    added: set[str] = set()  # options two kinds share (answers, max_new_tokens) are given once
+    for options, names in by_options.items():
+        field_options(score.add_argument_group(", ".join(names), options.__doc__), options, skip=added)
+        added |= set(options.model_fields)
+    text = "padded tokens per pass of kinds with a backward pass (causal): a batch is split into micro-batches of at "
+    text += "most this many (memory)"
+    score.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS, help=text + " (default %(default)s)")
+    score.add_argument("--quiet", action="store_true")
+    model_options(score)
+    score.set_defaults(run=_run_score)
+
+    scores = sub.add_parser("scores", help="import score files and head lists of the paper and of other tools")
+    actions = scores.add_subparsers(required=True, metavar="ACTION")
+    text = "read a score file (into RUN's KIND scores) or a head list (into RUN's KIND selection)"
+    imports = actions.add_parser("import", help=text, description=text)
+    imports.add_argument("file", type=Path)
+    imports.add_argument("--from", choices=FORMATS, default="paper", help="its format (default %(default)s)")
+    imports.add_argument("--kind", choices=NAMES, required=True)
+    imports.add_argument("--out", type=Path, required=True, help="run directory")
+    imports.add_argument("--model", help="the checkpoint the heads are of: its grid and name are checked")
+    imports.set_defaults(run=_run_import)
+
+    heads = sub.add_parser("heads", help="export a run's head scores or head list for other tools")
+    actions = heads.add_subparsers(required=True, metavar="ACTION")
+    text = "write a run's scores (paper, retrieval-head, sparsemm) or selected heads (qrhead, json, csv)"
+    export = actions.add_parser("export", help=text, description=text)
+    export.add_argument("run_dir", metavar="RUN", type=Path)
+    export.add_argument("--to", choices=FORMATS, required=True)
+    export.add_argument("--kind", choices=NAMES, default=NAMES[0])
+    export.add_argument("--out", type=Path, help="file to write (default: in RUN's exports)")
+    export.add_argument("--top", type=int, help="head lists: the K best heads instead of the selected ones")
+    export.set_defaults(run=_run_export)
+
+    for name, run, text in (
+        ("select", _run_select, "select each kind's heads of a run"),
+        ("analyze", _run_analyze, "sparsity, similarity and activation frequency of a run's heads"),
+    ):
+        parser = sub.add_parser(name, help=text, description=text)
+        parser.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
+        parser.add_argument("--rule", choices=RULES, default="paper")
+        parser.add_argument("--threshold", type=float, default=0.1)
+        if name == "analyze":
+            parser.add_argument("--top-k", type=int, default=10)
+        parser.set_defaults(run=run)
+
+    report = sub.add_parser("report", help="one self-contained HTML page with every figure and table of a run")
+    report.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
+    report.add_argument("--rule", choices=RULES, help="default: the rule of the last select, else paper")
+    report.add_argument("--threshold", type=float, default=0.1)
+    report.set_defaults(run=_run_report)
+
+    overlay = sub.add_parser("overlay", help="draw where heads look on a sample's pages while it writes the answer")
+    overlay.add_argument("run_dir", metavar="RUN", type=Path, help="run directory; overlays go into it")
+    overlay.add_argument("--data", required=True, type=Path, help="dataset folder of image samples")
+    overlay.add_argument("--sample", required=True, nargs="+", help="sample ids")
+    overlay.add_argument("--heads", nargs="+", metavar="lL_hH", help="default: the --top best OCR heads of RUN")
+    overlay.add_argument("--top", type=int, default=3)
+    model_options(overlay)
+    overlay.set_defaults(run=_run_overlay)
+
+
+def _run_score(args: argparse.Namespace) -> None:
+    from ocrheads.scoring.kinds import scoring_kind
+    from ocrheads.scoring.runner import score
+
+    kind = scoring_kind(args.kind)
+    options = kind.make_options(args.preset, given_fields(args, kind.options))
+    progress = not args.quiet
+    folder = score(args.kind, model_spec(args), args.data, args.out, options, model_name=args.model,
+                   batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, progress=progress)  # fmt: skip
+    if current_shard().leader:
+        _report_outcomes(folder)
+
+
+def _report_outcomes(folder: Path) -> None:
+    from ocrheads.run import KindRun
+
+    run = KindRun(folder)
+    summary = run.outcome_summary()
+    print(f"scored {summary['scored']} of {summary['total']} samples into {folder}")
+    for reason, count in summary["reasons"].items():
+        print(f"  not scored ({count}): {reason}")
+    if not summary["scored"]:
+        print(f"  no sample was scored: the score files are empty; see {run.outcomes_path} for each sample")
+
+
+def _run_import(args: argparse.Namespace) -> None:
+    from ocrheads.exchange import import_file
+    from ocrheads.models import checkpoint_config, checkpoint_grid
+
+    grid = checkpoint_grid(checkpoint_config(args.model)) if args.model else None
+    written = import_file(args.file, getattr(args, "from"), args.kind, args.out, grid, args.model)
+    print(f"imported {args.file} ({getattr(args, 'from')}) into {written}")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from ocrheads.exchange import export_run, side_file
+
+    written = export_run(args.run_dir, args.kind, args.to, args.out, args.top)
+    print(f"wrote {written} and {side_file(written).name}")
+
+
+def _run_select(args: argparse.Namespace) -> None:
+    from ocrheads.analysis.runs import select_run
+    from ocrheads.run import RunDir
+
+    for kind, selection in select_run(args.run_dir, selection_rule(args)).items():
+        robust = selection.robust["heads"]
+        print(f"{kind}: {len(selection.heads)} heads ({robust} at their interval's lower end) -> "
+              f"{RunDir(args.run_dir).heads_path(kind)}")  # fmt: skip
+        print("  top: " + ", ".join(head.name for head in selection.heads[:10]))
+
+
+def _run_analyze(args: argparse.Namespace) -> None:
+    from ocrheads.analysis.runs import analyze_run
+    from ocrheads.run import RunDir
+    from ocrheads.scoring.kinds import COPYING, NAMES, READING
+
+    found = analyze_run(args.run_dir, selection_rule(args), top_k=args.top_k)
+    for kind in NAMES:
+        if kind in found:
+            print(f"{kind}: {found[kind]['selected']} heads above the rule; bins {found[kind]['bins']}")
+    if "similarity" in found:
+        print(f"{READING} vs {COPYING} heads: {found['similarity']}")
+    print(f"wrote {RunDir(args.run_dir).analysis_path}")
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from ocrheads.report.build import build_report
+
+    rule = selection_rule(args) if args.rule else None
+    print(f"wrote {build_report(args.run_dir, rule)}")
+
+
+def _run_overlay(args: argparse.Namespace) -> None:
+    from ocrheads.data.manifest import read_manifest
+    from ocrheads.heads import Head
+    from ocrheads.run import RunDir
+    from ocrheads.scoring.kinds import NAMES, READING
+    from ocrheads.scoring.overlays import write_overlays
+
+    samples = pick_samples(read_manifest(args.data), args.sample, args.data)
+    spec = model_spec(args)
+    run = RunDir(args.run_dir)
+    if args.heads:
+        heads = [Head.parse(name) for name in args.heads]
+    else:
+        heads = run.top_heads(NAMES, READING, args.top, spec.grid)
+    written = write_overlays(spec, args.data, samples, heads, run.overlays)
+    print(f"wrote {len(written)} attention overlays to {run.overlays}")
