@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ocrheads.attention import Edits, attention_session, install
-from ocrheads.scoring.causal import answer_metric, estimate, exact, teacher_forced
+from ocrheads.scoring.attribution import answer_metric, estimate, exact, teacher_forced
 
 from .tiny_inputs import page, tiny_adapter
 
@@ -112,3 +112,121 @@ def test_exact_scores_batched_over_heads_equal_one_pass_per_head(ablation):
                     ablated = answer_metric(adapter.model(**forced.inputs).logits, forced, "logprob").cpu()
                 expected = (ablated - clean) * forced.valid
                 assert torch.allclose(batched[:, :, layer, head], expected, atol=1e-5), (layer, head)
+
+
+def _path_metric(adapter, forced, along: float, target: dict, clean: dict, nudged: tuple[int, int], step: float):
+    """The metric with every head's slice of o_proj's input moved `along` the way to `target` (layer -> (heads, D)),
+    and head `nudged` (layer, head) moved a further `step` times its clean (ablated - clean): o_proj hooks only."""
+    layers, heads = adapter.grid
+    handles = []
+    for layer in range(layers):
+
+        def move(_, args, layer=layer):
+            (hidden,) = args
+            moved = hidden.unflatten(-1, (heads, -1))
+            moved = moved + along * (target[layer] - moved)
+            if layer == nudged[0]:
+                moved[..., nudged[1], :] += step * (target[layer][nudged[1]] - clean[layer][..., nudged[1], :])
+            return (moved.flatten(-2),)
+
+        handles.append(_o_proj(adapter.model, layer).register_forward_pre_hook(move))
+    try:
+        with torch.no_grad():
+            return answer_metric(adapter.model(**forced.inputs).logits, forced, "logprob").cpu()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _clean_head_inputs(adapter, forced) -> dict:
+    """Every layer's o_proj input in the clean pass, (batch, T, heads, D)."""
+    layers, heads = adapter.grid
+    kept, handles = {}, []
+    for layer in range(layers):
+
+        def keep(_, args, layer=layer):
+            kept[layer] = args[0].unflatten(-1, (heads, -1)).clone()
+
+        handles.append(_o_proj(adapter.model, layer).register_forward_pre_hook(keep))
+    with torch.no_grad():
+        adapter.model(**forced.inputs)
+    for handle in handles:
+        handle.remove()
+    return kept
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_integrated_gradients_average_the_path_derivative_at_k_points(float64_adapter, ablation):
+    """Integrated gradients with K = 2 steps, against central differences taken with o_proj hooks alone: at the
+    points 0 and 1/2 of the path on which every head moves toward its ablated value together, the derivative along
+    each head's clean (ablated - clean), averaged. With one step the path method is the first-order estimate."""
+    forced = _forced(float64_adapter)
+    layers, heads = float64_adapter.grid
+    head_dim = float64_adapter.model.config.get_text_config().hidden_size // heads
+    generator = torch.Generator().manual_seed(0)
+    means = {layer: torch.randn(heads, head_dim, generator=generator).double() / 10 for layer in range(layers)}
+    target = means if ablation == "mean" else {layer: torch.zeros(heads, head_dim) for layer in range(layers)}
+    found = estimate(float64_adapter, forced, ablation, means, per_token=False, steps=2)[:, 0]
+    clean = _clean_head_inputs(float64_adapter, forced)
+    step = 1e-2
+    for layer in range(layers):
+        for head in range(heads):
+            derivatives = []
+            for along in (0.0, 0.5):
+                up = _path_metric(float64_adapter, forced, along, target, clean, (layer, head), step)
+                down = _path_metric(float64_adapter, forced, along, target, clean, (layer, head), -step)
+                derivatives.append(((up - down) / (2 * step)).sum(1))
+            assert torch.allclose(found[:, layer, head], sum(derivatives).float() / 2, atol=1e-4), (layer, head)
+    first_order = estimate(float64_adapter, forced, ablation, means, per_token=False)
+    assert torch.equal(estimate(float64_adapter, forced, ablation, means, per_token=False, steps=1), first_order)
+    assert (found - first_order[:, 0]).abs().max() > 1e-3  # the second point moves the estimate
+
+
+def test_integrated_gradients_converge_to_exact_ablation_where_the_metric_depends_on_one_head():
+    """Every MLP and every head but one silenced (their o_proj columns zero): the answer's log-probability is a
+    nonlinear function of that one head's output, so the path sum tends to its exact ablation as K grows (the
+    left Riemann sum's error falls as 1/K), while the first-order estimate misses it."""
+    adapter = tiny_adapter("llava")
+    adapter.model.to(torch.float64)
+    install(adapter.model)
+    text = adapter.model.model.language_model
+    layers, heads = adapter.grid
+    kept = (layers - 1, 1)
+    width = text.layers[0].self_attn.o_proj.in_features // heads
+    with torch.no_grad():
+        for layer in range(layers):
+            text.layers[layer].mlp.down_proj.weight.zero_()
+            columns = text.layers[layer].self_attn.o_proj.weight
+            for head in range(heads):
+                if (layer, head) != kept:
+                    columns[:, head * width : (head + 1) * width] = 0.0
+        columns[:, kept[1] * width : (kept[1] + 1) * width] *= 30  # far enough to bend the log-softmax
+    forced = _forced(adapter)
+    measured = exact(adapter, forced).sum(1)[:, kept[0], kept[1]]
+    gaps = [
+        (estimate(adapter, forced, per_token=False, steps=k)[:, 0, kept[0], kept[1]] - measured).abs().max().item()
+        for k in (1, 4, 16, 64)
+    ]
+    assert measured.abs().max() > 0.2 and gaps[0] > 0.1, (measured, gaps)  # the head matters, and not linearly
+    assert gaps == sorted(gaps, reverse=True) and gaps[-1] < gaps[0] / 10, gaps
+
+
+def test_the_two_stage_search_measures_its_heads_as_exact_ablation_does():
+    """Exact ablation of each item's chosen heads (different heads per item, passes mixing layers) equals full
+    exact ablation on those heads, and leaves the others unmeasured (NaN)."""
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    forced = _forced(adapter)
+    layers, heads = adapter.grid
+    full = exact(adapter, forced)
+    chosen = torch.tensor([[0, heads + 2, 2 * heads - 1], [layers * heads - 1, 1, heads]])
+    measured = exact(adapter, forced, chosen=chosen, heads_per_pass=2)
+    for item in range(2):
+        picked = set(chosen[item].tolist())
+        for flat in range(layers * heads):
+            layer, head = divmod(flat, heads)
+            values = measured[item, :, layer, head][forced.valid[item]]
+            if flat in picked:
+                assert torch.allclose(values, full[item, :, layer, head][forced.valid[item]], atol=1e-5), flat
+            else:
+                assert values.isnan().all(), flat

@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 
 def _tables(adapter, images, pages, texts):
     """Every scoring kind on one batch: OCR generated and gold, retrieval (both presets), causal estimate and exact
-    with zero ablation on pages and mean ablation on text."""
+    with zero ablation on pages and mean ablation on text, and integrated gradients with a two-stage search."""
     from ocrheads.eval.means import prompt_means
     from ocrheads.scoring.answers import encode_samples
 
@@ -55,6 +55,10 @@ def _tables(adapter, images, pages, texts):
     table = CausalTable(*adapter.grid)
     score_causal_batch(adapter, texts, [[] for _ in texts], CausalOptions(exact=True, ablation="mean"), table, means)
     found["causal-mean"] = dict(table.columns)
+    table = CausalTable(*adapter.grid)
+    options = CausalOptions(method="ig", steps=2, exact_top=3, ablation="mean")
+    score_causal_batch(adapter, texts, [[] for _ in texts], options, table, means)
+    found["causal-ig-top"] = dict(table.columns)
     return found
 
 

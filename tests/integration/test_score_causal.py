@@ -172,3 +172,45 @@ def test_a_batch_split_into_micro_batches_scores_as_one_pass(datasets, ablation)
     assert list(one["sample"]) == list(split["sample"]) and list(one["token"]) == list(split["token"])
     for column in ("estimate", "exact"):
         np.testing.assert_allclose(split[column], one[column], rtol=1e-4, atol=1e-6)
+
+
+def test_a_two_stage_run_measures_each_samples_top_estimated_heads_and_scores_them_by_ablation(
+    datasets, checkpoint, tmp_path, capsys
+):
+    """--exact-top 3: per sample, exactly the 3 heads with the largest estimated drop are measured (the rest keep
+    their estimate as the score), with the measured values of a full --exact run; --method ig --steps is pinned."""
+    common = ["--data", str(datasets / "txt"), "--model", str(checkpoint), "--batch-size", "3", "--quiet"]
+    assert main(["score", "causal", *common, "--out", str(tmp_path / "full"), "--exact"]) == 0
+    two_stage = ["score", "causal", *common, "--out", str(tmp_path / "top"), "--exact-top", "3"]
+    assert main(two_stage) == 0
+    full = pq.read_table(tmp_path / "full" / "causal" / "scores.parquet").to_pandas()
+    top = pq.read_table(tmp_path / "top" / "causal" / "scores.parquet").to_pandas()
+    for sample, rows in top.groupby("sample"):
+        measured = rows[rows["exact"].notna()]
+        expected = rows.nsmallest(3, "estimate")  # the largest drops
+        heads = [sorted(zip(rows["layer"], rows["head"], strict=True)) for rows in (measured, expected)]
+        assert heads[0] == heads[1]
+        reference = full[full["sample"] == sample].set_index(["layer", "head"])["exact"]
+        for _, row in measured.iterrows():
+            assert row["exact"] == pytest.approx(reference[row["layer"], row["head"]], abs=1e-5)
+            assert row["value"] == -row["exact"]
+        rest = rows[rows["exact"].isna()]
+        assert np.array_equal(rest["value"], -rest["estimate"])
+    ig = ["score", "causal", *common, "--out", str(tmp_path / "ig"), "--method", "ig", "--steps", "2"]
+    assert main(ig) == 0
+    config = yaml.safe_load((tmp_path / "ig" / "causal" / "config.yaml").read_text())
+    assert config["options"]["method"] == "ig" and config["options"]["steps"] == 2
+    estimates = pq.read_table(tmp_path / "ig" / "causal" / "scores.parquet").to_pandas()["estimate"]
+    assert not np.allclose(estimates, full["estimate"])  # the path moved the estimate
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--steps", "4"], "steps apply to the ig method only"), (["--exact", "--exact-top", "2"], "not both")],
+)
+def test_inconsistent_causal_options_are_refused_with_the_fix(datasets, checkpoint, tmp_path, capsys, flags, message):
+    command = ["score", "causal", "--data", str(datasets / "txt"), "--model", str(checkpoint),
+               "--out", str(tmp_path / "r"), *flags]  # fmt: skip
+    assert main(command) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

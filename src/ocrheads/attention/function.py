@@ -228,5 +228,12 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
 
 
 def _kept(session, layer: int, output: torch.Tensor) -> torch.Tensor:
-    """The output, kept for attribution when the session asks for head outputs."""
-    return session.keep_output(layer, output) if session.keep_outputs is not None else output
+    """The output, kept for attribution when the session asks for head outputs (moved along the ablation path
+    first, where it asks for a point on it)."""
+    request = session.keep_outputs
+    if request is None:
+        return output
+    if request.along:
+        ablated = 0.0 if request.toward is None else request.toward[layer].to(output.device, output.dtype)[None, None]
+        output = output + request.along * (ablated - output)
+    return session.keep_output(layer, output)

@@ -91,9 +91,15 @@ class HeadOutputs:
     """Keep every head's output (its slice of o_proj's input, (batch, Q, heads, head_dim)) for attribution patching
     without module hooks: during a backward pass, `on_gradient(layer, output, gradient)` is called with the
     gradient of that layer's output as soon as it is computed, so the caller reduces it at once and no layer's
-    gradient is kept. Needs gradients enabled; one forward call per layer."""
+    gradient is kept. Needs gradients enabled; one forward call per layer.
+
+    along: where on the ablation path the outputs are taken (integrated gradients): every head's output is moved
+    that far from what it computes toward its ablated value, zero or `toward` (layer -> (heads, head_dim) means),
+    and `output` is the moved one."""
 
     on_gradient: Callable[[int, torch.Tensor, torch.Tensor], None]
+    along: float = 0.0
+    toward: dict[int, torch.Tensor] | None = None
 
 
 @dataclass

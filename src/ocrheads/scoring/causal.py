@@ -1,14 +1,9 @@
-"""Causal head scores: how much each head's output matters for writing the answer.
+"""Causal head scores: how much each head's output matters for writing the answer (the maths in attribution.py).
 
-For every answer token and every head, the change in the token's log-probability (or logit) when the head is
-ablated (its output, the slice o_proj reads, set to zero or to its mean), teacher-forced on the answer:
-- `estimate`: attribution patching (Nanda 2023; Kramár et al. 2024, AtP): one forward pass, then one backward pass
-  per answer token, give for all heads at once the first-order term, gradient . (ablated - clean) summed over
-  positions. The outputs and their gradients come from the registered attention function (HeadOutputs); each
-  layer's gradient is reduced to (batch, heads) as soon as it arrives, so no layer's gradient is kept.
-- `exact`: each head ablated in a forward pass of its own, batched over heads (each copy of the batch ablates a
-  different head).
-Ablation acts at every position, as `ocrheads mask` does.
+Per sample, answer token (or the whole answer) and head, the change in the answer's log-probability (or logit) when
+the head is ablated, teacher-forced: estimated for every head (`method` atp, or ig with `steps`), and measured by
+ablation for every head (`exact`) or for each sample's `exact_top` heads with the largest estimated drop (a
+two-stage search: the screen finds the heads, ablation measures them).
 
 Memory: a backward pass keeps every layer's activations (about 2.7 MB a token for Qwen2-VL-2B in bfloat16), so a
 batch is scored in micro-batches of at most `max_batch_tokens` padded tokens, its items sorted by length so that
@@ -17,30 +12,27 @@ little of it is padding. Items are independent: the scores are those of one pass
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import BatchEncoding
 
-from ocrheads.attention import Edits, HeadOutputs, attention_session
 from ocrheads.data.manifest import Sample, open_pages
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.means import prompt_means
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import encode_samples, gold_ids
+from ocrheads.scoring.attribution import Ablation, Metric, estimate, exact, largest_drops, teacher_forced
 from ocrheads.scoring.kind import Batch, ScoringKind
-from ocrheads.scoring.passes import append_tokens, until_end
+from ocrheads.scoring.passes import until_end
 from ocrheads.scoring.table import CAUSAL_SCHEMA, CausalTable, Outcome
 
-Ablation = Literal["zero", "mean"]
-Metric = Literal["logprob", "logit"]
 MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: about 22 GB of activations for the 2B shape
+IG_STEPS = 8
 
 
 class CausalOptions(BaseModel):
@@ -55,7 +47,16 @@ class CausalOptions(BaseModel):
     answers: Literal["gold", "generated"] = Field(
         "gold", description="teacher-force the gold answer, or what the model writes"
     )
+    method: Literal["atp", "ig"] = Field(
+        "atp",
+        description="the estimate: atp, first order (one forward and backward pass); ig, integrated gradients along "
+        "the ablation path (--steps passes)",
+    )
+    steps: int | None = Field(None, gt=0, description=f"ig: points on the ablation path (default {IG_STEPS})")
     exact: bool = Field(False, description="also ablate each head in its own pass (validation), and keep both")
+    exact_top: int | None = Field(
+        None, gt=0, description="two-stage: ablate only each sample's N heads with the largest estimated drop"
+    )
     per_token: bool = Field(False, description="one estimate per answer token (a backward pass each)")
     max_new_tokens: int = Field(32, gt=0, description="tokens a generated answer may take")
     mean_samples: int = Field(32, gt=0, description="mean ablation: samples the means are taken over")
@@ -63,144 +64,18 @@ class CausalOptions(BaseModel):
         None, gt=0, description="exact: copies of the batch per pass (default: a layer's heads)"
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> CausalOptions:
+        if self.steps is not None and self.method != "ig":
+            raise ValueError("steps apply to the ig method only: add --method ig, or drop --steps")
+        if self.exact and self.exact_top is not None:
+            raise ValueError("give --exact (every head) or --exact-top N (the top N), not both")
+        return self
 
-@dataclass
-class TeacherForced:
-    """A batch with each item's answer appended, and where its answer tokens are predicted."""
-
-    inputs: dict
-    rows: torch.Tensor  # (batch, A) the row whose logits predict answer token j
-    targets: torch.Tensor  # (batch, A) answer token ids (0 where an item's answer is shorter)
-    valid: torch.Tensor  # (batch, A) bool
-
-
-def teacher_forced(batch: BatchEncoding, answers: list[list[int]]) -> TeacherForced:
-    size, prompt = batch["input_ids"].shape
-    longest = max(len(ids) for ids in answers)
-    targets = torch.tensor([ids + [0] * (longest - len(ids)) for ids in answers])
-    valid = torch.tensor([[True] * len(ids) + [False] * (longest - len(ids)) for ids in answers])
-    rows = torch.arange(prompt - 1, prompt - 1 + longest).expand(size, -1)
-    return TeacherForced(append_tokens(batch, targets, valid.long()), rows, targets, valid)
-
-
-def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -> torch.Tensor:
-    """(batch, A) log-probability (or logit) of each answer token at the row that predicts it; 0 where invalid.
-
-    `logits` may hold only the last rows of the sequence (logits_to_keep), as long as the answer's rows are there."""
-    rows = forced.rows.to(logits.device) - (forced.inputs["input_ids"].shape[1] - logits.shape[1])
-    picked = logits.gather(1, rows[..., None].expand(-1, -1, logits.shape[-1]))
-    picked = picked.to(torch.promote_types(picked.dtype, torch.float32))  # float32 at least; float64 stays
-    if metric == "logprob":
-        picked = picked.log_softmax(-1)
-    values = picked.gather(2, forced.targets.to(logits.device)[..., None]).squeeze(-1)
-    return torch.where(forced.valid.to(values.device), values, 0.0)
-
-
-def _forward_metric(adapter: ModelAdapter, forced: TeacherForced, metric: Metric) -> torch.Tensor:
-    """The answer's metric from one forward pass; logits only for the answer's rows (the sequence's last A + 1)."""
-    logits = adapter.model(**forced.inputs, use_cache=False, logits_to_keep=forced.targets.shape[1] + 1).logits
-    return answer_metric(logits, forced, metric)
-
-
-def estimate(
-    adapter: ModelAdapter,
-    forced: TeacherForced,
-    ablation: Ablation = "zero",
-    means: dict[int, torch.Tensor] | None = None,
-    metric: Metric = "logprob",
-    per_token: bool = True,
-) -> torch.Tensor:
-    """(batch, A, layers, heads): first-order change of each answer token's metric when each head is ablated; with
-    `per_token` False, (batch, 1, layers, heads) for the whole answer's metric, from a single backward pass (per
-    token it takes one backward pass per answer token)."""
-    layers, _ = adapter.grid
-    reduced: dict[tuple[int, int], torch.Tensor] = {}  # (token, layer) -> (batch, heads), on the layer's device
-    current = {"token": 0}
-
-    def reduce(layer: int, clean: torch.Tensor, gradient: torch.Tensor) -> None:
-        direction = _direction(clean, ablation, means, layer)
-        reduced[current["token"], layer] = (gradient.float() * direction).sum((1, 3))
-
-    with (
-        torch.enable_grad(),
-        _frozen(adapter.model),
-        attention_session(adapter.model, head_outputs=HeadOutputs(reduce)) as session,
-    ):
-        values = _forward_metric(adapter, forced, metric)
-        if not per_token:
-            values = values.sum(1, keepdim=True)
-        anchors = [session.head_outputs[layer].anchor for layer in range(layers)]
-        for token in range(values.shape[1]):
-            current["token"] = token
-            torch.autograd.grad(values[:, token].sum(), anchors, retain_graph=token < values.shape[1] - 1)
-    found = torch.stack(
-        [
-            torch.stack([to_cpu(reduced[token, layer]) for layer in range(layers)], 1)
-            for token in range(values.shape[1])
-        ],
-        1,
-    )
-    return found * forced.valid[..., None, None] if per_token else found
-
-
-@contextmanager
-def _frozen(model: torch.nn.Module):
-    """No weight needs a gradient while estimating: the graph then starts at the first head outputs (the vision
-    tower and embeddings build none), and no weight gradient is computed."""
-    wanted = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    for parameter in wanted:
-        parameter.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter in wanted:
-            parameter.requires_grad_(True)
-
-
-def _direction(clean: torch.Tensor, ablation: Ablation, means: dict[int, torch.Tensor] | None, layer: int):
-    """ablated - clean for every position and head, (batch, Q, heads, head_dim) in float32."""
-    if ablation == "zero":
-        return -clean.float()
-    return means[layer].to(clean.device).float()[None, None] - clean.float()
-
-
-def exact(
-    adapter: ModelAdapter,
-    forced: TeacherForced,
-    ablation: Ablation = "zero",
-    means: dict[int, torch.Tensor] | None = None,
-    metric: Metric = "logprob",
-    heads_per_pass: int | None = None,
-) -> torch.Tensor:
-    """(batch, A, layers, heads): each answer token's metric with each head ablated, minus the clean metric.
-
-    Each pass holds `heads_per_pass` copies of the batch (default: all heads of a layer), copy i ablating head i."""
-    layers, heads = adapter.grid
-    size = forced.targets.shape[0]
-    heads_per_pass = heads_per_pass or heads
-    with torch.no_grad():
-        with attention_session(adapter.model):
-            clean = _forward_metric(adapter, forced, metric)
-        found = torch.zeros(*clean.shape, layers, heads)
-        for layer in range(layers):
-            for first in range(0, heads, heads_per_pass):
-                chosen = list(range(first, min(first + heads_per_pass, heads)))
-                copies = _repeat(forced, len(chosen))
-                mask = torch.zeros(len(chosen) * size, heads, dtype=torch.bool)
-                for copy, head in enumerate(chosen):
-                    mask[copy * size : (copy + 1) * size, head] = True
-                mean = means[layer] if ablation == "mean" else None
-                with attention_session(adapter.model, edits=Edits(per_item={layer: (mask, mean)})):
-                    ablated = _forward_metric(adapter, copies, metric).view(len(chosen), size, -1)
-                found[:, :, layer, first : first + len(chosen)] = (ablated - clean[None]).permute(1, 2, 0).cpu()
-    return found * forced.valid[..., None, None]
-
-
-def _repeat(forced: TeacherForced, copies: int) -> TeacherForced:
-    """The batch `copies` times over, copy-major (per-image tensors such as pixel values follow their items)."""
-    inputs = {name: torch.cat([v] * copies) if isinstance(v, torch.Tensor) else v for name, v in forced.inputs.items()}
-    return TeacherForced(inputs, forced.rows.repeat(copies, 1), forced.targets.repeat(copies, 1),
-                         forced.valid.repeat(copies, 1))  # fmt: skip
+    @property
+    def path_steps(self) -> int:
+        """Points on the ablation path the estimate takes: 1 for atp."""
+        return 1 if self.method == "atp" else self.steps or IG_STEPS
 
 
 def _answers(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions):
@@ -273,7 +148,8 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
         return [(outcome, None, None) for outcome in outcomes]
     forced = teacher_forced(batch, answers)
     try:
-        estimates = estimate(adapter, forced, options.ablation, means, options.metric, options.per_token)
+        estimates = estimate(adapter, forced, options.ablation, means, options.metric, options.per_token,
+                             options.path_steps)  # fmt: skip
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as err:
@@ -281,8 +157,9 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
             f"the model gives no gradients ({str(err).splitlines()[0]}); its attribution estimate cannot be taken"
         ) from None
     measured = None
-    if options.exact:
-        measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass)
+    if options.exact or options.exact_top:
+        chosen = largest_drops(estimates, options.exact_top) if options.exact_top else None
+        measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass, chosen)
         measured = measured if options.per_token else measured.sum(1, keepdim=True)
     results = []
     for item, (outcome, ids) in enumerate(zip(outcomes, answers, strict=True)):

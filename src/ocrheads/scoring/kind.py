@@ -14,9 +14,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ocrheads.data.manifest import Sample
+from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, HeadScores
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.table import Outcome
@@ -53,13 +54,16 @@ class ScoringKind:
 
     def make_options(self, preset: str, given: dict) -> BaseModel:
         """The options the command line asked for: a preset with the given options over it, where the kind has
-        presets, else the given options over the defaults."""
-        return self.presets(preset, **given) if self.presets else self.options(**given)
+        presets, else the given options over the defaults; options that do not go together are an error that
+        says why."""
+        try:
+            return self.presets(preset, **given) if self.presets else self.options(**given)
+        except ValidationError as err:
+            reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in err.errors())
+            raise OcrHeadsError(f"{self.name} options: {reasons}") from None
 
     def check_samples(self, samples: list[Sample], data: Path) -> list[Sample]:
         """The samples, or a DataError that names the first one this kind cannot score and the fix."""
-        from ocrheads.errors import DataError
-
         if not samples:
             raise DataError(f"{data} holds no samples; generate some with `ocrheads data ...`")
         wanted = self.modality or samples[0].modality

@@ -77,7 +77,7 @@ CAUSAL_SCHEMA = pa.schema(
         ("layer", pa.int16()),
         ("head", pa.int16()),
         ("estimate", pa.float32()),  # attribution estimate of the metric's change when the head is ablated
-        ("exact", pa.float32()),  # the change measured by ablating the head (NaN unless --exact)
+        ("exact", pa.float32()),  # the change measured by ablating the head (NaN unless measured: --exact, --exact-top)
         ("value", pa.float32()),  # the head's score: the drop, -(exact if measured else estimate)
     ]
 )
@@ -99,7 +99,7 @@ class CausalTable:
         if whole_answer:
             grid[0] = -1
         measured = exact.flatten().numpy() if exact is not None else np.full(count, np.nan, dtype=np.float32)
-        chosen = measured if exact is not None else estimate.flatten().numpy()
+        chosen = np.where(np.isnan(measured), estimate.flatten().numpy(), measured)  # measured where it was
         self.columns["sample"].append(np.full(count, sample, dtype=object))
         self.columns["token"].append(grid[0].astype(np.int32))
         self.columns["layer"].append(grid[1].astype(np.int16))
