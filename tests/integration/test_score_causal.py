@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from ocrheads.analysis.runs import analyze_run
 from ocrheads.attention import install
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
@@ -17,6 +18,7 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.scoring.answers import encode_samples
 from ocrheads.scoring.causal import CausalOptions, score_causal_batch
 from ocrheads.scoring.table import CausalTable
+from ocrheads.select import SelectionRule
 
 from .tiny_inputs import tiny_adapter
 
@@ -66,8 +68,11 @@ def test_select_analyze_and_report_treat_causal_as_a_kind(datasets, checkpoint, 
     analysis = json.loads((run / "analysis.json").read_text())
     relation = analysis["causal_relation"]["ocr"]
     assert relation["top_k"] == 10 and relation["top_k_shared"] == 8  # 8 heads: every head is in both top 10s
+    assert analysis["causal_method"] == {"method": "atp", "steps": 1, "ablation": "mean", "measured": None,
+                                         "agreement": None}  # fmt: skip
     html = (run / "report.html").read_text()
     assert "Causal scores" in html and 'alt="attention scores against causal scores"' in html
+    assert "attribution patching (first order)" in html and "not measured against ablation in this run" in html
     config = yaml.safe_load((run / "causal" / "config.yaml").read_text())
     assert config["options"]["ablation"] == "mean"
 
@@ -196,6 +201,15 @@ def test_a_two_stage_run_measures_each_samples_top_estimated_heads_and_scores_th
             assert row["value"] == -row["exact"]
         rest = rows[rows["exact"].isna()]
         assert np.array_equal(rest["value"], -rest["estimate"])
+    per_head = full.groupby(["layer", "head"])[["estimate", "exact"]].mean()
+    agreement = analyze_run(tmp_path / "full", SelectionRule())["causal_method"]["agreement"]
+    assert agreement["heads"] == 8
+    assert agreement["spearman"] == pytest.approx(per_head["estimate"].corr(per_head["exact"], method="spearman"))
+    top = [set(per_head.nsmallest(3, column).index) for column in ("estimate", "exact")]
+    found = analyze_run(tmp_path / "top", SelectionRule(), top_k=3)["causal_method"]
+    assert found["measured"] == "each sample's top 3 estimated heads" and found["agreement"]["top_k"] is None
+    assert analyze_run(tmp_path / "full", SelectionRule(), top_k=3)["causal_method"]["agreement"]["top_k"] == {
+        "k": 3, "shared": len(top[0] & top[1])}  # fmt: skip
     ig = ["score", "causal", *common, "--out", str(tmp_path / "ig"), "--method", "ig", "--steps", "2"]
     assert main(ig) == 0
     config = yaml.safe_load((tmp_path / "ig" / "causal" / "config.yaml").read_text())

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ocrheads.eval.metrics import ANLS_PRESETS, anls, estimate, exact_match, passkey_accuracy, token_f1
+from ocrheads.eval.metrics import ANLS_PRESETS, AnlsOptions, anls, estimate, exact_match, passkey_accuracy, token_f1
 
 
 @pytest.mark.parametrize(
@@ -45,6 +45,49 @@ def test_squad_exact_match_and_token_f1():
 def test_passkey_accuracy_looks_for_the_key_anywhere():
     assert passkey_accuracy("The pass key is 12345.", ["12345"]) == 1.0
     assert passkey_accuracy("1234", ["12345"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [["invoice", "receipt", "bill"], ["receipt", "invoice", "bill"], ["receipt", "bill", "invoice"]],
+    ids=["best first", "best in the middle", "best last"],
+)
+def test_every_metric_takes_the_best_gold_answer_wherever_it_stands(answers):
+    """Against "invoce": invoice is one deletion in 7 (6/7), receipt and bill are far (below the threshold). EM and F1
+    of "the invoice" match "invoice" after SQuAD normalisation, nothing else."""
+    assert anls("invoce", answers) == pytest.approx(6 / 7)
+    assert exact_match("the invoice", answers) == 1.0
+    assert token_f1("the invoice total", answers) == pytest.approx(2 / 3)  # p 1/2, r 1
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answer", "expected"),
+    [
+        ("abcdefghij", "abcdefghij", 1.0),
+        ("abcdefghxx", "abcdefghij", 0.8),  # 2 substitutions in 10
+        ("abcdexxxxx", "abcdefghij", 0.5),  # 5 in 10: exactly the threshold, kept
+        ("abcdxxxxxx", "abcdefghij", 0.0),  # 6 in 10: 0.4, dropped
+        ("abcdefghi", "abcdefghij", 0.9),  # one deletion, divided by the longer (10)
+        ("abcdefghijk", "abcdefghij", 10 / 11),  # one insertion, divided by the longer (11)
+        ("", "abc", 0.0),  # three deletions in 3
+        ("abc", "", 0.0),
+    ],
+)
+def test_anls_at_and_around_the_threshold(prediction, answer, expected):
+    assert anls(prediction, [answer]) == pytest.approx(expected)
+
+
+def test_anls_threshold_is_an_option():
+    assert anls("abcdxxxxxx", ["abcdefghij"], AnlsOptions(threshold=0.4)) == pytest.approx(0.4)
+    assert anls("abcdexxxxx", ["abcdefghij"], AnlsOptions(threshold=0.51)) == 0.0
+
+
+def test_empty_strings_in_em_and_f1():
+    assert exact_match("", [""]) == 1.0 and exact_match("", ["a"]) == 1.0  # "a" is an article: it normalises to ""
+    assert exact_match("", ["cat"]) == 0.0 and exact_match("cat", [""]) == 0.0
+    assert token_f1("", ["", "cat"]) == 1.0  # the empty gold answer is matched exactly
+    assert token_f1("cat", [""]) == 0.0
+    assert anls("anything", []) == 0.0 and exact_match("x", []) == 0.0 and token_f1("x", []) == 0.0
 
 
 def test_bootstrap_interval_is_reproducible_and_brackets_the_mean():

@@ -67,6 +67,7 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
             top_k,
         )
     if EFFECT in scores:
+        found["causal_method"] = _causal_method(run.kind(EFFECT), top_k)
         found["causal_relation"] = {
             kind: _relation(values[EFFECT], values[kind], orders[EFFECT], orders[kind], top_k)
             for kind in (READING, COPYING)
@@ -86,6 +87,36 @@ def _relation(causal: np.ndarray, other: np.ndarray, causal_order, other_order, 
     causal heads."""
     shared = len(set(causal_order[:k]) & set(other_order[:k]))
     return {"spearman": correlation(stats.spearmanr, causal.ravel(), other.ravel()), "top_k": k, "top_k_shared": shared}
+
+
+def _causal_method(folder: KindRun, top_k: int) -> dict:
+    """How the causal scores were taken (estimate method, ablation, which heads were also measured by ablation) and,
+    where heads were measured, how the estimate agreed with ablation: Spearman of the per-head means over the heads
+    measured (each over the samples that measured it), and how many of ablation's top k the estimate ranks in its top
+    k when every head was measured."""
+    options = folder.config().get("options", {})
+    measured = "every head" if options.get("exact") else None
+    if options.get("exact_top"):
+        measured = f"each sample's top {options['exact_top']} estimated heads"
+    method = options.get("method", "atp")
+    found = {"method": method, "steps": 1 if method == "atp" else options.get("steps"),
+             "ablation": options.get("ablation"), "measured": measured, "agreement": None}  # fmt: skip
+    columns = folder.columns(["layer", "head", "estimate", "exact"])
+    if columns is None or measured is None or not len(columns["head"]):
+        return found
+    heads = int(columns["head"].max()) + 1
+    flat = columns["layer"].astype(np.int64) * heads + columns["head"]
+    where = ~np.isnan(columns["exact"])
+    counts = np.bincount(flat[where], minlength=flat.max() + 1)
+    shown = np.flatnonzero(counts)
+    estimate, exact = (np.bincount(flat[where], columns[name][where], flat.max() + 1)[shown] / counts[shown]
+                       for name in ("estimate", "exact"))  # fmt: skip
+    agreement = {"spearman": correlation(stats.spearmanr, estimate, exact), "heads": len(shown), "top_k": None}
+    if len(shown) == flat.max() + 1:
+        k = min(top_k, len(shown))
+        agreement["top_k"] = {"k": k, "shared": len(set(np.argsort(estimate)[:k]) & set(np.argsort(exact)[:k]))}
+    found["agreement"] = agreement
+    return found
 
 
 def _kind_summary(
