@@ -29,7 +29,7 @@ lock)
     env=.venv-lock
     fresh_env "$env" --upgrade -e '.[dev]'
     echo "testing with transformers $(transformers_of "$env") before locking"
-    "$env/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+    "$env/bin/python" -m pytest -p no:cacheprovider -n 2 --dist loadfile
     {
         echo "# Every package version the whole suite last passed with: written by 'make lock' (scripts/versions.sh),"
         echo "# never by hand. make test, make demo and .ci/run install with it as a pip constraints file."
@@ -50,7 +50,7 @@ compat)
     for name in oldest newest; do
         env=.venv-compat/$name
         version=$(transformers_of "$env")
-        if "$env/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile "${compat_tests[@]}" > "$env.log" 2>&1; then
+        if "$env/bin/python" -m pytest -p no:cacheprovider -n 2 --dist loadfile "${compat_tests[@]}" > "$env.log" 2>&1; then
             result=passed
         else
             result=FAILED status=1

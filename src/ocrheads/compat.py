@@ -14,7 +14,7 @@ from functools import cache
 import transformers
 from packaging.version import Version
 
-TESTED_TRANSFORMERS = (Version("5.23.0"), Version("5.25.0"))  # oldest and newest release the compat tests passed on
+TESTED_TRANSFORMERS = (Version("5.24.0"), Version("5.25.0"))  # oldest and newest release the compat tests passed on
 
 log = logging.getLogger("ocrheads")
 

@@ -95,8 +95,10 @@ def _causal_method(folder: KindRun, top_k: int) -> dict:
     measured (each over the samples that measured it), and how many of ablation's top k the estimate ranks in its top
     k when every head was measured."""
     options = folder.config().get("options", {})
-    measured = "every head" if options.get("exact") else None
-    if options.get("exact_top"):
+    measured = None
+    if options.get("exact"):
+        measured = "every head"
+    elif options.get("exact_top"):
         measured = f"each sample's top {options['exact_top']} estimated heads"
     method = options.get("method", "atp")
     found = {"method": method, "steps": 1 if method == "atp" else options.get("steps"),

@@ -33,6 +33,7 @@ from ocrheads.scoring.table import CAUSAL_SCHEMA, CausalTable, Outcome
 
 MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: about 22 GB of activations for the 2B shape
 IG_STEPS = 8
+EXACT_TOP = 12  # the two-stage search's heads per sample: 7-9 of exact's top 10 on the demo model (BENCHMARKS.md)
 
 
 class CausalOptions(BaseModel):
@@ -54,8 +55,11 @@ class CausalOptions(BaseModel):
     )
     steps: int | None = Field(None, gt=0, description=f"ig: points on the ablation path (default {IG_STEPS})")
     exact: bool = Field(False, description="also ablate each head in its own pass (validation), and keep both")
-    exact_top: int | None = Field(
-        None, gt=0, description="two-stage: ablate only each sample's N heads with the largest estimated drop"
+    exact_top: int = Field(
+        EXACT_TOP,
+        ge=0,
+        description="two-stage: also ablate each sample's N heads with the largest estimated drop, and score them by "
+        "what ablation measures (0: the estimate alone)",
     )
     per_token: bool = Field(False, description="one estimate per answer token (a backward pass each)")
     max_new_tokens: int = Field(32, gt=0, description="tokens a generated answer may take")
@@ -68,7 +72,7 @@ class CausalOptions(BaseModel):
     def _consistent(self) -> CausalOptions:
         if self.steps is not None and self.method != "ig":
             raise ValueError("steps apply to the ig method only: add --method ig, or drop --steps")
-        if self.exact and self.exact_top is not None:
+        if self.exact and "exact_top" in self.model_fields_set:
             raise ValueError("give --exact (every head) or --exact-top N (the top N), not both")
         return self
 
@@ -158,7 +162,7 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
         ) from None
     measured = None
     if options.exact or options.exact_top:
-        chosen = largest_drops(estimates, options.exact_top) if options.exact_top else None
+        chosen = None if options.exact else largest_drops(estimates, options.exact_top)
         measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass, chosen)
         measured = measured if options.per_token else measured.sum(1, keepdim=True)
     results = []
