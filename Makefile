@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
 
-.PHONY: demo test lint lock test-compat
+.PHONY: demo test lint lock test-compat mutation
 demo: $(VENV)/.installed
 	$(VENV)/bin/ocrheads demo --out runs/demo
 
@@ -35,3 +35,8 @@ lock:
 # 12 minutes; not in .ci/run, which installs from the lock: run it before every landing).
 test-compat:
 	bash scripts/versions.sh compat
+
+# Mutation testing of the core modules, each against its own tests (cosmic-ray; hours for all of them on two
+# cores, so not in .ci/run): `make mutation`, or `bash scripts/mutation.sh metrics alignment` for some.
+mutation:
+	bash scripts/mutation.sh

@@ -1,7 +1,8 @@
 import torch
 
+from ocrheads.data.manifest import CharBox, Sample, WordBox
 from ocrheads.models.geometry import ImageTokens, Tile
-from ocrheads.scoring.evidence import evidence
+from ocrheads.scoring.evidence import answer_units, evidence
 from ocrheads.scoring.options import scoring_options
 
 
@@ -20,3 +21,28 @@ def test_atoms_split_shared_tokens_so_unions_and_hits_are_exact():
     assert found.hits(keys, (1,), 110).tolist() == [[True, True, False, False]]
     assert found.hits(keys, (2,), 110).tolist() == [[False, False, False, False]]
     assert found.touching((1, 3)).tolist() == [True, True, True]
+
+
+def _sample(answer: str) -> Sample:
+    """An answer laid out by hand: each character 10 px wide from x = 20 on page 1, words where spaces split them."""
+    chars = [CharBox(char=c, offset=i, page=1, box=None if c == " " else (20 + 10 * i, 5, 30 + 10 * i, 25))
+             for i, c in enumerate(answer)]  # fmt: skip
+    words, start = [], 0
+    for word in answer.split(" "):
+        box = (20 + 10 * start, 5, 20 + 10 * (start + len(word)), 25)
+        words.append(WordBox(word=word, offset=start, page=1, box=box))
+        start += len(word) + 1
+    return Sample(id="s", task="docs", modality="image", question="?", answer=answer, context=answer,
+                  answer_span=(0, len(answer)), answer_chars=chars, answer_words=words, pages=["p0.png", "p1.png"],
+                  page_sizes=[(100, 30), (100, 30)])  # fmt: skip
+
+
+def test_answer_units_are_characters_unless_the_paper_pairing_meets_several_words():
+    two_words = _sample("ab c")
+    by_char = answer_units(two_words, scoring_options(alignment="offsets"))
+    assert by_char == [(1, (20, 5, 30, 25)), (1, (30, 5, 40, 25)), None, (1, (50, 5, 60, 25))]  # the blank: no ink
+    by_word = answer_units(two_words, scoring_options(alignment="position"))
+    assert by_word == [(1, (20, 5, 40, 25)), (1, (50, 5, 60, 25))]
+    one_word = _sample("abc")
+    assert answer_units(one_word, scoring_options(alignment="position")) == [(1, (20, 5, 30, 25)), (1, (30, 5, 40, 25)),
+                                                                               (1, (40, 5, 50, 25))]  # fmt: skip

@@ -85,6 +85,8 @@ class Sample(BaseModel):
                 continue
             if not 0 <= item.page < len(self.pages):
                 raise ValueError(f"a box points at page {item.page}, but the sample has {len(self.pages)} pages")
+            if item.box is None:  # on the page without ink (a blank character)
+                continue
             width, height = self.page_sizes[item.page]
             x0, y0, x1, y1 = item.box
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
