@@ -32,7 +32,8 @@ def token_spans(texts: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def longest_common_run(a: Sequence, b: Sequence) -> tuple[int, int, int]:
-    """(start in a, start in b, length) of the longest common contiguous run."""
+    """(start in a, start in b, length) of the longest common contiguous run: the earliest in a, then in b, where
+    several are longest (so a whole occurrence of `a` in `b` is its first)."""
     match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
     return match.a, match.b, match.size
 
@@ -43,8 +44,7 @@ def align_by_offsets(answer: str, prefix_texts: Sequence[str]) -> tuple[list[Ans
     prefix_texts[n] is the decoded text of the first n+1 written tokens.
     """
     written = prefix_texts[-1] if prefix_texts else ""
-    found = written.find(answer)
-    answer_start, written_start, size = (0, found, len(answer)) if found >= 0 else longest_common_run(answer, written)
+    answer_start, written_start, size = longest_common_run(answer, written)  # the whole answer where it was written
     tokens = []
     for index, (start, end) in enumerate(token_spans(prefix_texts)):
         chars = range(max(start, written_start), min(end, written_start + size))
