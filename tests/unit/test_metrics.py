@@ -1,10 +1,21 @@
 """Metrics on fixed strings with values worked out by hand, including each ANLS normalisation choice."""
 
 import math
+import warnings
+from dataclasses import FrozenInstanceError
 
 import pytest
 
-from ocrheads.eval.metrics import ANLS_PRESETS, AnlsOptions, anls, estimate, exact_match, passkey_accuracy, token_f1
+from ocrheads.eval.metrics import (
+    ANLS_PRESETS,
+    AnlsOptions,
+    Estimate,
+    anls,
+    estimate,
+    exact_match,
+    passkey_accuracy,
+    token_f1,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +108,38 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_mean():
     assert 0.3 <= first.low < 0.7 < first.high <= 1.0
     assert estimate([1, 1, 1]).low == estimate([1, 1, 1]).high == 1.0
     assert math.isnan(estimate([0.5]).low) and estimate([]).n == 0
+
+
+def test_token_f1_where_neither_precision_nor_recall_is_one():
+    assert token_f1("the cat sat", ["a cat ran"]) == pytest.approx(0.5)  # [cat, sat] vs [cat, ran]: p = r = 1/2
+    assert token_f1("cat sat on mat", ["cat on"]) == pytest.approx(2 / 3)  # p 2/4, r 2/2
+    assert token_f1("cat", ["cat sat on mat"]) == pytest.approx(0.4)  # p 1, r 1/4
+    assert token_f1("cat", ["", "cat"]) == 1.0  # an empty gold answer before the match does not end the search
+
+
+def test_anls_of_one_character_strings_and_the_mp_docvqa_lengths():
+    assert anls("a", ["b"]) == 0.0 and anls("a", ["a"]) == 1.0  # one edit over one character
+    # lmms-eval MP-DocVQA divides by the normalised lengths: " AB " -> "ab" against "ac", 1 edit over 2 (not 4)
+    assert anls(" AB ", ["ac"], ANLS_PRESETS["lmms-eval-mpdocvqa"]) == pytest.approx(0.5)
+    assert anls(" AB ", ["ac"], ANLS_PRESETS["lmms-eval-docvqa"]) == pytest.approx(0.75)  # raw lengths: 1 over 4
+
+
+def test_presets_and_estimates_cannot_be_changed_by_a_caller():
+    with pytest.raises(FrozenInstanceError):
+        ANLS_PRESETS["vlmevalkit"].threshold = 0.1
+    with pytest.raises(FrozenInstanceError):
+        estimate([1.0, 2.0]).mean = 0.0
+
+
+def test_estimate_edge_cases_and_its_documented_defaults():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty list is answered, not averaged (numpy would warn)
+        empty = estimate([])
+    assert empty.n == 0 and math.isnan(empty.mean) and math.isnan(empty.low)
+    one = estimate([0.25])
+    assert (one.mean, one.n) == (0.25, 1) and math.isnan(one.low) and math.isnan(one.high)
+    two = estimate([0.0, 1.0])
+    assert two.mean == 0.5 and 0.0 <= two.low < two.high <= 1.0  # two samples have an interval
+    assert estimate([0.5, 0.5, 0.5]) == Estimate(0.5, 0.5, 0.5, 3)  # constant values: a zero-width interval
+    values = [0.1, 0.4, 0.4, 0.9, 0.3]
+    assert estimate(values) == estimate(values, seed=0, resamples=2000)

@@ -45,13 +45,14 @@ def anls(prediction: str, answers: Sequence[str], options: AnlsOptions = AnlsOpt
     predicted = _anls_normalise(prediction, options)
     if options.none_is_zero and predicted in ("", "none"):
         return 0.0
-    best = 0.0
-    for answer in answers:
+
+    def similarity(answer: str) -> float:
         gold = _anls_normalise(answer, options)
         length = max(len(answer), len(prediction)) if options.raw_lengths else max(len(gold), len(predicted))
-        similarity = 1.0 - Levenshtein.distance(gold, predicted) / max(length, 1)
-        best = max(best, similarity if similarity >= options.threshold else 0.0)
-    return best
+        return 1.0 - Levenshtein.distance(gold, predicted) / max(length, 1)
+
+    best = max(map(similarity, answers), default=0.0)
+    return best if best >= options.threshold else 0.0
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -75,9 +76,8 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     best = 0.0
     for answer in answers:
         gold = squad_normalise(answer).split()
-        if not predicted or not gold:
-            best = max(best, float(predicted == gold))
-            continue
+        if not predicted and not gold:  # both normalise to nothing: SQuAD counts that a match
+            return 1.0
         common = sum((Counter(predicted) & Counter(gold)).values())
         if common:
             precision, recall = common / len(predicted), common / len(gold)
@@ -117,8 +117,6 @@ def estimate(values: Sequence[float], *, seed: int = 0, resamples: int = 2000) -
     mean = float(values.mean())
     if len(values) < 2:
         return Estimate(mean, float("nan"), float("nan"), len(values))
-    if np.ptp(values) == 0:
-        return Estimate(mean, mean, mean, len(values))
     found = stats.bootstrap(
         (values,), np.mean, n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed)
     )
