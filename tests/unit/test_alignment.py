@@ -28,7 +28,7 @@ def test_position_pairing_follows_the_paper_code_including_its_quirks():
 
 def test_an_answer_after_text_keeps_its_last_characters():
     """The answer starts at character 9 and is 5 long: its end is 9 + 5 = 14 (not 9 | 5 = 13, nor 9 ^ 5 = 12)."""
-    tokens, c = align_by_offsets("12345", _prefixes(["The key ", "1", "23", "45", "."]))
+    tokens, c = align_by_offsets("12345", _prefixes(["The key: ", "1", "23", "45", "."]))
     assert c == 1.0
     assert tokens == [AnswerToken(1, (0,)), AnswerToken(2, (1, 2)), AnswerToken(3, (3, 4))]
 
@@ -49,8 +49,8 @@ def test_the_longest_common_run_never_wraps_around_either_sequence():
 
 
 def test_a_repetitive_written_text_still_aligns_its_longest_run():
-    """In 240 characters of "12345 " repeated, every digit is frequent: difflib's automatic junk heuristic would
-    drop them all and find no run; the answer's longest run, "1234", is 4 of its 5 characters."""
-    written = "12345 " * 40
-    tokens, c = align_by_offsets("12346", _prefixes([written[:120], written[120:]]))
-    assert c == 0.8 and tokens == [AnswerToken(0, (0, 1, 2, 3))]
+    """In 250 characters with "12345 " repeated, every digit is frequent: difflib's automatic junk heuristic would
+    drop them all and find no run; the answer's longest run, "1234" from character 10, is 4 of its 5 characters."""
+    written = "The keys: " + "12345 " * 40
+    tokens, c = align_by_offsets("12346", _prefixes([written[:12], written[12:]]))
+    assert c == 0.8 and tokens == [AnswerToken(0, (0, 1)), AnswerToken(1, (2, 3))]

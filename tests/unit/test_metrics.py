@@ -141,5 +141,6 @@ def test_estimate_edge_cases_and_its_documented_defaults():
     two = estimate([0.0, 1.0])
     assert two.mean == 0.5 and 0.0 <= two.low < two.high <= 1.0  # two samples have an interval
     assert estimate([0.5, 0.5, 0.5]) == Estimate(0.5, 0.5, 0.5, 3)  # constant values: a zero-width interval
-    values = [0.1, 0.4, 0.4, 0.9, 0.3]
-    assert estimate(values) == estimate(values, seed=0, resamples=2000)
+    values = [(i * 7 % 20) ** 2 / 400 for i in range(20)]  # 20 distinct values: the interval moves with the draws
+    assert estimate(values) == estimate(values, seed=0, resamples=2000) != estimate(values, seed=0, resamples=2001)
+    assert estimate(values) != estimate(values, seed=1)
