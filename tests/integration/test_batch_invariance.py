@@ -60,10 +60,7 @@ def images(tmp_path_factory):
 
 
 def _per_sample(table) -> dict[str, dict[str, np.ndarray]]:
-    if isinstance(table, EntryTable):
-        arrays = table.arrays()
-    else:
-        arrays = {name: np.concatenate(values) for name, values in table.columns.items()}
+    arrays = table.arrays()
     return {
         sample: {name: values[arrays["sample"] == sample] for name, values in arrays.items()}
         for sample in set(arrays["sample"])

@@ -6,27 +6,21 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from PIL import Image
 from transformers import AttentionInterface
 
 from ocrheads.attention import function, install
-from ocrheads.data.generate import generate
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
 from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.virtual_devices import LAYOUTS, virtual_gpus
 
-from .tiny_inputs import tiny_adapter
+from .tiny_inputs import mixed_passkeys, tiny_adapter
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("syncs")
-    common = dict(n=2, lengths=(120, 200), digits=3, seed=3, progress=False)
-    images = generate("passkey", folder / "image", **common)
-    texts = generate("passkey", folder / "text", modality="text", **common)
-    return images, [[Image.open(folder / "image" / p).convert("RGB") for p in s.pages] for s in images], texts
+    return mixed_passkeys(tmp_path_factory.mktemp("syncs"))
 
 
 @contextmanager

@@ -173,7 +173,7 @@ def test_a_batch_split_into_micro_batches_scores_as_one_pass(datasets, ablation)
         table = CausalTable(*adapter.grid)
         outcomes = score_causal_batch(adapter, samples, pages, options, table, means, max_batch_tokens=budget)
         assert all(outcome.scored for outcome in outcomes)
-        tables.append({name: np.concatenate(values) for name, values in table.columns.items()})
+        tables.append(table.arrays())
     one, split = tables
     assert list(one["sample"]) == list(split["sample"]) and list(one["token"]) == list(split["token"])
     for column in ("estimate", "exact"):

@@ -1,12 +1,14 @@
 """Inputs for the tiny models: padded two-sample batches with images, and pages with one solid glyph."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from ocrheads.data.fonts import load_font
+from ocrheads.data.generate import generate
 from ocrheads.devices import model_device, to_device
 from ocrheads.models import ModelAdapter, adapter_class
 from ocrheads.testing.tiny import Tiny, build_tiny
@@ -71,3 +73,13 @@ def render_block(width: int, height: int, x: int, y: int) -> tuple[Image.Image, 
     ImageDraw.Draw(image).text((x, y), BLOCK, font=load_font("dejavu-sans", 16).face, fill="black")
     ys, xs = np.nonzero(np.asarray(image.convert("L")) < 255)
     return image, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+def mixed_passkeys(folder: Path) -> tuple[list, list[list[Image.Image]], list]:
+    """Passkeys of two lengths as pages and as text under `folder`: (image samples, their pages, text samples), what
+    the device checks score with every kind."""
+    common = dict(n=2, lengths=(120, 200), digits=3, seed=3, progress=False)
+    images = generate("passkey", folder / "image", **common)
+    texts = generate("passkey", folder / "text", modality="text", **common)
+    pages = [[Image.open(folder / "image" / name).convert("RGB") for name in sample.pages] for sample in images]
+    return images, pages, texts

@@ -106,15 +106,14 @@ def _causal_method(folder: KindRun, top_k: int) -> dict:
     columns = folder.columns(["layer", "head", "estimate", "exact"])
     if columns is None or measured is None or not len(columns["head"]):
         return found
-    heads = int(columns["head"].max()) + 1
-    flat = columns["layer"].astype(np.int64) * heads + columns["head"]
-    where = ~np.isnan(columns["exact"])
-    counts = np.bincount(flat[where], minlength=flat.max() + 1)
+    flat = columns["layer"].astype(np.int64) * (int(columns["head"].max()) + 1) + columns["head"]
+    size, where = int(flat.max()) + 1, ~np.isnan(columns["exact"])
+    counts = np.bincount(flat[where], minlength=size)
     shown = np.flatnonzero(counts)
-    estimate, exact = (np.bincount(flat[where], columns[name][where], flat.max() + 1)[shown] / counts[shown]
+    estimate, exact = (np.bincount(flat[where], columns[name][where], size)[shown] / counts[shown]
                        for name in ("estimate", "exact"))  # fmt: skip
     agreement = {"spearman": correlation(stats.spearmanr, estimate, exact), "heads": len(shown), "top_k": None}
-    if len(shown) == flat.max() + 1:
+    if len(shown) == size:
         k = min(top_k, len(shown))
         agreement["top_k"] = {"k": k, "shared": len(set(np.argsort(estimate)[:k]) & set(np.argsort(exact)[:k]))}
     found["agreement"] = agreement

@@ -108,9 +108,10 @@ class CausalTable:
         self.columns["exact"].append(measured.astype(np.float32))
         self.columns["value"].append((-chosen).astype(np.float32))
 
-    def to_arrow(self) -> pa.Table:
+    def arrays(self) -> dict[str, np.ndarray]:
         if not self.columns:
-            return CAUSAL_SCHEMA.empty_table()
-        return pa.table(
-            {name: np.concatenate(self.columns[name]) for name in CAUSAL_SCHEMA.names}, schema=CAUSAL_SCHEMA
-        )
+            return {field.name: np.array([], dtype=field.type.to_pandas_dtype()) for field in CAUSAL_SCHEMA}
+        return {name: np.concatenate(self.columns[name]) for name in CAUSAL_SCHEMA.names}
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table(self.arrays(), schema=CAUSAL_SCHEMA)
