@@ -13,8 +13,8 @@ from ocrheads.cli import main
 from ocrheads.data.samples import text_sample
 from ocrheads.demo.task import DemoTask
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import box_tokens
 from ocrheads.models import load_adapter
-from ocrheads.models.geometry import box_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.scoring.answers import text_prompt
 from ocrheads.scoring.retrieval import needle_positions

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ocrheads.geometry import box_tokens
 from ocrheads.models import load_adapter
 from ocrheads.models.convert import convert
-from ocrheads.models.geometry import box_tokens
 from ocrheads.testing.tiny_internvl_chat import write_tiny_internvl_chat
 
 from .tiny_inputs import render_block, tiny_adapter

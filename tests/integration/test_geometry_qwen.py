@@ -6,8 +6,8 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import box_tokens
 from ocrheads.models import adapter_class, load_adapter
-from ocrheads.models.geometry import box_tokens
 from ocrheads.testing.tiny import build_tiny
 
 from .tiny_inputs import render_block, tiny_adapter

@@ -14,8 +14,8 @@ from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import open_page
 from ocrheads.devices import to_cpu
+from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head
-from ocrheads.models.geometry import spread_over_image
 from ocrheads.provenance import made_by
 from ocrheads.run import RunDir
 from ocrheads.scoring.kinds import NAMES

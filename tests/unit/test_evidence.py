@@ -1,7 +1,7 @@
 import torch
 
 from ocrheads.data.manifest import CharBox, Sample, WordBox
-from ocrheads.models.geometry import ImageTokens, Tile
+from ocrheads.geometry import ImageTokens, Tile
 from ocrheads.scoring.evidence import answer_units, evidence
 from ocrheads.scoring.options import scoring_options
 
@@ -46,3 +46,7 @@ def test_answer_units_are_characters_unless_the_paper_pairing_meets_several_word
     one_word = _sample("abc")
     assert answer_units(one_word, scoring_options(alignment="position")) == [(1, (20, 5, 30, 25)), (1, (30, 5, 40, 25)),
                                                                                (1, (40, 5, 50, 25))]  # fmt: skip
+    blank = Sample(id="b", task="docs", modality="image", question="?", answer=" ", context="a b", answer_span=(1, 2),
+                   answer_chars=[CharBox(char=" ", offset=1, page=0, box=None)], pages=["p0.png"],
+                   page_sizes=[(100, 30)])  # fmt: skip
+    assert answer_units(blank, scoring_options(alignment="position")) == [None]  # no word: its one character, no ink

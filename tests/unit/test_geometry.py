@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.geometry import (
+from ocrheads.geometry import (
     ImageTokens,
     Tile,
     box_tokens,

@@ -18,8 +18,8 @@ from ocrheads.cli import main
 from ocrheads.data.manifest import MANIFEST, read_manifest
 from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.metrics import METRICS, anls, exact_match, passkey_accuracy, token_f1
+from ocrheads.geometry import ImageTokens, Tile, box_tokens, whole_image
 from ocrheads.heads import HeadScores
-from ocrheads.models.geometry import ImageTokens, Tile, box_tokens, whole_image
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

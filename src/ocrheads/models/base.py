@@ -21,7 +21,7 @@ from transformers import BatchEncoding, PretrainedConfig, PreTrainedModel, Proce
 from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.geometry import ImageTokens
+from ocrheads.geometry import ImageTokens
 
 
 def image_only(processor_class: type) -> type:

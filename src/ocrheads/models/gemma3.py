@@ -10,8 +10,8 @@ import transformers as tf
 from transformers import BatchEncoding
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import ImageTokens, Tile, square_side, whole_image
 from ocrheads.models.base import ModelAdapter, runs_of
-from ocrheads.models.geometry import ImageTokens, Tile, square_side, whole_image
 
 
 class Gemma3Adapter(ModelAdapter):

@@ -12,8 +12,8 @@ import transformers as tf
 from transformers import BatchEncoding
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import ImageTokens, Tile, crop_regions, square_side, whole_image
 from ocrheads.models.base import ModelAdapter, image_only, runs_of
-from ocrheads.models.geometry import ImageTokens, Tile, crop_regions, square_side, whole_image
 
 
 class Idefics3Adapter(ModelAdapter):

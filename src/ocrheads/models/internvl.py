@@ -13,8 +13,8 @@ from transformers import BatchEncoding
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import ImageTokens, Tile, crop_regions, square_side, whole_image
 from ocrheads.models.base import ModelAdapter, image_only, runs_of
-from ocrheads.models.geometry import ImageTokens, Tile, crop_regions, square_side, whole_image
 
 
 class InternVLAdapter(ModelAdapter):

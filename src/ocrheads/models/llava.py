@@ -12,8 +12,8 @@ import transformers as tf
 from transformers import BatchEncoding
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import ImageTokens, Region, Tile, square_side
 from ocrheads.models.base import ModelAdapter
-from ocrheads.models.geometry import ImageTokens, Region, Tile, square_side
 
 
 def view_region(image_processor, size: tuple[int, int]) -> tuple[Region, tuple[int, int]]:

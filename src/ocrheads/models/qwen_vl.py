@@ -11,8 +11,8 @@ import transformers as tf
 from transformers import BatchEncoding
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.geometry import ImageTokens, Tile, whole_image
 from ocrheads.models.base import ModelAdapter, image_only, runs_of
-from ocrheads.models.geometry import ImageTokens, Tile, whole_image
 
 
 class QwenVLAdapter(ModelAdapter):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ocrheads.data.manifest import Sample
-from ocrheads.models.geometry import ImageTokens, box_tokens
+from ocrheads.geometry import ImageTokens, box_tokens
 from ocrheads.scoring.options import ScoringOptions
 
 
@@ -28,11 +28,8 @@ class Evidence:
 
     def hits(self, keys: torch.Tensor, units: tuple[int, ...], length: int) -> torch.Tensor:
         """Boolean like `keys`: is each key position an evidence token of any of `units`?"""
-        atoms = torch.from_numpy(self.atom_of(length))[keys]
-        touching = torch.from_numpy(self.touching(units))
-        if not len(touching):
-            return torch.zeros_like(keys, dtype=torch.bool)
-        return (atoms >= 0) & touching[atoms.clamp(min=0)]
+        touching = torch.from_numpy(np.append(self.touching(units), False))  # atom -1 (no evidence) reads the last
+        return touching[torch.from_numpy(self.atom_of(length))[keys]]
 
     def atom_of(self, length: int) -> np.ndarray:
         """Atom index of every key position (-1: no evidence)."""

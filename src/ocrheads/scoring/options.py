@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models.geometry import Rounding, Rule
+from ocrheads.geometry import Rounding, Rule
 from ocrheads.scoring.alignment import Alignment
 
 

@@ -13,9 +13,9 @@ from ocrheads.attention import Capture, attention_session, install
 from ocrheads.data.manifest import Sample, manifest_sha256, open_page
 from ocrheads.devices import to_cpu
 from ocrheads.errors import DataError, OcrHeadsError
+from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.models.geometry import spread_over_image
 from ocrheads.run import open_run
 from ocrheads.scoring.passes import append_tokens
 

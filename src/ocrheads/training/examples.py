@@ -14,7 +14,7 @@ import torch
 from ocrheads.data.haystack import FakerText
 from ocrheads.data.samples import Content, text_sample
 from ocrheads.demo.task import DemoTask, Glyph, PageRenderer
-from ocrheads.models.geometry import ImageTokens, point_tokens
+from ocrheads.geometry import ImageTokens, point_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.scoring.answers import text_prompt
 from ocrheads.scoring.passes import until_end
