@@ -44,7 +44,19 @@ def rule_ranking(rule: SelectionRule, mean: np.ndarray, zero: np.ndarray) -> np.
     return mean
 
 
-TIE = 1e-9  # a mean this close to a threshold is equal to it: sums in another order must not flip a selection
+TIE = 1e-9  # a mean this close to a threshold or to another mean is equal to it: sums in another order differ in
+# their last bits, and must not flip a selection or an order
+
+
+def tie_groups(values: np.ndarray) -> np.ndarray:
+    """Integer ranks along the last axis (0 = smallest) of finite values, one rank for each run of values within TIE of
+    their neighbour: what heads are ordered and rank-correlated by."""
+    order = np.argsort(values, axis=-1, kind="stable")
+    steps = np.diff(np.take_along_axis(values, order, axis=-1), axis=-1) > TIE
+    ascending = np.concatenate([np.zeros_like(steps[..., :1], dtype=np.int64), np.cumsum(steps, axis=-1)], axis=-1)
+    groups = np.empty_like(ascending)
+    np.put_along_axis(groups, order, ascending, axis=-1)
+    return groups
 
 
 def rule_keeps(rule: SelectionRule, ranking: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -66,9 +78,8 @@ def selected(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
 
 
 def ranked(scores: HeadScores, rule: SelectionRule) -> list[Head]:
-    """Every head, best first; equal scores keep layer-major order."""
-    values = ranking_scores(scores, rule).flatten()
-    order = np.argsort(-values, kind="stable")
+    """Every head, best first; equal scores (within TIE) keep layer-major order."""
+    order = np.argsort(-tie_groups(ranking_scores(scores, rule).flatten()), kind="stable")
     heads = scores.order()
     return [heads[i] for i in order]
 

@@ -1,5 +1,8 @@
 """Bootstrap intervals, split-half reliability and the settling curve equal a direct computation, sample by
-sample, on a small hand-made table (entries grouped by sample, as OCR entries are)."""
+sample, on a small hand-made table (entries grouped by sample, as OCR entries are). The direct side applies each
+rule's definition in exact fractions, so it shares nothing with `ocrheads.select`."""
+
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -7,7 +10,7 @@ from scipy import stats
 
 from ocrheads.analysis.stability import Bootstrap, RunEntries, settling_curve, split_half
 from ocrheads.heads import Head, HeadScores
-from ocrheads.select import SelectionRule, ranked, ranking_scores, selected
+from ocrheads.select import SelectionRule
 
 GRID = (2, 3)
 RULES = [SelectionRule("paper"), SelectionRule("code"), SelectionRule("mean", threshold=0.3)]
@@ -28,6 +31,31 @@ def _scores(values: np.ndarray) -> HeadScores:
     return HeadScores(lists, *GRID)
 
 
+def _direct(values: np.ndarray, rule: SelectionRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per head (columns of `values`): ranking score, whether the rule keeps it, fraction of entries above the
+    rule's activation level; from METHOD.md section 3's definitions, in exact fractions."""
+    threshold, activation = Fraction(str(rule.threshold)), Fraction(str(rule.activation))
+    ranking, keeps, active = [], [], []
+    for column in values.T:
+        entries = [Fraction(str(v)) for v in column]  # 0, 0.2, 0.5 and 1 are exact
+        mean = sum(entries) / len(entries)
+        above = Fraction(sum(e > activation for e in entries), len(entries))
+        zeros = Fraction(sum(e == 0 for e in entries), len(entries))
+        if rule.name == "code":
+            mean = mean if zeros > Fraction(str(rule.zero_fraction)) else Fraction(0)
+        if rule.name == "paper":
+            keep = mean > threshold and above >= Fraction(str(rule.min_frequency))
+        else:
+            keep = mean >= threshold
+        ranking.append(float(mean)), keeps.append(keep), active.append(float(above))
+    return np.array(ranking), np.array(keeps), np.array(active)
+
+
+def _top(ranking: np.ndarray, k: int) -> set[int]:
+    """The k best heads' flat indices; equal scores keep layer-major order."""
+    return set(sorted(range(len(ranking)), key=lambda head: (-ranking[head], head))[:k])
+
+
 def _resampled(values, samples, counts) -> np.ndarray:
     """The entries of a bootstrap replicate: each sample's entries repeated as often as it was drawn."""
     return np.concatenate([np.repeat(values[samples == s], n, axis=0) for s, n in enumerate(counts) if n])
@@ -39,16 +67,14 @@ def test_bootstrap_replicates_and_intervals_equal_a_direct_resampling(table, rul
     entries = RunEntries.from_scores(_scores(values), rule.activation, samples)
     found = Bootstrap.of(entries, rule, replicates=200, seed=3)
     counts = np.random.default_rng(3).multinomial(14, np.full(14, 1 / 14), size=200)
-    direct = [_scores(_resampled(values, samples, c)) for c in counts]
-    ranking = np.array([ranking_scores(s, rule).ravel() for s in direct])
-    keeps = np.array([selected(s, rule).ravel() for s in direct])
+    direct = [_direct(_resampled(values, samples, c), rule) for c in counts]
+    ranking, keeps, active = (np.array(column) for column in zip(*direct, strict=True))
     np.testing.assert_allclose(found.ranking, ranking, atol=1e-12)
     assert np.array_equal(found.keeps, keeps)
     low, high = found.interval()
     np.testing.assert_allclose(low, np.percentile(ranking, 2.5, axis=0))
     np.testing.assert_allclose(high, np.percentile(ranking, 97.5, axis=0))
-    chosen = selected(_scores(values), rule).ravel()
-    active = np.array([s.frequency_above(rule.activation).ravel() for s in direct])
+    chosen = _direct(values, rule)[1]
     ranking_low, active_low = np.percentile(ranking, 2.5, axis=0), np.percentile(active, 2.5, axis=0)
     if rule.name == "paper":
         passes = (active_low >= rule.min_frequency) & (ranking_low > rule.threshold)
@@ -64,10 +90,10 @@ def test_split_halves_equal_scoring_each_half_alone(table):
     halves = np.argsort(np.random.default_rng(5).random((20, 14)), axis=1) < 7
     overlaps, rhos = [], []
     for first in halves:
-        a = _scores(values[np.isin(samples, np.flatnonzero(first))])
-        b = _scores(values[np.isin(samples, np.flatnonzero(~first))])
-        overlaps.append(len(set(ranked(a, rule)[:2]) & set(ranked(b, rule)[:2])) / 2)
-        rhos.append(stats.spearmanr(ranking_scores(a, rule).ravel(), ranking_scores(b, rule).ravel()).statistic)
+        a = _direct(values[np.isin(samples, np.flatnonzero(first))], rule)[0]
+        b = _direct(values[np.isin(samples, np.flatnonzero(~first))], rule)[0]
+        overlaps.append(len(_top(a, 2) & _top(b, 2)) / 2)
+        rhos.append(stats.spearmanr(a, b).statistic)
     assert found["top_k_overlap"]["mean"] == pytest.approx(np.mean(overlaps))
     assert found["top_k_overlap"]["low"] == pytest.approx(np.percentile(overlaps, 2.5))
     assert found["spearman"]["mean"] == pytest.approx(np.nanmean(rhos))
@@ -81,9 +107,8 @@ def test_the_settling_curve_reaches_the_full_top_k_with_all_samples(table):
     assert curve["points"][-1]["mean"] == 1.0 == curve["points"][-1]["low"]
     rng = np.random.default_rng(1)
     drawn = np.argsort(rng.random((30, 14)), axis=1) < 10
-    full = set(ranked(_scores(values), rule)[:2])
-    overlaps = [len(set(ranked(_scores(values[np.isin(samples, np.flatnonzero(d))]), rule)[:2]) & full) / 2
-                for d in drawn]  # fmt: skip
+    full = _top(_direct(values, rule)[0], 2)
+    overlaps = [len(_top(_direct(values[np.isin(samples, np.flatnonzero(d))], rule)[0], 2) & full) / 2 for d in drawn]
     assert curve["points"][0]["mean"] == pytest.approx(np.mean(overlaps))
 
 

@@ -15,7 +15,7 @@ from scipy import stats
 from ocrheads.heads import HeadScores
 from ocrheads.run import KindRun
 from ocrheads.scoring.kinds import scoring_kind
-from ocrheads.select import SelectionRule, rule_keeps, rule_ranking
+from ocrheads.select import SelectionRule, rule_keeps, rule_ranking, tie_groups
 
 CONFIDENCE = 0.95
 
@@ -156,8 +156,8 @@ class Bootstrap:
 
 
 def top_k_mask(ranking: np.ndarray, k: int) -> np.ndarray:
-    """(rows, heads) bool: each row's k best heads, ties broken layer-major (as `select.ranked`)."""
-    order = np.argsort(-ranking, axis=-1, kind="stable")[..., :k]
+    """(rows, heads) bool: each row's k best heads, ties (within TIE) broken layer-major (as `select.ranked`)."""
+    order = np.argsort(-tie_groups(ranking), axis=-1, kind="stable")[..., :k]
     mask = np.zeros(ranking.shape, dtype=bool)
     np.put_along_axis(mask, order, True, axis=-1)
     return mask
@@ -171,8 +171,8 @@ def row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman per row of two (rows, heads) arrays: Pearson of their ranks."""
-    return row_pearson(stats.rankdata(a, axis=1), stats.rankdata(b, axis=1))
+    """Spearman per row of two (rows, heads) arrays: Pearson of their ranks, values within TIE sharing one."""
+    return row_pearson(stats.rankdata(tie_groups(a), axis=1), stats.rankdata(tie_groups(b), axis=1))
 
 
 def percentile_interval(values: np.ndarray) -> tuple[float, float]:
