@@ -7,13 +7,12 @@ from PIL import Image
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.devices import to_cpu
-from ocrheads.models.geometry import box_tokens
-from ocrheads.scoring.evidence import answer_units
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.tiny import FAMILIES
 
+from .evidence_truth import evidence_tokens
 from .tiny_inputs import extend_for, tiny_adapter
 
 
@@ -25,16 +24,20 @@ def passkeys(tmp_path_factory):
 
 
 def _reference(adapter, sample, pages, written, options, token_index, units):
-    """Eager attention of the full written sequence: per layer and head, (argmax key, mass on evidence)."""
+    """Eager attention of the full written sequence: per layer and head, (argmax key, mass on evidence); evidence from
+    the sample's character boxes by `evidence_truth`, not by ocrheads' geometry."""
     prompt = adapter.prompt(sample.question, len(pages))
     batch = adapter.encode([prompt], [pages])
     images = adapter.image_tokens(batch, [[p.size for p in pages]])[0]
     length = batch["input_ids"].shape[1]
+    truncate = options.box_rounding == "truncate"
+    rules = {False: ("any", 0.0), True: ("coverage", options.evidence_threshold)}  # the two presets' rules
+    assert (options.evidence_rule, options.evidence_threshold) == rules[truncate] and options.alignment == "offsets"
     evidence = set()
-    for unit in units:
-        if (where := answer_units(sample, options)[unit]) is not None:
-            rule, threshold, rounding = options.evidence_rule, options.evidence_threshold, options.box_rounding
-            evidence |= set(box_tokens(where[1], images[where[0]], rule, threshold, rounding))
+    for unit in units:  # answer characters: the sample's own boxes
+        char = sample.answer_chars[unit]
+        if char.box is not None:
+            evidence |= evidence_tokens(char.box, images[char.page], truncate, options.evidence_threshold)
     ids = batch["input_ids"]
     extended = extend_for(batch, torch.cat([ids, torch.tensor([written], device=ids.device)], 1))
     adapter.model.set_attn_implementation("eager")

@@ -1,0 +1,70 @@
+"""The findings' statistics on values small enough to work out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ocrheads.analysis.stats import activation, correlation, jaccard, score_bins, similarity
+from ocrheads.heads import Head, HeadScores
+
+
+def test_score_bins_put_each_edge_in_the_bin_the_paper_closes_it_in():
+    values = np.array([[0.0, 1e-12, 0.1, 0.1 + 1e-12], [0.3, 0.30001, 0.5, 0.5000001], [1.0, 0.7, 0.0, 0.2]])
+    assert score_bins(values) == {"0": 2, "(0, 0.1]": 2, "(0.1, 0.3]": 3, "(0.3, 0.5]": 2, "(0.5, 1]": 3}
+    assert score_bins([0.05]) == {"0": 0, "(0, 0.1]": 1, "(0.1, 0.3]": 0, "(0.3, 0.5]": 0, "(0.5, 1]": 0}
+
+
+def test_jaccard_is_shared_over_either_and_zero_for_two_empty_sets():
+    a, b, c = Head(0, 0), Head(0, 1), Head(2, 3)
+    assert jaccard({a, b}, {b, c}) == pytest.approx(1 / 3)
+    assert jaccard({a, b, c}, {a}) == pytest.approx(1 / 3)
+    assert jaccard({a}, {a}) == 1.0 and jaccard({a}, {c}) == 0.0 and jaccard(set(), {a}) == 0.0
+    assert jaccard(set(), set()) == 0.0
+
+
+def test_similarity_counts_the_selections_the_top_k_and_ranks_every_score():
+    h = [Head(0, i) for i in range(5)]
+    scores_a = np.array([[0.9, 0.5, 0.4, 0.1, 0.0]])
+    scores_b = np.array([[0.0, 0.6, 0.8, 0.2, 0.7]])  # ranks of a: 5 4 3 2 1; of b: 1 3 5 2 4
+    found = similarity({h[0], h[1], h[2]}, {h[1], h[2], h[4]}, h, [h[2], h[4], h[1], h[3], h[0]], scores_a, scores_b, 3)
+    d2 = (5 - 1) ** 2 + (4 - 3) ** 2 + (3 - 5) ** 2 + (2 - 2) ** 2 + (1 - 4) ** 2  # 30
+    assert found == {
+        "jaccard": pytest.approx(2 / 4),
+        "selected_a": 3,
+        "selected_b": 3,
+        "shared": 2,
+        "top_k": 3,
+        "top_k_overlap": pytest.approx(2 / 3),  # {h0, h1, h2} and {h2, h4, h1}
+        "spearman": pytest.approx(1 - 6 * d2 / (5 * (5**2 - 1))),  # -0.5
+    }
+
+
+def test_activation_orders_heads_by_frequency_and_correlates_it_with_the_mean():
+    scores = HeadScores(
+        {
+            Head(0, 0): np.array([0.05, 0.05, 0.05, 0.05]),  # frequency 0, mean 0.05
+            Head(0, 1): np.array([1.0, 0.0, 0.0, 0.0]),  # 0.25, 0.25
+            Head(1, 0): np.array([0.2, 0.2, 0.1, 0.1]),  # 0.5 (entries at 0.1 are not above it), 0.15
+            Head(1, 1): np.array([1.0, 0.0, 0.0, 0.0]),  # 0.25, 0.25: a tie keeps layer-major order
+        },
+        2,
+        2,
+    )
+    found = activation(scores)
+    assert found["heads"] == ["l1_h0", "l0_h1", "l1_h1", "l0_h0"]
+    assert found["frequency"] == pytest.approx([0.5, 0.25, 0.25, 0.0])
+    assert found["mean"] == pytest.approx([0.15, 0.25, 0.25, 0.05])
+    frequency, mean = np.array([0.0, 0.25, 0.5, 0.25]), np.array([0.05, 0.25, 0.15, 0.25])
+    fc, mc = frequency - frequency.mean(), mean - mean.mean()
+    assert found["pearson"] == pytest.approx((fc @ mc) / math.sqrt((fc @ fc) * (mc @ mc)))
+    assert found["spearman"] == pytest.approx(stats.pearsonr([1, 2.5, 4, 2.5], [1, 3.5, 2, 3.5]).statistic)
+    assert activation(scores, threshold=0.15)["frequency"] == pytest.approx([0.5, 0.25, 0.25, 0.0])
+    assert activation(scores, threshold=0.01)["heads"][0] == "l0_h0"  # every entry of l0_h0 is above 0.01
+
+
+def test_a_correlation_with_a_constant_side_is_undefined():
+    assert math.isnan(correlation(stats.spearmanr, np.ones(4), np.arange(4.0)))
+    assert math.isnan(correlation(stats.pearsonr, np.arange(4.0), np.full(4, 0.3)))
+    assert correlation(stats.pearsonr, np.arange(4.0), 2 * np.arange(4.0) + 1) == pytest.approx(1.0)
