@@ -1,16 +1,23 @@
-"""Every scoring kind gives each sample the same results alone and in one padded batch of mixed lengths and page
-counts, on the bundled demo model, where heads do hit: hits and misses both occur, and a sample whose gold answer
-differs from what the model writes scores with c < 1; value = c x hit holds row by row."""
+"""Every scoring kind, masking and sink edit gives each sample the same results alone and in one padded batch of
+mixed lengths and page counts, on the bundled demo model, where heads do hit: hits and misses both occur, and a
+sample whose gold answer differs from what the model writes scores with c < 1; value = c x hit holds row by row.
+Edited answers are compared by their logits at every written token, and each edit is checked to change them."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ocrheads.attention import install
+from ocrheads.attention import attention_session, install
 from ocrheads.data.generate import generate
 from ocrheads.demo.run import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
+from ocrheads.eval.conditions import Condition
+from ocrheads.eval.datasets import EvalSample
+from ocrheads.eval.means import prompt_means
+from ocrheads.eval.prompts import encode_questions
+from ocrheads.eval.runner import Intervention, edits_for
+from ocrheads.heads import Head
 from ocrheads.models import load_adapter
 from ocrheads.scoring.causal import CausalOptions, score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
@@ -130,3 +137,50 @@ def test_causal_scores_are_the_same_alone_and_in_a_padded_batch(demo_float64, im
     _assert_same(alone, together, floats=("estimate", "exact", "value"), tolerance=1e-6)
     measured = np.concatenate([found["exact"] for found in together.values()])
     assert 0 < (~np.isnan(measured)).sum() < len(measured)  # the two-stage search measured some heads
+
+
+EDITS = {
+    "mask-zero": Intervention("mask", "zero"),
+    "mask-uniform": Intervention("mask", "uniform"),
+    "mask-mean": Intervention("mask", "mean"),
+    "sink-first": Intervention("sink", beta=0.0, sink_tokens=2),
+    "sink-mass": Intervention("sink", beta=0.0, sinks="mass", sink_threshold=0.05),
+    "sink-image": Intervention("sink", beta=0.0, receivers="image"),
+}
+HEADS = Condition("edited", "ocr", tuple(Head(layer, h) for layer in (1, 2, 3) for h in range(8)))
+NEW = 5
+
+
+def _logits(adapter, samples, intervention, means) -> list[torch.Tensor]:
+    """Per sample, the (steps, vocabulary) logits of its greedy answer under the intervention (None: unedited); a
+    batch runs on until its last sample ends, so a sample's rows past its own end are the batch's, not its own."""
+    batch = encode_questions(adapter, samples, "direct")
+    condition = HEADS if intervention else Condition("baseline", "baseline")
+    edits = edits_for(intervention, condition, adapter, samples, batch, NEW, means)
+    tokenizer = adapter.processor.tokenizer
+    with torch.no_grad(), attention_session(adapter.model, edits=edits):
+        out = adapter.model.generate(**batch, max_new_tokens=NEW, do_sample=False, output_scores=True,
+                                     return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return list(torch.stack(out.scores, 1).float())
+
+
+@pytest.fixture(scope="module")
+def questions(demo, images):
+    samples, pages = images
+    questions = [
+        EvalSample(s.id, s.question, (s.answer,), images=tuple(p)) for s, p in zip(samples, pages, strict=True)
+    ]
+    means = prompt_means(demo, [encode_questions(demo, questions, "direct")])
+    return questions, means, _logits(demo, questions, None, means)
+
+
+@pytest.mark.parametrize("name", EDITS)
+def test_masked_and_sink_edited_answers_are_the_same_alone_and_in_a_padded_batch(demo, questions, name):
+    samples, means, unedited = questions
+    together = _logits(demo, samples, EDITS[name], means)
+    for sample, batched in zip(samples, together, strict=True):
+        [alone] = _logits(demo, [sample], EDITS[name], means)
+        assert torch.isfinite(alone).all(), sample.id
+        ended = batched[: len(alone)]  # alone, generation stops where the sample ends
+        torch.testing.assert_close(ended, alone, rtol=0, atol=1e-4, msg=lambda m, s=sample: f"{s.id}: {m}")
+    assert max((e[0] - u[0]).abs().max() for e, u in zip(together, unedited, strict=True)) > 0.1  # the edit acts

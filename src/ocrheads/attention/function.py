@@ -154,15 +154,20 @@ def _spread(values: torch.Tensor, columns: slice, size: int) -> torch.Tensor:
     return spread
 
 
-def _redistribute_sink(probs: torch.Tensor, sink: SinkRedistribution, keys: slice) -> torch.Tensor:
-    sinks = sink.sinks.to(probs.device)[:, None, None, keys]
-    receivers = ~sinks if sink.receivers is None else sink.receivers.to(probs.device)[:, None, None, keys] & ~sinks
-    sink_mass = (probs * sinks).sum(-1, keepdim=True)
-    receiver_mass = (probs * receivers).sum(-1, keepdim=True)
-    has_receivers = receiver_mass > 0
-    factor = 1 + (1 - sink.beta) * sink_mass / torch.where(has_receivers, receiver_mass, 1.0)
-    edited = torch.where(sinks, probs * sink.beta, torch.where(receivers, probs * factor, probs))
-    return torch.where(has_receivers, edited, probs)
+def _redistribute_sink(logits: torch.Tensor, sink: SinkRedistribution, keys: slice) -> torch.Tensor:
+    """The attention (softmax of `logits`, masked) with (1 - beta) of the sink keys' mass moved to the receiver keys
+    the row sees, in proportion to what each already gets. The proportions are a softmax over the receivers' own
+    logits: a head that puts nearly all its attention on the sink (the usual sink head) leaves its receivers a mass
+    that underflows in the full softmax, and dividing by it gave inf x 0 = NaN. Rows without receivers stay as they
+    are."""
+    sinks = sink.sinks.to(logits.device)[:, None, None, keys]
+    receivers = ~sinks if sink.receivers is None else sink.receivers.to(logits.device)[:, None, None, keys] & ~sinks
+    receivers = receivers & (logits > _MASKED / 2)  # masked keys receive nothing
+    probs = logits.softmax(-1)
+    share = logits.masked_fill(~receivers, float("-inf")).softmax(-1)  # NaN in rows without receivers
+    moved = (1 - sink.beta) * (probs * sinks).sum(-1, keepdim=True)
+    edited = torch.where(sinks, probs * sink.beta, probs + moved * share)
+    return torch.where(receivers.any(-1, keepdim=True), edited, probs)
 
 
 def _edited_heads(call: _Call, heads: torch.Tensor, sink: SinkRedistribution | None) -> torch.Tensor:
@@ -182,7 +187,7 @@ def _edited_heads(call: _Call, heads: torch.Tensor, sink: SinkRedistribution | N
             probs = bias.expand(-1, len(head_index), -1, -1).softmax(-1)
         else:
             query_rows = call.query[:, head_index, start : start + local.shape[1]]
-            probs = _redistribute_sink((call.scores(query_rows, head_keys) + bias).softmax(-1), sink, keys)
+            probs = _redistribute_sink(call.scores(query_rows, head_keys) + bias, sink, keys)
         outputs.append((probs @ value).transpose(1, 2))
     return torch.cat(outputs, dim=1)
 
