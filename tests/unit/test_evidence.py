@@ -20,6 +20,7 @@ def test_atoms_split_shared_tokens_so_unions_and_hits_are_exact():
     assert found.hits(keys, (0,), 110).tolist() == [[True, False, False, False]]
     assert found.hits(keys, (1,), 110).tolist() == [[True, True, False, False]]
     assert found.hits(keys, (2,), 110).tolist() == [[False, False, False, False]]
+    assert found.hits(keys, (3,), 110).tolist() == [[False, False, True, False]]  # key 5 sees nothing, not atom -2
     assert found.touching((1, 3)).tolist() == [True, True, True]
 
 
