@@ -12,7 +12,7 @@ from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.tiny import FAMILIES
 
-from .evidence_truth import evidence_tokens
+from ..evidence_truth import evidence_tokens
 from .tiny_inputs import extend_for, tiny_adapter
 
 

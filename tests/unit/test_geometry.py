@@ -11,8 +11,11 @@ from ocrheads.geometry import (
     crop_regions,
     point_tokens,
     spread_over_image,
+    square_side,
     whole_image,
 )
+
+from ..evidence_truth import cells_by_pixels, cells_met, cells_sharing
 
 IMAGE = ImageTokens(image=0, size=(40, 20), tiles=(Tile(token_start=5, rows=2, cols=4, region=(0, 0, 40, 20)),))
 # Box (8, 2, 22, 12): 14x10 = 140 px. Overlaps: cell (0,0) 2x8=16, (0,1) 10x8=80, (0,2) 2x8=16,
@@ -116,3 +119,111 @@ def test_truncation_equals_the_paper_code_on_random_boxes_where_exact_boxes_diff
         assert box_tokens(box, page, "coverage", 0.001, "truncate") == paper, box
         differ += box_tokens(box, page, "coverage", 0.001) != paper
     assert 10 < differ < 200  # exact boxes keep rows and columns that truncation drops, now and then
+
+
+# Layouts with what the hand-checked grid lacks: an odd column count, regions that start past 0 and end on
+# fractions (InternVL's 3x2 crops of a 448x315 page, LLaVA's centre crop), a thumbnail after its crops.
+LAYOUTS = {
+    "odd": ImageTokens(0, (90, 50), (Tile(7, 5, 3, whole_image((90, 50)), (42, 70)),)),
+    "crops": ImageTokens(
+        0,
+        (448, 315),
+        (
+            *(Tile(1 + 4 * k, 2, 2, region, (56, 56)) for k, region in enumerate(crop_regions((448, 315), 2, 3))),
+            Tile(25, 2, 2, whole_image((448, 315)), (56, 56)),
+        ),
+    ),
+    "centre": ImageTokens(
+        0, (448, 315), (Tile(0, 4, 4, (62.379746835443036, 0.0, 379.9493670886076, 315.0), (56, 56)),)
+    ),
+}
+
+
+def _random_boxes(size: tuple[int, int], count: int, seed: int) -> list[tuple[float, ...]]:
+    """Boxes on a quarter-pixel grid (exact in binary), from a quarter pixel to 80 px a side."""
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for _ in range(count):
+        w, h = (int(rng.integers(1, min(320, 4 * side))) for side in size)
+        x0, y0 = int(rng.integers(0, 4 * size[0] - w)), int(rng.integers(0, 4 * size[1] - h))
+        boxes.append((x0 / 4, y0 / 4, (x0 + w) / 4, (y0 + h) / 4))
+    return boxes
+
+
+def _positions(image: ImageTokens, cells_of) -> list[int]:
+    return [tile.token_start + row * tile.cols + col for tile in image.tiles for row, col in cells_of(tile)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_rule_equals_exact_fractions_on_random_boxes(layout):
+    image = LAYOUTS[layout]
+    for box in _random_boxes(image.size, 150, seed=len(layout)):
+        assert box_tokens(box, image) == _positions(image, lambda tile, box=box: cells_met(box, tile)), box
+        for rule, threshold in (("coverage", 0.1), ("coverage", 0.3), ("iou", 0.05), ("iou", 0.2)):
+            expected = _positions(image, lambda tile, box=box, r=rule, t=threshold: cells_sharing(box, tile, r, t))
+            assert box_tokens(box, image, rule, threshold) == expected, (box, rule, threshold)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_truncated_boxes_equal_counting_resized_pixels(layout):
+    image = LAYOUTS[layout]
+    for box in _random_boxes(image.size, 150, seed=10 + len(layout)):
+        found = box_tokens(box, image, "coverage", 0.001, "truncate")
+        assert found == _positions(image, lambda tile, box=box: cells_by_pixels(box, tile, 0.001)), box
+
+
+def test_rules_keep_a_share_equal_to_their_threshold():
+    halves = (0, 0, 20, 10)  # half of the box in cell (0,0), half in (0,1)
+    assert box_tokens(halves, IMAGE, "coverage", 0.5) == [5, 6]
+    assert box_tokens((0, 0, 10, 5), IMAGE, "iou", 0.5) == [5]  # overlap 50 over a union of 100
+
+
+def test_a_box_must_have_area_inside_its_image():
+    for box in [(5, 2, 5, 8), (5, 8, 9, 8), (5, 8, 9, 2), (9, 2, 5, 8), (-0.5, 2, 5, 8), (5, -0.5, 9, 8),
+                (35, 2, 40.5, 8), (5, 2, 9, 20.5)]:  # fmt: skip
+        with pytest.raises(OcrHeadsError, match="is empty or outside its 40x20 image 0"):
+            box_tokens(box, IMAGE)
+    assert box_tokens((0, 0, 40, 20), IMAGE) == list(range(5, 13))
+
+
+def test_a_tile_a_box_truncates_to_nothing_in_does_not_hide_later_tiles():
+    thumbnail = Tile(0, 2, 2, whole_image((448, 315)), (56, 56))  # 1/8 scale: a 3 px box truncates to 0 width
+    crop = Tile(4, 2, 2, (0.0, 0.0, 224.0, 157.5), (448, 315))
+    image = ImageTokens(0, (448, 315), (thumbnail, crop))
+    assert box_tokens((120, 10, 123, 30), image, rounding="truncate") == [5]
+
+
+def test_square_sides_and_crop_regions():
+    assert square_side(16, "x") == 4 and square_side(1, "x") == 1
+    with pytest.raises(OcrHeadsError, match="x: 12 tokens do not form a square grid"):
+        square_side(12, "x")
+    assert crop_regions((300, 200), 2, 3) == [
+        (0.0, 0.0, 100.0, 100.0), (100.0, 0.0, 200.0, 100.0), (200.0, 0.0, 300.0, 100.0),
+        (0.0, 100.0, 100.0, 200.0), (100.0, 100.0, 200.0, 200.0), (200.0, 100.0, 300.0, 200.0),
+    ]  # fmt: skip
+    image = LAYOUTS["crops"]
+    assert image.positions() == list(range(1, 29))
+    assert ImageTokens(0, (9, 9), (Tile(3, 1, 2, whole_image((9, 9))),)).positions() == [3, 4]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_point_belongs_to_the_cell_a_tiny_box_at_it_meets(layout):
+    image = LAYOUTS[layout]
+    rng = np.random.default_rng(3)
+    points = zip(rng.integers(0, 4 * image.size[0], 300) / 4, rng.integers(0, 4 * image.size[1], 300) / 4, strict=True)
+    for x, y in points:
+        dot = (x, y, x + 1 / 1024, y + 1 / 1024)
+        assert point_tokens((x, y), image) == _positions(image, lambda tile, dot=dot: cells_met(dot, tile)), (x, y)
+
+
+def test_a_crop_spreads_its_mass_over_its_own_region_only():
+    size = (40, 20)
+    crops = [Tile(4 * k, 2, 2, region) for k, region in enumerate(crop_regions(size, 2, 2))]
+    centre = Tile(16, 1, 1, (15.0, 5.0, 25.0, 10.0))  # a small middle crop: most pixels lie past its one cell
+    image = ImageTokens(0, size, (*crops, centre))
+    mass = np.arange(1, 18, dtype=np.float64)
+    density = spread_over_image(image, mass)
+    assert np.isclose(density.sum(), mass.sum())
+    # pixel (x 12, y 17): crop 2 (x 0..20, y 10..20), its cell row 1, col 1 (10x5 px); the centre crop misses it
+    assert np.isclose(density[17, 12], mass[8 + 3] / 50)
+    assert np.isclose(density[7, 20], mass[1 * 4 + 2] / 50 + mass[16] / 50)  # crop 1's cell (1, 0) and the centre

@@ -1,6 +1,7 @@
 """Evidence tokens worked out without ocrheads' geometry, for reference values: the token cells a box meets, by exact
 fractions (boxes as they are), or by counting the resized pixels the box covers (corners truncated, as the paper's
-code does). Only the tile layout comes from the adapter; its own tests check it against the processors."""
+code does). Plain loops and exact arithmetic; only the tile layout comes from an adapter, whose own tests check it
+against the processors."""
 
 import math
 from fractions import Fraction
@@ -22,6 +23,28 @@ def cells_met(box: tuple[float, ...], tile: Tile) -> list[tuple[int, int]]:
     cols = range(max(0, math.floor((left - x0) / width)), min(tile.cols, math.ceil((right - x0) / width)))
     rows = range(max(0, math.floor((top - y0) / height)), min(tile.rows, math.ceil((bottom - y0) / height)))
     return [(row, col) for row in rows for col in cols]
+
+
+def cells_sharing(box: tuple[float, ...], tile: Tile, rule: str, threshold: float) -> list[tuple[int, int]]:
+    """(row, col) of every cell whose exact overlap with the box is positive and, under "coverage", at least
+    `threshold` of the box's area, or under "iou", of the union of box and cell."""
+    x0, y0, x1, y1 = map(_exact, tile.region)
+    width, height = (x1 - x0) / tile.cols, (y1 - y0) / tile.rows
+    left, top, right, bottom = map(_exact, box)
+    area = (right - left) * (bottom - top)
+    found = []
+    for row in range(tile.rows):
+        for col in range(tile.cols):
+            cell_left, cell_top = x0 + col * width, y0 + row * height
+            across = min(right, cell_left + width) - max(left, cell_left)
+            down = min(bottom, cell_top + height) - max(top, cell_top)
+            if across <= 0 or down <= 0:
+                continue
+            overlap = across * down
+            share = {"any": 1, "coverage": overlap / area, "iou": overlap / (area + width * height - overlap)}[rule]
+            if share >= Fraction(threshold):
+                found.append((row, col))
+    return found
 
 
 def cells_by_pixels(box: tuple[float, ...], tile: Tile, min_share: float) -> list[tuple[int, int]]:
