@@ -10,7 +10,7 @@ import pytest
 from ocrheads import __version__
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
-from ocrheads.select import HeadSelection, SelectionRule, select, tie_groups, top_k
+from ocrheads.select import HeadSelection, SelectionRule, ranking_scores, select, selected, tie_groups, top_k
 
 
 def _entries(*pairs: tuple[int, float], fill: float = 0.0) -> np.ndarray:
@@ -57,6 +57,19 @@ def test_each_rule_keeps_the_heads_its_definition_says_at_every_boundary(boundar
         "mean": {"often", "rarely", "at", "tie_above", "above", "tie_below", "zeros_at", "zeros_above"},
     }
     assert kept == {rule: {heads[name].name for name in names} for rule, names in expected.items()}
+    code = dict(zip(BOUNDARIES, ranking_scores(scores, SelectionRule("code"))[0], strict=True))
+    filtered = {"often", "rarely", "zeros_at"}  # zero in at most 10 % of entries: the code ranks them at 0
+    assert {name: value for name, value in code.items() if value == 0} == dict.fromkeys(filtered, 0.0)
+    assert selected(scores, SelectionRule("paper")).dtype == bool  # a mask: callers index and negate it
+
+
+def test_a_value_exactly_one_tie_from_a_limit_is_equal_to_it():
+    edge = {Head(0, 0): np.array([0.1 - 1e-9]), Head(0, 1): np.array([0.1 + 1e-9]), Head(0, 2): np.array([1.0, 0, 0])}
+    scores = HeadScores(edge, 1, 3)
+    assert selected(scores, SelectionRule("mean")).tolist() == [[True, True, True]]
+    assert selected(scores, SelectionRule("paper")).tolist() == [[False, False, True]]
+    one_in_three = SelectionRule("paper", min_frequency=0.33333333433333334)  # 1/3 + 1e-9, to the last bit
+    assert selected(scores, one_in_three).tolist() == [[False, False, True]]
 
 
 def test_a_rule_uses_the_limits_it_is_given():
@@ -98,6 +111,7 @@ def test_means_within_a_billionth_are_tied_so_summation_order_cannot_reorder_hea
     assert [h.name for h in top_k(scores, 2, SelectionRule("mean"))] == ["l0_h0", "l0_h1"]
     values = np.array([[0.3, 0.1, 0.1 + 1e-12, 0.2, 0.1 - 5e-10, 0.2 + 2e-9], [1.0, 0.0, 0.0, 2.0, 1.0, 0.5]])
     assert tie_groups(values).tolist() == [[3, 0, 0, 1, 0, 2], [2, 0, 0, 3, 2, 1]]
+    assert tie_groups(np.array([0.0, 1e-9, 2.5e-9])).tolist() == [0, 0, 1]  # exactly TIE apart is still a tie
 
 
 def test_an_unknown_rule_is_refused_by_name():
@@ -124,7 +138,11 @@ def test_a_head_list_file_holds_exactly_the_selection_and_reads_back(tmp_path):
         "source": "runs/a/scores.parquet",
         "ocrheads_version": __version__,
     }
+    assert (tmp_path / "plain.json").read_text().startswith('{\n  "heads": [\n    "l3_h1",')  # two-space indents
     assert (tmp_path / "plain.json").read_text().endswith("}\n")
+    with pytest.raises(ValueError, match="zip"):
+        replace(selection, scores=(0.5,)).to_json(tmp_path / "short.json")  # a score per head, or nothing written
+    assert not (tmp_path / "short.json").exists()
     loaded = HeadSelection.from_json(tmp_path / "plain.json")
     assert loaded == replace(selection, scores=(0.123457, 0.333333, None))
     robust = replace(selection, robust={"heads": 2, "replicates": 100, "seed": 0})
