@@ -3,7 +3,8 @@
 # fast tests, with cosmic-ray: it mutates one file of a plain copy of the tree at a time and runs any test command,
 # so the src layout and the editable install need nothing special, and its session file resumes an interrupted run.
 #   scripts/mutation.sh [MODULE ...]     all modules, or those whose path contains one of the words given
-# Work in .mutation/ (a copy of src and tests per module, its session, its report; a changed tree starts afresh);
+# Work in .mutation/ (a copy of src and tests per module, its session, its report; a change to the package, the test
+# helpers or the module's own tests starts it afresh);
 # summary: .mutation/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,8 @@ modules=(  # module : its tests (space-separated)
     "src/ocrheads/select.py:tests/unit/test_select_reference.py tests/unit/test_select_rules.py"
     "src/ocrheads/analysis/stats.py:tests/unit/test_stats.py tests/unit/test_select_reference.py"
     "src/ocrheads/analysis/stability.py:tests/unit/test_stability.py"
-    "src/ocrheads/scoring/ocr.py:tests/integration/test_score_ocr.py tests/integration/test_batch_invariance.py"
-    "src/ocrheads/scoring/retrieval.py:tests/integration/test_score_retrieval.py tests/unit/test_copy_hits.py"
+    "src/ocrheads/scoring/ocr.py:tests/integration/test_score_ocr.py tests/integration/test_batch_invariance.py::test_ocr_scores_are_the_same_alone_and_in_a_padded_batch"
+    "src/ocrheads/scoring/retrieval.py:tests/integration/test_score_retrieval.py tests/unit/test_copy_hits.py tests/integration/test_batch_invariance.py::test_retrieval_scores_are_the_same_alone_and_in_a_padded_batch"
     "src/ocrheads/scoring/attribution.py:tests/integration/test_causal.py"
 )
 
@@ -41,8 +42,10 @@ run_module() {  # one module in its own copy of the tree; prints "module mutants
     local name copy tree
     name=$(basename "$module" .py)
     copy=$work/$name
-    tree=$(tar -c --exclude __pycache__ --exclude '*.egg-info' --sort=name --mtime=@0 src tests | sha1sum)
-    if [ "$(cat "$copy/.tree" 2>/dev/null)" != "$tree" ]; then  # a new tree starts a new session
+    local files=(src tests/data)  # what the results depend on: the package, test data and helpers, its own tests
+    mapfile -t -O 2 files < <(find tests -name '*.py' ! -name 'test_*' | sort; for t in $tests; do echo "${t%%::*}"; done)
+    tree=$(tar -c --exclude __pycache__ --exclude '*.egg-info' --sort=name --mtime=@0 "${files[@]}" | sha1sum)
+    if [ "$(cat "$copy/.tree" 2>/dev/null)" != "$tree" ]; then  # a changed package or test starts a new session
         rm -rf "$copy" && mkdir -p "$copy"
         cp -a src tests pyproject.toml "$copy"/
         echo "$tree" > "$copy/.tree"

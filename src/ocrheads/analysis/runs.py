@@ -16,8 +16,23 @@ from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
 from ocrheads.run import KindRun, RunDir
-from ocrheads.scoring.kinds import COPYING, EFFECT, NAMES, READING
+from ocrheads.scoring.kinds import COPYING, EFFECT, NAMES, READING, scoring_kind
 from ocrheads.select import HeadSelection, SelectionRule, ranked, ranking_scores, select, selected
+
+
+def _run_entries(folder: KindRun, scores: HeadScores, activation: float) -> RunEntries:
+    """A scored kind's entries for resampling: per-token entries grouped by their sample (from its table); kinds
+    whose lists are one entry per sample already are their own groups; imported scores, one unit per entry."""
+    columns, config = folder.columns(["sample"]), folder.config()
+    if columns is None or not config:
+        return RunEntries.from_scores(scores, activation)
+    entries = len(next(iter(scores.lists.values())))
+    if scoring_kind(config["kind"]).per_sample:
+        return RunEntries.from_scores(scores, activation, np.arange(entries))
+    column = columns["sample"]
+    names = column[:: scores.layers * scores.heads]
+    grouped = len(names) == entries and len(column) == entries * scores.layers * scores.heads
+    return RunEntries.from_scores(scores, activation, np.unique(names, return_inverse=True)[1] if grouped else None)
 
 
 def select_run(run: str | Path, rule: SelectionRule, replicates: int = 1000, seed: int = 0) -> dict[str, HeadSelection]:
@@ -26,7 +41,7 @@ def select_run(run: str | Path, rule: SelectionRule, replicates: int = 1000, see
     selections = {}
     for kind, scores in run.scores(NAMES).items():
         folder = run.kind(kind)
-        boot = Bootstrap.of(RunEntries.from_run(folder, scores, rule.activation), rule, replicates, seed)
+        boot = Bootstrap.of(_run_entries(folder, scores, rule.activation), rule, replicates, seed)
         robust = {"heads": boot.robust(selected(scores, rule).ravel(), rule), "replicates": replicates, "seed": seed,
                   "confidence": CONFIDENCE}  # fmt: skip
         selections[kind] = replace(select(scores, rule, source=str(folder.scores_path)), robust=robust)
@@ -46,7 +61,7 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
     values = {kind: ranking_scores(kind_scores, rule) for kind, kind_scores in scores.items()}
     orders = {kind: ranked(kind_scores, rule) for kind, kind_scores in scores.items()}
     kept = {kind: selected(kind_scores, rule).ravel() for kind, kind_scores in scores.items()}
-    entries = {kind: RunEntries.from_run(run.kind(kind), s, rule.activation) for kind, s in scores.items()}
+    entries = {kind: _run_entries(run.kind(kind), s, rule.activation) for kind, s in scores.items()}
     boots = {kind: Bootstrap.of(entries[kind], rule, replicates, seed) for kind in scores}
     for kind, kind_scores in scores.items():
         ranking = (values[kind], orders[kind], kept[kind])

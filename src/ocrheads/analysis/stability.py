@@ -13,8 +13,6 @@ import numpy as np
 from scipy import stats
 
 from ocrheads.heads import HeadScores
-from ocrheads.run import KindRun
-from ocrheads.scoring.kinds import scoring_kind
 from ocrheads.select import SelectionRule, rule_keeps, rule_ranking, tie_groups
 
 CONFIDENCE = 0.95
@@ -79,21 +77,6 @@ class RunEntries:
             ids = samples if samples is not None and len(samples) == length else np.arange(length)
             blocks.append(SampleSums.of(np.array(indices), values, ids, activation))
         return cls(scores.grid, tuple(blocks), samples is not None)
-
-    @classmethod
-    def from_run(cls, folder: KindRun, scores: HeadScores, activation: float) -> RunEntries:
-        """A scored kind's folder: per-token entries grouped by their sample (from its table); kinds whose lists are
-        one entry per sample already are their own groups."""
-        columns, config = folder.columns(["sample"]), folder.config()
-        if columns is None or not config:
-            return cls.from_scores(scores, activation)
-        entries = len(next(iter(scores.lists.values())))
-        if scoring_kind(config["kind"]).per_sample:
-            return cls.from_scores(scores, activation, np.arange(entries))
-        column = columns["sample"]
-        names = column[:: scores.layers * scores.heads]
-        grouped = len(names) == entries and len(column) == entries * scores.layers * scores.heads
-        return cls.from_scores(scores, activation, np.unique(names, return_inverse=True)[1] if grouped else None)
 
     @property
     def heads(self) -> int:
