@@ -21,7 +21,7 @@ def test_imported_reference_scores_select_and_analyze_like_the_paper(tmp_path, c
     assert main(["analyze", str(run), "--rule", "code"]) == 0
     analysis = json.loads((run / "analysis.json").read_text())
     assert analysis["ocr"]["robust"] == heads["robust"]["heads"]  # the same seeded bootstrap
-    assert list(analysis["ocr"]["bins"].values()) == [895, 85, 32, 6, 6]
+    assert list(analysis["ocr"]["bins"].values()) == [0, 895, 85, 32, 6, 6]
     assert "ocr: 44 heads above the rule" in capsys.readouterr().out
     assert main(["analyze", str(tmp_path / "empty")]) == 2
     assert "holds no scores" in capsys.readouterr().err

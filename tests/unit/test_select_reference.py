@@ -28,6 +28,7 @@ def test_the_reference_file_reproduces_the_papers_counts_bins_and_top_heads(inte
         assert [h.name for h in selection.heads[:7]] == TOP_7, rule
     code = SelectionRule("code")
     assert score_bins(ranking_scores(internvl, code)) == {
+        "< 0": 0,
         "0": 895,
         "(0, 0.1]": 85,
         "(0.1, 0.3]": 32,

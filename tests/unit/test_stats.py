@@ -1,6 +1,7 @@
 """The findings' statistics on values small enough to work out by hand."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from ocrheads.heads import Head, HeadScores
 
 
 def test_score_bins_put_each_edge_in_the_bin_the_paper_closes_it_in():
-    values = np.array([[0.0, 1e-12, 0.1, 0.1 + 1e-12], [0.3, 0.30001, 0.5, 0.5000001], [1.0, 0.7, 0.0, 0.2]])
-    assert score_bins(values) == {"0": 2, "(0, 0.1]": 2, "(0.1, 0.3]": 3, "(0.3, 0.5]": 2, "(0.5, 1]": 3}
-    assert score_bins([0.05]) == {"0": 0, "(0, 0.1]": 1, "(0.1, 0.3]": 0, "(0.3, 0.5]": 0, "(0.5, 1]": 0}
+    values = np.array([[0.0, 1e-12, 0.1, 0.1 + 1e-12], [0.3, 0.30001, 0.5, 0.5000001], [1.0, 0.7, -1e-12, 0.2]])
+    found = score_bins(values)
+    assert found == {"< 0": 1, "0": 1, "(0, 0.1]": 2, "(0.1, 0.3]": 3, "(0.3, 0.5]": 2, "(0.5, 1]": 3}
+    assert sum(found.values()) == values.size  # every head in one bin, negative causal scores included
+    assert score_bins([0.05]) == {"< 0": 0, "0": 0, "(0, 0.1]": 1, "(0.1, 0.3]": 0, "(0.3, 0.5]": 0, "(0.5, 1]": 0}
 
 
 def test_jaccard_is_shared_over_either_and_zero_for_two_empty_sets():
@@ -64,7 +67,9 @@ def test_activation_orders_heads_by_frequency_and_correlates_it_with_the_mean():
     assert activation(scores, threshold=0.01)["heads"][0] == "l0_h0"  # every entry of l0_h0 is above 0.01
 
 
-def test_a_correlation_with_a_constant_side_is_undefined():
-    assert math.isnan(correlation(stats.spearmanr, np.ones(4), np.arange(4.0)))
-    assert math.isnan(correlation(stats.pearsonr, np.arange(4.0), np.full(4, 0.3)))
+def test_a_correlation_with_a_constant_side_is_undefined_and_says_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(correlation(stats.spearmanr, np.ones(4), np.arange(4.0)))
+        assert math.isnan(correlation(stats.pearsonr, np.arange(4.0), np.full(4, 0.3)))
     assert correlation(stats.pearsonr, np.arange(4.0), 2 * np.arange(4.0) + 1) == pytest.approx(1.0)

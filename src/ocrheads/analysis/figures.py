@@ -21,7 +21,7 @@ from ocrheads.atomic import atomic_write_bytes
 from ocrheads.heads import Head
 from ocrheads.scoring.kinds import KINDS
 
-BIN_COLOURS = ("#e8e8e8", "#c6dbef", "#6baed6", "#2171b5", "#08306b")
+BIN_COLOURS = ("#f4a582", "#e8e8e8", "#c6dbef", "#6baed6", "#2171b5", "#08306b")  # negative first (BIN_LABELS)
 SCORE_BOUNDS = (0, 0.01, 0.1, 0.3, 0.5, 1.0)  # the paper's heatmap colour bounds (METHOD.md 4.1, cell 8)
 
 
@@ -54,7 +54,7 @@ def donuts(bins: dict[str, dict[str, int]]) -> Figure:
         total = sum(counts.values())
         ax.pie(list(counts.values()), colors=BIN_COLOURS, startangle=90, counterclock=False,
                wedgeprops={"width": 0.38, "edgecolor": "white"})  # fmt: skip
-        above = sum(list(counts.values())[2:])
+        above = sum(count for label, count in counts.items() if label not in ("< 0", "0", "(0, 0.1]"))
         ax.text(0, 0, f"{total} heads\n{above} > 0.1", ha="center", va="center", fontsize=10)
         ax.set_title(_title(kind))
     labels = list(next(iter(bins.values())))

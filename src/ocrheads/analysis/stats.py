@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
 
 from ocrheads.heads import Head, HeadScores
 
-BIN_LABELS = ("0", "(0, 0.1]", "(0.1, 0.3]", "(0.3, 0.5]", "(0.5, 1]")
+BIN_LABELS = ("< 0", "0", "(0, 0.1]", "(0.1, 0.3]", "(0.3, 0.5]", "(0.5, 1]")
 
 
 def score_bins(values: np.ndarray) -> dict[str, int]:
-    """Counts of heads per score bin, as in the paper's donut charts (first bin: exactly zero)."""
+    """Counts of heads per score bin, as in the paper's donut charts (a bin of exactly zero), with one bin before
+    them for negative scores: a causal score is negative where ablating the head helps the answer."""
     values = np.asarray(values, dtype=np.float64).ravel()
-    edges = [values == 0, (values > 0) & (values <= 0.1), (values > 0.1) & (values <= 0.3)]
+    edges = [values < 0, values == 0, (values > 0) & (values <= 0.1), (values > 0.1) & (values <= 0.3)]
     edges += [(values > 0.3) & (values <= 0.5), values > 0.5]
     return {label: int(mask.sum()) for label, mask in zip(BIN_LABELS, edges, strict=True)}
 
@@ -59,7 +62,8 @@ def activation(scores: HeadScores, threshold: float = 0.1) -> dict:
 
 
 def correlation(test, a: np.ndarray, b: np.ndarray) -> float:
-    """The test's statistic, or NaN when either side is constant (a correlation is undefined there)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(test(a, b).statistic)
+    """The test's statistic: NaN where either side is constant (undefined there), without scipy's warning about it,
+    which would only clutter a run's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(test(a, b).statistic)
