@@ -3,8 +3,8 @@
 # fast tests, with cosmic-ray: it mutates one file of a plain copy of the tree at a time and runs any test command,
 # so the src layout and the editable install need nothing special, and its session file resumes an interrupted run.
 #   scripts/mutation.sh [MODULE ...]     all modules, or those whose path contains one of the words given
-# Work in .mutation/ (a copy of src and tests per module, its session, its report; a change to the package, the test
-# helpers or the module's own tests starts it afresh);
+# Work in .mutation/ (a copy of src and tests per module, its session, its report; a change to the module, the test
+# helpers or the module's own tests starts it afresh; after changes elsewhere, rm -r .mutation/<module> to rerun it);
 # summary: .mutation/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,10 +42,10 @@ run_module() {  # one module in its own copy of the tree; prints "module mutants
     local name copy tree
     name=$(basename "$module" .py)
     copy=$work/$name
-    local files=(src tests/data)  # what the results depend on: the package, test data and helpers, its own tests
+    local files=("$module" tests/data)  # the module, test data and helpers, its own tests
     mapfile -t -O 2 files < <(find tests -name '*.py' ! -name 'test_*' | sort; for t in $tests; do echo "${t%%::*}"; done)
     tree=$(tar -c --exclude __pycache__ --exclude '*.egg-info' --sort=name --mtime=@0 "${files[@]}" | sha1sum)
-    if [ "$(cat "$copy/.tree" 2>/dev/null)" != "$tree" ]; then  # a changed package or test starts a new session
+    if [ "$(cat "$copy/.tree" 2>/dev/null)" != "$tree" ]; then  # a changed module or test starts a new session
         rm -rf "$copy" && mkdir -p "$copy"
         cp -a src tests pyproject.toml "$copy"/
         echo "$tree" > "$copy/.tree"
