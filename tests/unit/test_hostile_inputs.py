@@ -79,6 +79,19 @@ def test_manifest_record_with_one_field_replaced(field, value):
 
 
 @EXAMPLES
+@given(st.sampled_from(range(2)), st.sampled_from(["char", "offset", "page", "box"]), json_values)
+def test_manifest_answer_character_with_one_field_replaced(which, field, value):
+    """A box of None on a page is a blank character's (no ink); the old validator unpacked it and crashed."""
+    record = json.loads(json.dumps(VALID))
+    record["answer_chars"][which][field] = value
+    for sample in _manifest_outcome(json.dumps(record).encode() + b"\n") or []:
+        for char in sample.answer_chars:
+            if char.box is not None:
+                width, height = sample.page_sizes[char.page]
+                assert 0 <= char.box[0] < char.box[2] <= width and 0 <= char.box[1] < char.box[3] <= height
+
+
+@EXAMPLES
 @given(
     st.sampled_from(range(4)),
     st.tuples(*[st.integers(-50, 200)] * 4) | st.tuples(*[numbers] * 4),

@@ -82,6 +82,8 @@ class Sample(BaseModel):
             raise ValueError("page_sizes must give one (width, height) per page")
         for item in (*self.answer_chars, *self.answer_words):
             if item.page is None:
+                if item.box is not None:
+                    raise ValueError(f"a box {item.box} without the page it is on; give its page index")
                 continue
             if not 0 <= item.page < len(self.pages):
                 raise ValueError(f"a box points at page {item.page}, but the sample has {len(self.pages)} pages")
