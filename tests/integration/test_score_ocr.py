@@ -1,5 +1,6 @@
 """OCR scores on tiny models of every family equal a slow reference computed from eager `output_attentions`."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -7,7 +8,8 @@ from PIL import Image
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.devices import to_cpu
-from ocrheads.scoring.ocr import score_ocr_batch
+from ocrheads.heads import Head
+from ocrheads.scoring.ocr import OCR, score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.tiny import FAMILIES
@@ -54,7 +56,7 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
 def _check_against_reference(adapter, sample, pages, options):
     table = EntryTable(*_grid(adapter))
     [outcome] = score_ocr_batch(adapter, [sample], [pages], options, table)
-    assert outcome.scored, outcome.reason
+    assert outcome.scored and outcome.reason == "", outcome.reason
     rows = table.arrays()
     tokenizer = adapter.processor.tokenizer
     written = tokenizer(outcome.written, add_special_tokens=False).input_ids if options.answers == "gold" else None
@@ -70,6 +72,7 @@ def _check_against_reference(adapter, sample, pages, options):
         hits = torch.tensor([int(k) in evidence for k in argmax.flatten()])
         assert torch.equal(torch.from_numpy(rows["hit"][here]), hits)
         checked += 1
+    assert outcome.entries == checked
     return checked, rows
 
 
@@ -121,3 +124,26 @@ def test_generated_answers_score_like_eager_attention_under_both_presets(family,
         options = scoring_options(preset, max_new_tokens=6, alignment="offsets")
         checked, _ = _check_against_reference(adapter, mimic, pages, options)
         assert checked >= 1, preset
+
+
+def test_an_answer_the_model_does_not_write_scores_nothing_and_says_what_it_wrote(passkeys):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    sample, pages = passkeys[0]
+    options = scoring_options(max_new_tokens=200)
+    written = adapter.processor.tokenizer.decode(
+        _written_ids(adapter, sample, pages, options), skip_special_tokens=True
+    )
+    assert len(written) > 80 and sample.answer not in written  # a random model: long, and not the key
+    table = EntryTable(*_grid(adapter))
+    [outcome] = score_ocr_batch(adapter, [sample], [pages], options, table)
+    assert (outcome.scored, outcome.entries, len(table.arrays()["sample"])) == (False, 0, 0)
+    answer, shown = sample.answer, written[:80]
+    assert outcome.reason == f"the answer is nowhere in what the model wrote (answer {answer!r}, written {shown!r})"
+
+
+def test_ocr_head_scores_keep_one_entry_per_answer_token():
+    """METHOD.md 2.3: an OCR head's list has an entry per written answer token, not per sample."""
+    columns = {"sample": np.array(["a", "a", "a", "a", "b", "b"]), "value": np.array([1.0, 0, 0, 1, 1, 1])}
+    scores = OCR.head_scores(columns, (1, 2))
+    assert scores.lists[Head(0, 0)].tolist() == [1.0, 0.0, 1.0] and scores.lists[Head(0, 1)].tolist() == [0.0, 1.0, 1.0]
