@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ocrheads.analysis.stability import Bootstrap, RunEntries, settling_curve, split_half
+from ocrheads.analysis.stability import (
+    Bootstrap,
+    RunEntries,
+    percentile_interval,
+    sample_sizes,
+    settling_curve,
+    split_half,
+)
 from ocrheads.heads import Head, HeadScores
 from ocrheads.select import SelectionRule
 
@@ -18,11 +25,15 @@ RULES = [SelectionRule("paper"), SelectionRule("code"), SelectionRule("mean", th
 
 @pytest.fixture(scope="module")
 def table():
-    """(entries, heads) values in {0, 0.2, 0.5, 1} and each entry's sample: 14 samples of 1 to 3 entries."""
+    """(entries, heads) values in {0, 0.2, 0.5, 1} and each entry's sample: 14 samples of 1 to 3 entries. Head 0
+    never scores; heads 4 and 5 are never zero (the code rule drops them); head 4 has negative entries, as causal
+    scores do."""
     rng = np.random.default_rng(7)
     samples = np.repeat(np.arange(14), rng.integers(1, 4, 14))
     values = rng.choice([0.0, 0.2, 0.5, 1.0], size=(len(samples), 6), p=[0.5, 0.2, 0.2, 0.1])
-    values[:, 0] *= 0  # a head that never scores
+    values[:, 0] *= 0
+    values[:, 4] = rng.choice([-0.2, 0.5, 1.0], size=len(samples))
+    values[:, 5] = np.where(values[:, 5] == 0, 0.2, values[:, 5])
     return values, samples
 
 
@@ -31,24 +42,23 @@ def _scores(values: np.ndarray) -> HeadScores:
     return HeadScores(lists, *GRID)
 
 
-def _direct(values: np.ndarray, rule: SelectionRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _direct(values: np.ndarray, rule: SelectionRule) -> tuple[np.ndarray, ...]:
     """Per head (columns of `values`): ranking score, whether the rule keeps it, fraction of entries above the
-    rule's activation level; from METHOD.md section 3's definitions, in exact fractions."""
+    rule's activation level, mean; from METHOD.md section 3's definitions, in exact fractions."""
     threshold, activation = Fraction(str(rule.threshold)), Fraction(str(rule.activation))
-    ranking, keeps, active = [], [], []
+    ranking, keeps, active, means = [], [], [], []
     for column in values.T:
-        entries = [Fraction(str(v)) for v in column]  # 0, 0.2, 0.5 and 1 are exact
+        entries = [Fraction(str(v)) for v in column]  # -0.2, 0, 0.2, 0.5 and 1 are exact as decimals
         mean = sum(entries) / len(entries)
         above = Fraction(sum(e > activation for e in entries), len(entries))
         zeros = Fraction(sum(e == 0 for e in entries), len(entries))
-        if rule.name == "code":
-            mean = mean if zeros > Fraction(str(rule.zero_fraction)) else Fraction(0)
+        score = mean if rule.name != "code" or zeros > Fraction(str(rule.zero_fraction)) else Fraction(0)
         if rule.name == "paper":
-            keep = mean > threshold and above >= Fraction(str(rule.min_frequency))
+            keep = score > threshold and above >= Fraction(str(rule.min_frequency))
         else:
-            keep = mean >= threshold
-        ranking.append(float(mean)), keeps.append(keep), active.append(float(above))
-    return np.array(ranking), np.array(keeps), np.array(active)
+            keep = score >= threshold
+        ranking.append(float(score)), keeps.append(keep), active.append(float(above)), means.append(float(mean))
+    return np.array(ranking), np.array(keeps), np.array(active), np.array(means)
 
 
 def _top(ranking: np.ndarray, k: int) -> set[int]:
@@ -68,8 +78,10 @@ def test_bootstrap_replicates_and_intervals_equal_a_direct_resampling(table, rul
     found = Bootstrap.of(entries, rule, replicates=200, seed=3)
     counts = np.random.default_rng(3).multinomial(14, np.full(14, 1 / 14), size=200)
     direct = [_direct(_resampled(values, samples, c), rule) for c in counts]
-    ranking, keeps, active = (np.array(column) for column in zip(*direct, strict=True))
+    ranking, keeps, active, means = (np.array(column) for column in zip(*direct, strict=True))
     np.testing.assert_allclose(found.ranking, ranking, atol=1e-12)
+    np.testing.assert_allclose(found.mean, means, atol=1e-12)
+    np.testing.assert_allclose(found.frequency, active, atol=1e-12)
     assert np.array_equal(found.keeps, keeps)
     low, high = found.interval()
     np.testing.assert_allclose(low, np.percentile(ranking, 2.5, axis=0))
@@ -94,9 +106,14 @@ def test_split_halves_equal_scoring_each_half_alone(table):
         b = _direct(values[np.isin(samples, np.flatnonzero(~first))], rule)[0]
         overlaps.append(len(_top(a, 2) & _top(b, 2)) / 2)
         rhos.append(stats.spearmanr(a, b).statistic)
-    assert found["top_k_overlap"]["mean"] == pytest.approx(np.mean(overlaps))
-    assert found["top_k_overlap"]["low"] == pytest.approx(np.percentile(overlaps, 2.5))
-    assert found["spearman"]["mean"] == pytest.approx(np.nanmean(rhos))
+    assert (found["k"], found["repeats"]) == (2, 20)
+    assert found["top_k_overlap"] == pytest.approx(
+        {"mean": np.mean(overlaps), "low": np.percentile(overlaps, 2.5), "high": np.percentile(overlaps, 97.5)}
+    )
+    finite = np.array(rhos)[np.isfinite(rhos)]
+    assert found["spearman"] == pytest.approx(
+        {"mean": finite.mean(), "low": np.percentile(finite, 2.5), "high": np.percentile(finite, 97.5)}
+    )
 
 
 def test_the_settling_curve_reaches_the_full_top_k_with_all_samples(table):
@@ -116,7 +133,36 @@ def test_lists_of_unequal_length_are_resampled_as_their_own_block():
     """The paper's InternVL2-8B file: one head kept 550 entries where the others kept 51."""
     lists = {Head(0, h): np.array([1.0, 0.0, 1.0]) for h in range(3)} | {Head(1, h): np.ones(3) for h in range(3)}
     lists[Head(0, 0)] = np.zeros(11)
+    lists[Head(0, 1)] = np.array([0.6])
     entries = RunEntries.from_scores(HeadScores(lists, *GRID), 0.1)
-    assert sorted(block.samples for block in entries.blocks) == [3, 11]
+    assert sorted(block.samples for block in entries.blocks) == [1, 3, 11]
     found = Bootstrap.of(entries, SelectionRule("mean"), replicates=50)
-    assert np.all(found.ranking[:, 0] == 0) and np.all(found.ranking[:, 3:] == 1)
+    assert np.all(found.ranking[:, 0] == 0) and np.all(found.ranking[:, 1] == 0.6) and np.all(found.ranking[:, 3:] == 1)
+
+
+def test_defaults_are_the_documented_replicates_repeats_and_seed(table):
+    values, samples = table
+    rule = SelectionRule("mean")
+    entries = RunEntries.from_scores(_scores(values), rule.activation, samples)
+    found = Bootstrap.of(entries, rule)
+    assert np.array_equal(found.ranking, Bootstrap.of(entries, rule, replicates=1000, seed=0).ranking)
+    assert split_half(entries, rule, k=2) == split_half(entries, rule, k=2, repeats=50, seed=0)
+    assert settling_curve(entries, rule, k=2) == settling_curve(entries, rule, k=2, repeats=30, seed=0)
+
+
+def test_sample_sizes_double_from_ten_and_end_at_the_run():
+    assert sample_sizes(3) == [3] and sample_sizes(10) == [10] and sample_sizes(20) == [10, 20]
+    assert sample_sizes(45) == [10, 20, 40, 45] and sample_sizes(80) == [10, 20, 40, 80]
+
+
+def test_percentile_intervals_take_the_middle_95_percent_of_finite_values():
+    assert percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
+    assert percentile_interval(np.r_[np.arange(101.0), np.nan, np.inf]) == pytest.approx((2.5, 97.5))
+    low, high = percentile_interval(np.array([np.nan]))
+    assert np.isnan(low) and np.isnan(high)
+
+
+def test_a_kind_with_no_entries_resamples_to_zeros():
+    entries = RunEntries.from_scores(HeadScores({Head(0, h): np.array([]) for h in range(2)}, 1, 2), 0.1)
+    found = Bootstrap.of(entries, SelectionRule("mean"), replicates=5)
+    assert found.ranking.shape == (5, 2) and not found.ranking.any() and not found.keeps.any()

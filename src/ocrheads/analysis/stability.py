@@ -49,9 +49,7 @@ class SampleSums:
 
     def weighted(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, active fraction, zero fraction), each (replicates, h), for weights (replicates, samples)."""
-        entries = weights @ self.count
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scale = np.where(entries > 0, 1.0 / entries, 0.0)[:, None]
+        scale = 1.0 / np.maximum(weights @ self.count, 1.0)[:, None]  # entry counts are whole; none: all sums are 0
         return (weights @ self.value) * scale, (weights @ self.active) * scale, (weights @ self.zero) * scale
 
 
@@ -61,7 +59,7 @@ class RunEntries:
 
     grid: tuple[int, int]
     blocks: tuple[SampleSums, ...]
-    grouped: bool = False  # whether entries are grouped by sample (else each entry is its own unit)
+    grouped: bool  # whether entries are grouped by sample (else each entry is its own unit)
 
     @classmethod
     def from_scores(cls, scores: HeadScores, activation: float, samples: np.ndarray | None = None) -> RunEntries:
