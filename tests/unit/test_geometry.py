@@ -176,6 +176,8 @@ def test_rules_keep_a_share_equal_to_their_threshold():
     halves = (0, 0, 20, 10)  # half of the box in cell (0,0), half in (0,1)
     assert box_tokens(halves, IMAGE, "coverage", 0.5) == [5, 6]
     assert box_tokens((0, 0, 10, 5), IMAGE, "iou", 0.5) == [5]  # overlap 50 over a union of 100
+    for box in (BOX, (9.5, 9.5, 12, 12)):  # the second meets cell (0,0) in 0.25 px^2
+        assert box_tokens(box, IMAGE, "iou", 0.0) == box_tokens(box, IMAGE) == box_tokens(box, IMAGE, "any", 0.5)
 
 
 def test_a_box_must_have_area_inside_its_image():
@@ -194,13 +196,14 @@ def test_a_tile_a_box_truncates_to_nothing_in_does_not_hide_later_tiles():
 
 
 def test_square_sides_and_crop_regions():
-    assert square_side(16, "x") == 4 and square_side(1, "x") == 1
+    assert square_side(16, "x") == 4 and square_side(1, "x") == 1 and square_side(1024, "x") == 32
     with pytest.raises(OcrHeadsError, match="x: 12 tokens do not form a square grid"):
         square_side(12, "x")
     assert crop_regions((300, 200), 2, 3) == [
         (0.0, 0.0, 100.0, 100.0), (100.0, 0.0, 200.0, 100.0), (200.0, 0.0, 300.0, 100.0),
         (0.0, 100.0, 100.0, 200.0), (100.0, 100.0, 200.0, 200.0), (200.0, 100.0, 300.0, 200.0),
     ]  # fmt: skip
+    assert crop_regions((448, 315), 1, 3)[1] == (448 / 3, 0.0, 2 * 448 / 3, 315.0)  # edges are not whole pixels
     image = LAYOUTS["crops"]
     assert image.positions() == list(range(1, 29))
     assert ImageTokens(0, (9, 9), (Tile(3, 1, 2, whole_image((9, 9))),)).positions() == [3, 4]

@@ -26,14 +26,16 @@ RULES = [SelectionRule("paper"), SelectionRule("code"), SelectionRule("mean", th
 @pytest.fixture(scope="module")
 def table():
     """(entries, heads) values in {0, 0.2, 0.5, 1} and each entry's sample: 14 samples of 1 to 3 entries. Head 0
-    never scores; heads 4 and 5 are never zero (the code rule drops them); head 4 has negative entries, as causal
-    scores do."""
+    never scores; head 3 has entries at exactly the activation level; heads 4 and 5 are (almost) never zero, so the
+    code rule drops them; head 4 has negative entries, as causal scores do."""
     rng = np.random.default_rng(7)
     samples = np.repeat(np.arange(14), rng.integers(1, 4, 14))
     values = rng.choice([0.0, 0.2, 0.5, 1.0], size=(len(samples), 6), p=[0.5, 0.2, 0.2, 0.1])
     values[:, 0] *= 0
+    values[:, 3] = np.where(values[:, 3] == 0.2, 0.1, values[:, 3])  # at the activation level: not above it
     values[:, 4] = rng.choice([-0.2, 0.5, 1.0], size=len(samples))
     values[:, 5] = np.where(values[:, 5] == 0, 0.2, values[:, 5])
+    values[0, 5] = 0.0  # zero in about 4 % of entries: resampling moves it around the code rule's 10 %
     return values, samples
 
 
@@ -48,7 +50,7 @@ def _direct(values: np.ndarray, rule: SelectionRule) -> tuple[np.ndarray, ...]:
     threshold, activation = Fraction(str(rule.threshold)), Fraction(str(rule.activation))
     ranking, keeps, active, means = [], [], [], []
     for column in values.T:
-        entries = [Fraction(str(v)) for v in column]  # -0.2, 0, 0.2, 0.5 and 1 are exact as decimals
+        entries = [Fraction(str(v)) for v in column]  # -0.2, 0, 0.1, 0.2, 0.5 and 1 are exact as decimals
         mean = sum(entries) / len(entries)
         above = Fraction(sum(e > activation for e in entries), len(entries))
         zeros = Fraction(sum(e == 0 for e in entries), len(entries))

@@ -31,15 +31,16 @@ def test_similarity_counts_the_selections_the_top_k_and_ranks_every_score():
     h = [Head(0, i) for i in range(5)]
     scores_a = np.array([[0.9, 0.5, 0.4, 0.1, 0.0]])
     scores_b = np.array([[0.0, 0.6, 0.8, 0.2, 0.7]])  # ranks of a: 5 4 3 2 1; of b: 1 3 5 2 4
-    found = similarity({h[0], h[1], h[2]}, {h[1], h[2], h[4]}, h, [h[2], h[4], h[1], h[3], h[0]], scores_a, scores_b, 3)
+    ranked_b = [h[2], h[4], h[1], h[3], h[0]]
+    found = similarity({h[0], h[1], h[2]}, {h[1], h[2], h[3], h[4]}, h, ranked_b, scores_a, scores_b, 4)
     d2 = (5 - 1) ** 2 + (4 - 3) ** 2 + (3 - 5) ** 2 + (2 - 2) ** 2 + (1 - 4) ** 2  # 30
     assert found == {
-        "jaccard": pytest.approx(2 / 4),
+        "jaccard": pytest.approx(2 / 5),
         "selected_a": 3,
-        "selected_b": 3,
+        "selected_b": 4,
         "shared": 2,
-        "top_k": 3,
-        "top_k_overlap": pytest.approx(2 / 3),  # {h0, h1, h2} and {h2, h4, h1}
+        "top_k": 4,
+        "top_k_overlap": pytest.approx(3 / 4),  # {h0, h1, h2, h3} and {h2, h4, h1, h3}
         "spearman": pytest.approx(1 - 6 * d2 / (5 * (5**2 - 1))),  # -0.5
     }
 
