@@ -126,6 +126,24 @@ def test_generated_answers_score_like_eager_attention_under_both_presets(family,
         assert checked >= 1, preset
 
 
+def test_tokens_that_cannot_be_scored_are_skipped_and_later_ones_still_score(passkeys):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    sample, pages = passkeys[0]
+    digits = len(sample.answer)
+    first = sample.answer_chars[0].model_copy(update={"box": None})  # a first character without ink
+    inkless = sample.model_copy(update={"answer_chars": [first, *sample.answer_chars[1:]]})
+    _, rows = _check_against_reference(adapter, inkless, pages, scoring_options(answers="gold"))
+    assert sorted(set(rows["token"].tolist())) == list(range(1, digits))  # one token per digit
+    options = scoring_options("paper-code", max_new_tokens=6, alignment="offsets")  # rows that read a token back
+    ids = _written_ids(adapter, sample, pages, options)
+    written = adapter.processor.tokenizer.decode(ids, skip_special_tokens=True)
+    ending = sample.model_copy(update={"answer": written[-3:], "answer_chars": sample.answer_chars[:3]})
+    _, rows = _check_against_reference(adapter, ending, pages, options)
+    last = len(ids) - 1  # written last, never read back: its row is not computed
+    assert last - 1 in set(rows["token"].tolist()) and last not in set(rows["token"].tolist())
+
+
 def test_an_answer_the_model_does_not_write_scores_nothing_and_says_what_it_wrote(passkeys):
     adapter = tiny_adapter("qwen2_vl")
     install(adapter.model)
