@@ -8,6 +8,7 @@ from PIL import Image
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.devices import to_cpu
+from ocrheads.errors import DataError
 from ocrheads.heads import Head
 from ocrheads.scoring.ocr import OCR, score_ocr_batch
 from ocrheads.scoring.options import scoring_options
@@ -158,6 +159,19 @@ def test_an_answer_the_model_does_not_write_scores_nothing_and_says_what_it_wrot
     assert (outcome.scored, outcome.entries, len(table.arrays()["sample"])) == (False, 0, 0)
     answer, shown = sample.answer, written[:80]
     assert outcome.reason == f"the answer is nowhere in what the model wrote (answer {answer!r}, written {shown!r})"
+
+
+def test_a_one_digit_answer_scores_and_a_sample_without_boxes_is_refused_by_name(passkeys, tmp_path):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    sample, pages = passkeys[0]
+    one = sample.model_copy(update={"answer": sample.answer[:1], "answer_chars": sample.answer_chars[:1]})
+    checked, _ = _check_against_reference(adapter, one, pages, scoring_options(answers="gold"))
+    assert checked == 1
+    boxless = sample.model_copy(update={"id": "no-ink", "answer_chars": [c.model_copy(update={"box": None})
+                                                                        for c in sample.answer_chars]})  # fmt: skip
+    with pytest.raises(DataError, match=f"sample no-ink in {tmp_path} has no answer boxes; ocr scores need"):
+        OCR.check_samples([sample, boxless], tmp_path)
 
 
 def test_ocr_head_scores_keep_one_entry_per_answer_token():
