@@ -177,7 +177,9 @@ def test_rules_keep_a_share_equal_to_their_threshold():
     assert box_tokens(halves, IMAGE, "coverage", 0.5) == [5, 6]
     assert box_tokens((0, 0, 10, 5), IMAGE, "iou", 0.5) == [5]  # overlap 50 over a union of 100
     for box in (BOX, (9.5, 9.5, 12, 12)):  # the second meets cell (0,0) in 0.25 px^2
-        assert box_tokens(box, IMAGE, "iou", 0.0) == box_tokens(box, IMAGE) == box_tokens(box, IMAGE, "any", 0.5)
+        any_overlap = box_tokens(box, IMAGE)
+        assert box_tokens(box, IMAGE, "iou", 0.0) == any_overlap == box_tokens(box, IMAGE, "any", 0.5)
+        assert box_tokens(box, IMAGE, "coverage", 0.0) == any_overlap == box_tokens(box, IMAGE, "coverage")
 
 
 def test_a_box_must_have_area_inside_its_image():
@@ -203,7 +205,8 @@ def test_square_sides_and_crop_regions():
         (0.0, 0.0, 100.0, 100.0), (100.0, 0.0, 200.0, 100.0), (200.0, 0.0, 300.0, 100.0),
         (0.0, 100.0, 100.0, 200.0), (100.0, 100.0, 200.0, 200.0), (200.0, 100.0, 300.0, 200.0),
     ]  # fmt: skip
-    assert crop_regions((448, 315), 1, 3)[1] == (448 / 3, 0.0, 2 * 448 / 3, 315.0)  # edges are not whole pixels
+    crops = crop_regions((448, 315), 2, 3)  # edges that are not whole pixels
+    assert crops[1] == (448 / 3, 0.0, 2 * 448 / 3, 157.5) and crops[4] == (448 / 3, 157.5, 2 * 448 / 3, 315.0)
     image = LAYOUTS["crops"]
     assert image.positions() == list(range(1, 29))
     assert ImageTokens(0, (9, 9), (Tile(3, 1, 2, whole_image((9, 9))),)).positions() == [3, 4]
@@ -230,3 +233,5 @@ def test_a_crop_spreads_its_mass_over_its_own_region_only():
     # pixel (x 12, y 17): crop 2 (x 0..20, y 10..20), its cell row 1, col 1 (10x5 px); the centre crop misses it
     assert np.isclose(density[17, 12], mass[8 + 3] / 50)
     assert np.isclose(density[7, 20], mass[1 * 4 + 2] / 50 + mass[16] / 50)  # crop 1's cell (1, 0) and the centre
+    thirds = spread_over_image(ImageTokens(0, size, (Tile(0, 1, 3, whole_image(size)),)), np.array([1.0, 2.0, 3.0]))
+    assert np.isclose(thirds[0, 0], 1.0 / (800 / 3))  # a cell of a third of the image: 266.67 px
