@@ -97,11 +97,13 @@ def test_bootstrap_replicates_and_intervals_equal_a_direct_resampling(table, rul
     assert found.robust(chosen, rule) == int((chosen & passes).sum())
 
 
-def test_split_halves_equal_scoring_each_half_alone(table):
+@pytest.mark.parametrize("count", [14, 13])  # an odd count: the first half is the smaller
+def test_split_halves_equal_scoring_each_half_alone(table, count):
     values, samples = table
+    values, samples = values[samples < count], samples[samples < count]
     rule = SelectionRule("mean")
     found = split_half(RunEntries.from_scores(_scores(values), rule.activation, samples), rule, k=2, repeats=20, seed=5)
-    halves = np.argsort(np.random.default_rng(5).random((20, 14)), axis=1) < 7
+    halves = np.argsort(np.random.default_rng(5).random((20, count)), axis=1) < count // 2
     overlaps, rhos = [], []
     for first in halves:
         a = _direct(values[np.isin(samples, np.flatnonzero(first))], rule)[0]
@@ -162,6 +164,16 @@ def test_percentile_intervals_take_the_middle_95_percent_of_finite_values():
     assert percentile_interval(np.r_[np.arange(101.0), np.nan, np.inf]) == pytest.approx((2.5, 97.5))
     low, high = percentile_interval(np.array([np.nan]))
     assert np.isnan(low) and np.isnan(high)
+
+
+def test_entries_are_grouped_by_sample_only_where_a_list_has_one_per_given_sample():
+    rng = np.random.default_rng(2)
+    samples = np.repeat(np.arange(120), 3)  # 360 entries: past Python's small-int cache
+    lists = {Head(0, h): rng.random(360) for h in range(3)}
+    lists[Head(1, 0)], lists[Head(1, 1)], lists[Head(1, 2)] = rng.random(500), rng.random(200), rng.random(200)
+    grouped = RunEntries.from_scores(HeadScores(lists, *GRID), 0.1, samples)
+    assert grouped.grouped and not RunEntries.from_scores(HeadScores(lists, *GRID), 0.1).grouped
+    assert sorted(block.samples for block in grouped.blocks) == [120, 200, 500]  # other lengths: each entry a unit
 
 
 def test_a_kind_with_no_entries_resamples_to_zeros():
