@@ -68,10 +68,13 @@ def cells_by_pixels(box: tuple[float, ...], tile: Tile, min_share: float) -> lis
     return [(int(r), int(c)) for r, c in zip(*np.nonzero(counts / area >= min_share), strict=True) if counts[r, c]]
 
 
+def positions(image: ImageTokens, cells_of) -> list[int]:
+    """Token positions of the cells `cells_of(tile)` gives, tile by tile, row-major (the order box_tokens keeps)."""
+    return [tile.token_start + row * tile.cols + col for tile in image.tiles for row, col in cells_of(tile)]
+
+
 def evidence_tokens(box: tuple[float, ...], image: ImageTokens, truncate: bool, min_share: float) -> set[int]:
     """Token positions of every tile of `image` that see the box."""
-    found = set()
-    for tile in image.tiles:
-        cells = cells_by_pixels(box, tile, min_share) if truncate else cells_met(box, tile)
-        found |= {tile.token_start + row * tile.cols + col for row, col in cells}
-    return found
+    return set(
+        positions(image, lambda tile: cells_by_pixels(box, tile, min_share) if truncate else cells_met(box, tile))
+    )

@@ -15,7 +15,7 @@ from ocrheads.geometry import (
     whole_image,
 )
 
-from ..evidence_truth import cells_by_pixels, cells_met, cells_sharing
+from ..evidence_truth import cells_by_pixels, cells_met, cells_sharing, positions
 
 IMAGE = ImageTokens(image=0, size=(40, 20), tiles=(Tile(token_start=5, rows=2, cols=4, region=(0, 0, 40, 20)),))
 # Box (8, 2, 22, 12): 14x10 = 140 px. Overlaps: cell (0,0) 2x8=16, (0,1) 10x8=80, (0,2) 2x8=16,
@@ -150,17 +150,13 @@ def _random_boxes(size: tuple[int, int], count: int, seed: int) -> list[tuple[fl
     return boxes
 
 
-def _positions(image: ImageTokens, cells_of) -> list[int]:
-    return [tile.token_start + row * tile.cols + col for tile in image.tiles for row, col in cells_of(tile)]
-
-
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_rule_equals_exact_fractions_on_random_boxes(layout):
     image = LAYOUTS[layout]
     for box in _random_boxes(image.size, 150, seed=len(layout)):
-        assert box_tokens(box, image) == _positions(image, lambda tile, box=box: cells_met(box, tile)), box
+        assert box_tokens(box, image) == positions(image, lambda tile, box=box: cells_met(box, tile)), box
         for rule, threshold in (("coverage", 0.1), ("coverage", 0.3), ("iou", 0.05), ("iou", 0.2)):
-            expected = _positions(image, lambda tile, box=box, r=rule, t=threshold: cells_sharing(box, tile, r, t))
+            expected = positions(image, lambda tile, box=box, r=rule, t=threshold: cells_sharing(box, tile, r, t))
             assert box_tokens(box, image, rule, threshold) == expected, (box, rule, threshold)
 
 
@@ -169,7 +165,7 @@ def test_truncated_boxes_equal_counting_resized_pixels(layout):
     image = LAYOUTS[layout]
     for box in _random_boxes(image.size, 150, seed=10 + len(layout)):
         found = box_tokens(box, image, "coverage", 0.001, "truncate")
-        assert found == _positions(image, lambda tile, box=box: cells_by_pixels(box, tile, 0.001)), box
+        assert found == positions(image, lambda tile, box=box: cells_by_pixels(box, tile, 0.001)), box
 
 
 def test_rules_keep_a_share_equal_to_their_threshold():
@@ -219,7 +215,7 @@ def test_a_point_belongs_to_the_cell_a_tiny_box_at_it_meets(layout):
     points = zip(rng.integers(0, 4 * image.size[0], 300) / 4, rng.integers(0, 4 * image.size[1], 300) / 4, strict=True)
     for x, y in points:
         dot = (x, y, x + 1 / 1024, y + 1 / 1024)
-        assert point_tokens((x, y), image) == _positions(image, lambda tile, dot=dot: cells_met(dot, tile)), (x, y)
+        assert point_tokens((x, y), image) == positions(image, lambda tile, dot=dot: cells_met(dot, tile)), (x, y)
 
 
 def test_a_crop_spreads_its_mass_over_its_own_region_only():

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from ocrheads.analysis.stats import ABOVE_0_1
 from ocrheads.atomic import atomic_write_bytes
 from ocrheads.heads import Head
 from ocrheads.scoring.kinds import KINDS
@@ -54,7 +55,7 @@ def donuts(bins: dict[str, dict[str, int]]) -> Figure:
         total = sum(counts.values())
         ax.pie(list(counts.values()), colors=BIN_COLOURS, startangle=90, counterclock=False,
                wedgeprops={"width": 0.38, "edgecolor": "white"})  # fmt: skip
-        above = sum(count for label, count in counts.items() if label not in ("< 0", "0", "(0, 0.1]"))
+        above = sum(counts[label] for label in ABOVE_0_1)
         ax.text(0, 0, f"{total} heads\n{above} > 0.1", ha="center", va="center", fontsize=10)
         ax.set_title(_title(kind))
     labels = list(next(iter(bins.values())))
