@@ -5,9 +5,10 @@ one forward pass per head."""
 
 import pytest
 import torch
+from transformers import BatchEncoding
 
 from ocrheads.attention import Edits, attention_session, install
-from ocrheads.scoring.attribution import answer_metric, estimate, exact, teacher_forced
+from ocrheads.scoring.attribution import answer_metric, estimate, exact, largest_drops, teacher_forced
 
 from .tiny_inputs import page, tiny_adapter
 
@@ -230,3 +231,29 @@ def test_the_two_stage_search_measures_its_heads_as_exact_ablation_does():
                 assert torch.allclose(values, full[item, :, layer, head][forced.valid[item]], atol=1e-5), flat
             else:
                 assert values.isnan().all(), flat
+
+
+def test_teacher_forcing_appends_ragged_answers_padded_and_unattended():
+    """Answers of 3 and 1 tokens after a left-padded prompt of 4: the shorter is padded by 2 with id 0 (never
+    attended), and answer token j of either item is predicted by row 3 + j."""
+    batch = BatchEncoding({"input_ids": torch.tensor([[5, 6, 7, 8], [0, 0, 6, 7]]),
+                           "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])})  # fmt: skip
+    forced = teacher_forced(batch, [[11, 12, 13], [14]])
+    assert forced.inputs["input_ids"].tolist() == [[5, 6, 7, 8, 11, 12, 13], [0, 0, 6, 7, 14, 0, 0]]
+    assert forced.inputs["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 0, 0]]
+    assert forced.targets.tolist() == [[11, 12, 13], [14, 0, 0]]
+    assert forced.valid.tolist() == [[True, True, True], [True, False, False]]
+    assert forced.rows.tolist() == [[3, 4, 5], [3, 4, 5]]
+
+
+def test_the_two_stage_search_picks_each_items_largest_estimated_drops():
+    """Drops are the negated change of the whole answer's metric (summed over its tokens), flat index layer * heads
+    + head; more heads asked for than the model has gives them all."""
+    estimates = torch.tensor(
+        [
+            [[[-1.0, 0.5, -3.0], [0.0, -2.0, 1.0]], [[-1.5, 0.0, 0.0], [0.0, 0.0, 0.0]]],  # drops 2.5 -0.5 3 0 2 -1
+            [[[0.2, 0.1, 0.0], [-0.1, 0.0, 0.3]], [[0.0, 0.0, 0.0], [0.0, -0.4, 0.0]]],  # drops -.2 -.1 0 .1 .4 -.3
+        ]
+    )  # (batch 2, answer tokens 2, layers 2, heads 3)
+    assert largest_drops(estimates, 2).tolist() == [[2, 0], [4, 3]]
+    assert sorted(largest_drops(estimates, 10)[0].tolist()) == list(range(6))

@@ -5,6 +5,7 @@ import torch
 
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
+from ocrheads.data.manifest import Sample
 from ocrheads.devices import to_cpu
 from ocrheads.scoring.answers import text_prompt
 from ocrheads.scoring.options import scoring_options
@@ -18,6 +19,18 @@ from .tiny_inputs import tiny_adapter
 def texts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("passkey-text") / "data"
     return generate("passkey", folder, n=2, lengths=(150, 250), digits=3, seed=5, modality="text")
+
+
+def _repeated(key: str) -> Sample:
+    """A short text whose pass key repeats one digit: the needle is much of the prompt, and every needle token is
+    the token being written, so even a random model's heads hit (the generated keys rarely give a hit)."""
+    context = f"The pass key is {key}. Remember it."
+    start = context.index(key)
+    return Sample(id=f"repeated-{key}", task="passkey", modality="text", question="What is the pass key?",
+                  answer=key, context=context, answer_span=(start, start + len(key)))  # fmt: skip
+
+
+REPEATED = [_repeated("7777777"), _repeated("3333")]  # different lengths: ragged repeat rows in one batch
 
 
 def _eager_rows(adapter, samples):
@@ -50,13 +63,17 @@ def _digit_tokens(tokenizer, ids, answer: str) -> list[int]:
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 @pytest.mark.parametrize("preset", ["default", "paper-code"])
-def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, texts):
+@pytest.mark.parametrize("keys", ["generated", "repeated"])
+def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, keys, texts):
+    """Every entry (rows, top keys, hits, values, needle mass) against eager attention. Gold answers give c = 1, so
+    a minimum of 1 keeps every sample: the minimum is inclusive."""
+    texts = texts if keys == "generated" else REPEATED
     adapter = tiny_adapter(family)
     install(adapter.model)
-    options = scoring_options(preset, answers="gold", alignment="offsets")
+    options = scoring_options(preset, answers="gold", alignment="offsets", min_correct=1.0)
     table = EntryTable(2, 4)
     outcomes = score_retrieval_batch(adapter, texts, options, table)
-    assert all(o.scored for o in outcomes)
+    assert all(o.scored and o.reason == "" for o in outcomes), outcomes
     rows = table.arrays()
     batch, ids, attentions, needles = _eager_rows(adapter, texts)
     length = batch["input_ids"].shape[1]
@@ -88,3 +105,5 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, texts)
             assert torch.allclose(torch.from_numpy(rows["value"][here]), copied.float() / denominator)
             needle_mass = attentions[:, item, :, row][..., needles[item]].sum(-1).flatten()
             assert torch.allclose(torch.from_numpy(rows["mass"][here]), needle_mass, atol=1e-5)
+    if keys == "repeated":  # the hits and values above compared some True, not only False against False
+        assert rows["hit"].any() and rows["value"].max() > 0
