@@ -30,7 +30,7 @@ def _repeated(key: str) -> Sample:
                   answer=key, context=context, answer_span=(start, start + len(key)))  # fmt: skip
 
 
-REPEATED = [_repeated("7777777"), _repeated("3333")]  # different lengths: ragged repeat rows in one batch
+REPEATED = [_repeated("7777777"), _repeated("333")]  # ragged repeat rows in one batch, 7 against 3
 
 
 def _eager_rows(adapter, samples):
@@ -98,6 +98,7 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, keys, 
             argmax = probs.argmax(-1).flatten()
             assert torch.equal(torch.from_numpy(rows["argmax_key"][here]).long() + pad, argmax)
             target = row + 1 if preset == "default" else row
+            assert (rows["token"][here] == target - length).all()  # the answer token written; < 0 in the prompt
             copied = ids[item, argmax] == ids[item, target]
             if preset == "default":
                 copied &= torch.isin(argmax, torch.tensor(needles[item]))
