@@ -62,15 +62,17 @@ def _digit_tokens(tokenizer, ids, answer: str) -> list[int]:
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
-@pytest.mark.parametrize("preset", ["default", "paper-code"])
+@pytest.mark.parametrize(("preset", "reading"), [("default", None), ("default", "consuming"), ("paper-code", None)])
 @pytest.mark.parametrize("keys", ["generated", "repeated"])
-def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, keys, texts):
-    """Every entry (rows, top keys, hits, values, needle mass) against eager attention. Gold answers give c = 1, so
-    a minimum of 1 keeps every sample: the minimum is inclusive."""
+def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, reading, keys, texts):
+    """Every entry (rows, top keys, hits, values, needle mass) against eager attention, for the needle read on the
+    rows that write the answer or on those that read it back, and the paper code's repeats. Gold answers give
+    c = 1, so a minimum of 1 keeps every sample: the minimum is inclusive."""
     texts = texts if keys == "generated" else REPEATED
     adapter = tiny_adapter(family)
     install(adapter.model)
-    options = scoring_options(preset, answers="gold", alignment="offsets", min_correct=1.0)
+    options = scoring_options(preset, answers="gold", alignment="offsets", min_correct=1.0, row=reading)
+    producing = options.row == "producing"
     table = EntryTable(2, 4)
     outcomes = score_retrieval_batch(adapter, texts, options, table)
     assert all(o.scored and o.reason == "" for o in outcomes), outcomes
@@ -81,8 +83,8 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, keys, 
         pad = int((batch["attention_mask"][item] == 0).sum())
         mine = rows["sample"] == sample.id
         expected_rows = []
-        if preset == "default":
-            expected_rows = [length - 1 + n for n in range(len(sample.answer))]
+        if options.retrieval == "needle":
+            expected_rows = [length - 1 + n + (not producing) for n in range(len(sample.answer))]
             denominator = len(needles[item])
         else:
             answer_ids = set(adapter.processor.tokenizer(sample.answer, add_special_tokens=False).input_ids)
@@ -93,14 +95,14 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, keys, 
         for row in expected_rows:
             here = mine & (rows["row"] + pad == row)
             probs = attentions[:, item, :, row]  # (layers, heads, keys)
-            if preset == "paper-code":
+            if options.argmax_keys == "prompt":
                 probs = probs[..., : length - 1]
             argmax = probs.argmax(-1).flatten()
             assert torch.equal(torch.from_numpy(rows["argmax_key"][here]).long() + pad, argmax)
-            target = row + 1 if preset == "default" else row
+            target = row + 1 if producing else row
             assert (rows["token"][here] == target - length).all()  # the answer token written; < 0 in the prompt
             copied = ids[item, argmax] == ids[item, target]
-            if preset == "default":
+            if options.retrieval == "needle":
                 copied &= torch.isin(argmax, torch.tensor(needles[item]))
             assert torch.equal(torch.from_numpy(rows["hit"][here]), copied)
             assert torch.allclose(torch.from_numpy(rows["value"][here]), copied.float() / denominator)
