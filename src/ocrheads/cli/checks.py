@@ -5,27 +5,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ocrheads.cli.common import Subparsers, model_options, model_spec
+from ocrheads.cli.common import model_options, model_spec
 
 
-def register(sub: Subparsers) -> None:
-    text = "check, once per checkpoint, transformers version or GPU, that captured attention is exact and the image "
-    text += "geometry right; exits 1 when a check fails"
-    verify = sub.add_parser("verify", help=text, description=text)
+def _add_verify(verify: argparse.ArgumentParser) -> None:
     model_options(verify)
     verify.add_argument("--data", type=Path, help="dataset folder (default: one generated passkey page)")
     verify.add_argument("--sample", help="sample id in --data")
     verify.add_argument("--eager-budget-gib", type=float, default=2.0, help="largest eager attention to compare")
     verify.set_defaults(run=_run_verify)
 
-    text = "write a native transformers checkpoint from a remote-code InternVL one (internvl_chat: InternVL 1.5, 2, "
-    text += "2.5 with InternLM2), weights streamed tensor by tensor; every --model does this once by itself"
-    convert = sub.add_parser("convert", help=text, description=text)
+
+def _add_convert(convert: argparse.ArgumentParser) -> None:
     convert.add_argument("checkpoint", help="remote-code checkpoint folder, or its hub id")
     convert.add_argument("out", type=Path, help="folder to write")
     convert.add_argument("--system-message", help="the prompt's system message (default: the checkpoint's own)")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT once the new folder is complete")
     convert.set_defaults(run=_run_convert)
+
+
+COMMANDS = {
+    "verify": (
+        "check, once per checkpoint, transformers version or GPU, that captured attention is exact and the image "
+        "geometry right; exits 1 when a check fails",
+        _add_verify,
+    ),
+    "convert": (
+        "write a native transformers checkpoint from a remote-code InternVL one (internvl_chat: InternVL 1.5, 2, "
+        "2.5 with InternLM2), weights streamed tensor by tensor; every --model does this once by itself",
+        _add_convert,
+    ),
+}
 
 
 def _run_verify(args: argparse.Namespace) -> int:

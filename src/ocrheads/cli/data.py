@@ -8,11 +8,10 @@ from pathlib import Path
 from ocrheads.cli.common import Subparsers, pick_samples, render_options
 
 
-def register(sub: Subparsers) -> None:
+def _add_data(data: argparse.ArgumentParser) -> None:
     from ocrheads.data.docs import KINDS
     from ocrheads.data.passkey import CASE_STUDY_ALPHABET, DEFAULT_LENGTHS
 
-    data = sub.add_parser("data", help="generate synthetic text-in-image tasks, or draw their answer boxes")
     tasks = data.add_subparsers(required=True, metavar="TASK")
 
     passkey = _generator(tasks, "passkey", "a numeric pass key hidden in filler text (the paper's main task)")
@@ -41,6 +40,9 @@ def register(sub: Subparsers) -> None:
     show.add_argument("--out", type=Path, help="default: DATASET/overlays")
     show.add_argument("--scale", type=int, default=2, help="enlarge pages this many times")
     show.set_defaults(run=_run_show)
+
+
+COMMANDS = {"data": ("generate synthetic text-in-image tasks, or draw their answer boxes", _add_data)}
 
 
 def _generator(sub: Subparsers, task: str, help_text: str) -> argparse.ArgumentParser:

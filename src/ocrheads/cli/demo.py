@@ -6,18 +6,13 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ocrheads.cli.common import Subparsers, model_options, pixel_options
+from ocrheads.cli.common import model_options, pixel_options
 from ocrheads.errors import OcrHeadsError
 
 
-def register(sub: Subparsers) -> None:
+def _add_demo(demo: argparse.ArgumentParser) -> None:
     from ocrheads.demo.run import DemoSettings
-    from ocrheads.devices import DEVICES
-    from ocrheads.training.train import RECIPE, TrainSettings
 
-    text = "the whole pipeline, offline, on the bundled demo model (or --model CHECKPOINT) and fresh synthetic "
-    text += "passkeys, ending in a report page in RUN"
-    demo = sub.add_parser("demo", help=text, description=text)
     default = DemoSettings()
     demo.add_argument("--out", type=Path, default=default.out, help="run directory (default %(default)s)")
     demo.add_argument("--model", type=Path, help="another checkpoint folder (default: the bundled demo model)")
@@ -29,9 +24,11 @@ def register(sub: Subparsers) -> None:
     model_options(demo, required=False)
     demo.set_defaults(run=_run_demo)
 
-    text = "train the demo model from scratch on the demo task (seeded): the shipped recipe's stages in one run, or "
-    text += "one stage of your own; --resume continues an interrupted run exactly"
-    train = sub.add_parser("train-demo", help=text, description=text)
+
+def _add_train_demo(train: argparse.ArgumentParser) -> None:
+    from ocrheads.devices import DEVICES
+    from ocrheads.training.train import RECIPE, TrainSettings
+
     settings = TrainSettings()
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     train.add_argument("--seed", type=int, default=settings.seed)
@@ -55,6 +52,20 @@ def register(sub: Subparsers) -> None:
     stage.add_argument("--eval-samples", type=int, help="held-out samples per check (32)")
     stage.add_argument("--text-every", type=int, help="after the text-only start, one step in this many is text (2)")
     train.set_defaults(run=_run_train_demo)
+
+
+COMMANDS = {
+    "demo": (
+        "the whole pipeline, offline, on the bundled demo model (or --model CHECKPOINT) and fresh synthetic "
+        "passkeys, ending in a report page in RUN",
+        _add_demo,
+    ),
+    "train-demo": (
+        "train the demo model from scratch on the demo task (seeded): the shipped recipe's stages in one run, or "
+        "one stage of your own; --resume continues an interrupted run exactly",
+        _add_train_demo,
+    ),
+}
 
 
 def _run_demo(args: argparse.Namespace) -> None:

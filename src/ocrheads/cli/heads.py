@@ -4,10 +4,10 @@ and draw where heads look."""
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from ocrheads.cli.common import (
-    Subparsers,
     field_options,
     given_fields,
     model_options,
@@ -15,17 +15,13 @@ from ocrheads.cli.common import (
     pick_samples,
     selection_rule,
 )
-from ocrheads.distributed import current_shard
 
 
-def register(sub: Subparsers) -> None:
-    from ocrheads.exchange import FORMATS
+def _add_score(score: argparse.ArgumentParser) -> None:
     from ocrheads.scoring.causal import MAX_BATCH_TOKENS
     from ocrheads.scoring.kinds import KINDS, NAMES
     from ocrheads.scoring.options import PRESETS
-    from ocrheads.select import RULES
 
-    score = sub.add_parser("score", help="score every head of a model as one kind of head")
     score.add_argument("kind", choices=NAMES, help="; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()))
     score.add_argument("--data", required=True, type=Path, help="dataset folder (the samples the kind scores)")
     score.add_argument("--out", required=True, type=Path, help="run directory")
@@ -47,7 +43,11 @@ def register(sub: Subparsers) -> None:
     model_options(score)
     score.set_defaults(run=_run_score)
 
-    scores = sub.add_parser("scores", help="import score files and head lists of the paper and of other tools")
+
+def _add_scores(scores: argparse.ArgumentParser) -> None:
+    from ocrheads.exchange import FORMATS
+    from ocrheads.scoring.kinds import NAMES
+
     actions = scores.add_subparsers(required=True, metavar="ACTION")
     text = "read a score file (into RUN's KIND scores) or a head list (into RUN's KIND selection)"
     imports = actions.add_parser("import", help=text, description=text)
@@ -58,7 +58,11 @@ def register(sub: Subparsers) -> None:
     imports.add_argument("--model", help="the checkpoint the heads are of: its grid and name are checked")
     imports.set_defaults(run=_run_import)
 
-    heads = sub.add_parser("heads", help="export a run's head scores or head list for other tools")
+
+def _add_heads(heads: argparse.ArgumentParser) -> None:
+    from ocrheads.exchange import FORMATS
+    from ocrheads.scoring.kinds import NAMES
+
     actions = heads.add_subparsers(required=True, metavar="ACTION")
     text = "write a run's scores (paper, retrieval-head, sparsemm) or selected heads (qrhead, json, csv)"
     export = actions.add_parser("export", help=text, description=text)
@@ -69,25 +73,29 @@ def register(sub: Subparsers) -> None:
     export.add_argument("--top", type=int, help="head lists: the K best heads instead of the selected ones")
     export.set_defaults(run=_run_export)
 
-    for name, run, text in (
-        ("select", _run_select, "select each kind's heads of a run"),
-        ("analyze", _run_analyze, "sparsity, similarity and activation frequency of a run's heads"),
-    ):
-        parser = sub.add_parser(name, help=text, description=text)
-        parser.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
-        parser.add_argument("--rule", choices=RULES, default="paper")
-        parser.add_argument("--threshold", type=float, default=0.1)
-        if name == "analyze":
-            parser.add_argument("--top-k", type=int, default=10)
-        parser.set_defaults(run=run)
 
-    report = sub.add_parser("report", help="one self-contained HTML page with every figure and table of a run")
+def _add_selection(parser: argparse.ArgumentParser, name: str) -> None:
+    """select and analyze: a run and the selection rule."""
+    from ocrheads.select import RULES
+
+    parser.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
+    parser.add_argument("--rule", choices=RULES, default="paper")
+    parser.add_argument("--threshold", type=float, default=0.1)
+    if name == "analyze":
+        parser.add_argument("--top-k", type=int, default=10)
+    parser.set_defaults(run=_run_select if name == "select" else _run_analyze)
+
+
+def _add_report(report: argparse.ArgumentParser) -> None:
+    from ocrheads.select import RULES
+
     report.add_argument("run_dir", metavar="RUN", type=Path, help="run directory")
     report.add_argument("--rule", choices=RULES, help="default: the rule of the last select, else paper")
     report.add_argument("--threshold", type=float, default=0.1)
     report.set_defaults(run=_run_report)
 
-    overlay = sub.add_parser("overlay", help="draw where heads look on a sample's pages while it writes the answer")
+
+def _add_overlay(overlay: argparse.ArgumentParser) -> None:
     overlay.add_argument("run_dir", metavar="RUN", type=Path, help="run directory; overlays go into it")
     overlay.add_argument("--data", required=True, type=Path, help="dataset folder of image samples")
     overlay.add_argument("--sample", required=True, nargs="+", help="sample ids")
@@ -97,7 +105,22 @@ def register(sub: Subparsers) -> None:
     overlay.set_defaults(run=_run_overlay)
 
 
+COMMANDS = {
+    "score": ("score every head of a model as one kind of head", _add_score),
+    "scores": ("import score files and head lists of the paper and of other tools", _add_scores),
+    "heads": ("export a run's head scores or head list for other tools", _add_heads),
+    "select": ("select each kind's heads of a run", partial(_add_selection, name="select")),
+    "analyze": (
+        "sparsity, similarity and activation frequency of a run's heads",
+        partial(_add_selection, name="analyze"),
+    ),
+    "report": ("one self-contained HTML page with every figure and table of a run", _add_report),
+    "overlay": ("draw where heads look on a sample's pages while it writes the answer", _add_overlay),
+}
+
+
 def _run_score(args: argparse.Namespace) -> None:
+    from ocrheads.distributed import current_shard
     from ocrheads.scoring.kinds import scoring_kind
     from ocrheads.scoring.runner import score
 

@@ -3,62 +3,70 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from ocrheads.cli.common import Subparsers, model_options, model_spec
-from ocrheads.distributed import current_shard
+from ocrheads.cli.common import model_options, model_spec
 
 
-def register(sub: Subparsers) -> None:
+def _add_intervention(parser: argparse.ArgumentParser, name: str) -> None:
     from ocrheads.eval.metrics import ANLS_PRESETS
     from ocrheads.eval.prompts import PROMPTS
 
-    for name, text in (
-        ("mask", "mask the top-k OCR and retrieval heads, and random heads, and measure answer accuracy"),
-        ("sink", "move attention-sink mass in the top OCR heads (and controls) and measure answer accuracy"),
-    ):
-        parser = sub.add_parser(name, help=text, description=text)
-        parser.add_argument("run_dir", metavar="RUN", type=Path, help="scored run directory; results go to RUN/NAME")
+    parser.add_argument("run_dir", metavar="RUN", type=Path, help="scored run directory; results go to RUN/NAME")
+    parser.add_argument(
+        "--dataset", required=True, nargs="+", metavar="SET",
+        help="docvqa[=PATH|HUB_ID], mp_docvqa[=...], nq=PATH, hotpotqa=PATH, or a synthetic set's folder",
+    )  # fmt: skip
+    parser.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random-head arms, seeds 0..N-1")
+    parser.add_argument("--prompts", nargs="+", choices=PROMPTS, default=["direct"])
+    parser.add_argument("--limit", type=int, help="the first N samples of each set")
+    parser.add_argument("--max-pages", type=int, default=8, help="MP-DocVQA: skip longer documents (counted)")
+    parser.add_argument("--data-seed", type=int, default=1234, help="NQ/HotpotQA evidence sampling")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--anls", choices=list(ANLS_PRESETS), default="lmms-eval-docvqa", help="ANLS normalisation")
+    parser.add_argument("--cot-max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=1)
+    model_options(parser)
+    parser.add_argument("--name", help=f"results folder under RUN (default {name})")
+    parser.add_argument("--quiet", action="store_true")
+    if name == "mask":
+        parser.add_argument("--k", type=int, nargs="+", default=[10, 20], help="heads masked per arm")
         parser.add_argument(
-            "--dataset", required=True, nargs="+", metavar="SET",
-            help="docvqa[=PATH|HUB_ID], mp_docvqa[=...], nq=PATH, hotpotqa=PATH, or a synthetic set's folder",
+            "--mode", choices=("zero", "uniform", "mean"), default="zero",
+            help="zero: the paper's; uniform: even attention; mean: the head's mean output over each set",
         )  # fmt: skip
-        parser.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random-head arms, seeds 0..N-1")
-        parser.add_argument("--prompts", nargs="+", choices=PROMPTS, default=["direct"])
-        parser.add_argument("--limit", type=int, help="the first N samples of each set")
-        parser.add_argument("--max-pages", type=int, default=8, help="MP-DocVQA: skip longer documents (counted)")
-        parser.add_argument("--data-seed", type=int, default=1234, help="NQ/HotpotQA evidence sampling")
-        parser.add_argument("--max-new-tokens", type=int, default=32)
-        parser.add_argument("--anls", choices=list(ANLS_PRESETS), default="lmms-eval-docvqa", help="ANLS normalisation")
-        parser.add_argument("--cot-max-new-tokens", type=int, default=256)
-        parser.add_argument("--batch-size", type=int, default=1)
-        model_options(parser)
-        parser.add_argument("--name", help=f"results folder under RUN (default {name})")
-        parser.add_argument("--quiet", action="store_true")
-        if name == "mask":
-            parser.add_argument("--k", type=int, nargs="+", default=[10, 20], help="heads masked per arm")
-            parser.add_argument(
-                "--mode", choices=("zero", "uniform", "mean"), default="zero",
-                help="zero: the paper's; uniform: even attention; mean: the head's mean output over each set",
-            )  # fmt: skip
-            parser.add_argument("--mean-samples", type=int, default=32, help="mode mean: samples per set averaged")
-            parser.add_argument("--exclude-selected", action="store_true", help="random heads avoid selected heads")
-            parser.add_argument("--layer-matched", action="store_true", help="random heads in the OCR heads' layers")
-        else:
-            parser.add_argument("--top", type=int, default=2, help="heads edited per arm (paper: 2)")
-            parser.add_argument("--beta", type=float, default=0.4, help="share of the sink's mass it keeps")
-            parser.add_argument(
-                "--sinks", choices=("first", "mass"), default="first",
-                help="first: the first --sink-tokens tokens; mass: keys drawing >= --sink-threshold of the heads' "
-                "attention at the last prompt token",
-            )  # fmt: skip
-            parser.add_argument("--sink-tokens", type=int, default=1, help="sinks first: how many tokens")
-            parser.add_argument("--sink-threshold", type=float, default=0.3, help="sinks mass: least attention share")
-            parser.add_argument("--receivers", choices=("all", "image"), default="all", help="where the mass goes")
-        parser.set_defaults(run=_run_intervention, experiment=name)
+        parser.add_argument("--mean-samples", type=int, default=32, help="mode mean: samples per set averaged")
+        parser.add_argument("--exclude-selected", action="store_true", help="random heads avoid selected heads")
+        parser.add_argument("--layer-matched", action="store_true", help="random heads in the OCR heads' layers")
+    else:
+        parser.add_argument("--top", type=int, default=2, help="heads edited per arm (paper: 2)")
+        parser.add_argument("--beta", type=float, default=0.4, help="share of the sink's mass it keeps")
+        parser.add_argument(
+            "--sinks", choices=("first", "mass"), default="first",
+            help="first: the first --sink-tokens tokens; mass: keys drawing >= --sink-threshold of the heads' "
+            "attention at the last prompt token",
+        )  # fmt: skip
+        parser.add_argument("--sink-tokens", type=int, default=1, help="sinks first: how many tokens")
+        parser.add_argument("--sink-threshold", type=float, default=0.3, help="sinks mass: least attention share")
+        parser.add_argument("--receivers", choices=("all", "image"), default="all", help="where the mass goes")
+    parser.set_defaults(run=_run_intervention, experiment=name)
+
+
+COMMANDS = {
+    "mask": (
+        "mask the top-k OCR and retrieval heads, and random heads, and measure answer accuracy",
+        partial(_add_intervention, name="mask"),
+    ),
+    "sink": (
+        "move attention-sink mass in the top OCR heads (and controls) and measure answer accuracy",
+        partial(_add_intervention, name="sink"),
+    ),
+}
 
 
 def _run_intervention(args: argparse.Namespace) -> None:
+    from ocrheads.distributed import current_shard
     from ocrheads.eval.conditions import masking_conditions, sink_conditions
     from ocrheads.eval.datasets import load_eval_set
     from ocrheads.eval.runner import Intervention, evaluate

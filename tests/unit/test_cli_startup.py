@@ -1,0 +1,43 @@
+"""The command line builds only the arguments of the command it runs: `--help` and the commands that load no model
+start without torch, transformers or matplotlib (seconds each), and every command's own arguments still build."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ocrheads.cli import GROUPS, main
+
+HEAVY = ("torch", "transformers", "matplotlib")
+PROBE = """
+import sys
+from ocrheads.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(name for name in {heavy} if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["data", "passkey", "--help"], ["select", "--help"]])
+def test_help_and_model_free_commands_start_without_heavy_imports(argv):
+    probe = PROBE.format(heavy=HEAVY)
+    found = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+    assert "usage: ocrheads" in found.stdout
+    assert found.stdout.splitlines()[-1] == "", found.stdout.splitlines()[-1]
+
+
+def test_the_heavy_imports_are_seen_where_a_command_needs_them():
+    """The probe itself can fail: the score command's arguments name the scoring kinds, which import torch."""
+    probe = PROBE.format(heavy=HEAVY)
+    found = subprocess.run([sys.executable, "-c", probe, "score", "--help"], capture_output=True, text=True, check=True)
+    assert "torch" in found.stdout.splitlines()[-1].split()
+
+
+@pytest.mark.parametrize("command", [name for group in GROUPS for name in group.COMMANDS])
+def test_every_command_builds_its_arguments(command, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main([command, "--help"])
+    assert exit_code.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: ocrheads {command} [-h]")
