@@ -110,3 +110,19 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, readin
             assert torch.allclose(torch.from_numpy(rows["mass"][here]), needle_mass, atol=1e-5)
     if keys == "repeated":  # the hits and values above compared some True, not only False against False
         assert rows["hit"].any() and rows["value"].max() > 0
+
+
+@pytest.mark.parametrize(("key", "minimum"), [("generated", 0.9), ("4444", 0.0)])
+def test_a_sample_below_the_minimum_c_scores_nothing_and_says_what_it_wrote(texts, key, minimum):
+    """The random model writes a third of the generated key (c below 0.9), and none of 4444 (c = 0: no answer
+    token to read, whatever the minimum)."""
+    sample = texts[0] if key == "generated" else _repeated(key)
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    table = EntryTable(2, 4)
+    options = scoring_options(min_correct=minimum, max_new_tokens=200)
+    [outcome] = score_retrieval_batch(adapter, [sample], options, table)
+    assert len(outcome.written) > 80 and outcome.c == (1 / 3 if key == "generated" else 0)
+    assert (outcome.scored, outcome.entries, len(table.arrays()["sample"])) == (False, 0, 0)
+    percent, shown = f"{outcome.c:.0%}", outcome.written[:80]
+    assert outcome.reason == f"too little of the answer was written ({percent} of {sample.answer!r} in {shown!r})"
