@@ -15,10 +15,10 @@ from .tiny_inputs import page, tiny_adapter
 FAMILIES = ("qwen2_vl", "llava", "gemma3")
 
 
-def _forced(adapter):
-    pages = [[page(112, 56, "42")], [page(56, 56, "7")]]
+def _forced(adapter, answers=("42", "7")):
+    pages = [[page(112, 56, answers[0])], [page(56, 56, answers[1])]]
     batch = adapter.encode([adapter.prompt("What is it?", 1)] * 2, pages)
-    answers = [adapter.processor.tokenizer(text, add_special_tokens=False).input_ids for text in ("42", "7")]
+    answers = [adapter.processor.tokenizer(text, add_special_tokens=False).input_ids for text in answers]
     return teacher_forced(batch, answers)
 
 
@@ -93,9 +93,12 @@ def test_the_estimate_equals_exact_ablation_where_the_metric_is_linear_in_the_he
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_exact_scores_batched_over_heads_equal_one_pass_per_head(ablation):
+    """Against passes that keep every row's logits; a three-token answer (the passes under test keep only the
+    answer's rows: one more than its tokens)."""
     adapter = tiny_adapter("qwen2_vl")
     install(adapter.model)
-    forced = _forced(adapter)
+    forced = _forced(adapter, ("421", "7"))
+    assert forced.targets.shape[1] == 3
     layers, heads = adapter.grid
     head_dim = adapter.model.config.get_text_config().hidden_size // heads
     means = {layer: torch.randn(heads, head_dim) for layer in range(layers)} if ablation == "mean" else None
