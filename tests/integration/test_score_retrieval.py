@@ -1,4 +1,5 @@
-"""Retrieval scores on tiny models equal a slow reference computed from eager `output_attentions`."""
+"""Retrieval scores on tiny models equal a slow reference computed from eager `output_attentions`; the samples it
+refuses, and why."""
 
 import pytest
 import torch
@@ -6,7 +7,10 @@ import torch
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import Sample
+from ocrheads.demo.run import BUNDLED_MODEL
 from ocrheads.devices import to_cpu
+from ocrheads.errors import OcrHeadsError
+from ocrheads.models import load_adapter
 from ocrheads.scoring.answers import text_prompt
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
@@ -24,13 +28,21 @@ def texts(tmp_path_factory):
 def _repeated(key: str) -> Sample:
     """A short text whose pass key repeats one digit: the needle is much of the prompt, and every needle token is
     the token being written, so even a random model's heads hit (the generated keys rarely give a hit)."""
-    context = f"The pass key is {key}. Remember it."
+    context = f"Pass key: {key}."
     start = context.index(key)
     return Sample(id=f"repeated-{key}", task="passkey", modality="text", question="What is the pass key?",
                   answer=key, context=context, answer_span=(start, start + len(key)))  # fmt: skip
 
 
-REPEATED = [_repeated("7777777"), _repeated("333")]  # ragged repeat rows in one batch, 7 against 3
+REPEATED = [_repeated("77777"), _repeated("33")]  # ragged repeat rows in one batch: 5 (0b101) against 2
+
+
+def _after_a_system_text(adapter):
+    """The adapter's prompts with a system text first, as chat templates have (the tiny models have none): the
+    context starts at 6 (0b110), an offset sharing bits with the keys' offsets in it (10, 165)."""
+    prompt = adapter.prompt
+    adapter.prompt = lambda question, images: prompt("Read:\n" + question, images)
+    return adapter
 
 
 def _eager_rows(adapter, samples):
@@ -69,7 +81,7 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, readin
     rows that write the answer or on those that read it back, and the paper code's repeats. Gold answers give
     c = 1, so a minimum of 1 keeps every sample: the minimum is inclusive."""
     texts = texts if keys == "generated" else REPEATED
-    adapter = tiny_adapter(family)
+    adapter = _after_a_system_text(tiny_adapter(family))
     install(adapter.model)
     options = scoring_options(preset, answers="gold", alignment="offsets", min_correct=1.0, row=reading)
     producing = options.row == "producing"
@@ -126,3 +138,26 @@ def test_a_sample_below_the_minimum_c_scores_nothing_and_says_what_it_wrote(text
     assert (outcome.scored, outcome.entries, len(table.arrays()["sample"])) == (False, 0, 0)
     percent, shown = f"{outcome.c:.0%}", outcome.written[:80]
     assert outcome.reason == f"too little of the answer was written ({percent} of {sample.answer!r} in {shown!r})"
+
+
+def test_an_answer_whose_one_written_token_is_never_read_back_has_no_row_to_score(tmp_path):
+    """On consuming rows a token is read by the row after it, and the last token written has none. The demo model
+    writes its key's first digit and is stopped there (c = 1/5)."""
+    adapter = load_adapter(BUNDLED_MODEL)
+    install(adapter.model)
+    [sample] = generate("passkey", tmp_path / "data", n=1, seed=1, modality="text", lengths=(160,), digits=5,
+                        intro=False, progress=False)  # fmt: skip
+    table = EntryTable(*adapter.grid)
+    [outcome] = score_retrieval_batch(adapter, [sample], scoring_options(row="consuming", max_new_tokens=1), table)
+    assert (outcome.written, outcome.c) == (sample.answer[0], 1 / 5)
+    assert (outcome.scored, outcome.entries, outcome.reason) == (False, 0, "no row to score")
+    assert len(table.arrays()["sample"]) == 0
+
+
+def test_a_template_that_changes_the_context_is_refused_by_sample(texts):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    prompt = adapter.prompt
+    adapter.prompt = lambda question, images: prompt(question.replace("pass key", "PASS KEY"), images)
+    with pytest.raises(OcrHeadsError, match=f"sample {texts[0].id}: the chat template changed the context text"):
+        score_retrieval_batch(adapter, texts, scoring_options(answers="gold"), EntryTable(2, 4))
