@@ -3,6 +3,8 @@ finite difference that scales the head's slice of o_proj's input, independently 
 equals the exact ablation where the metric is linear in the head, and the exact scores, batched over heads, equal
 one forward pass per head."""
 
+import math
+
 import pytest
 import torch
 from transformers import BatchEncoding
@@ -260,3 +262,20 @@ def test_the_two_stage_search_picks_each_items_largest_estimated_drops():
     )  # (batch 2, answer tokens 2, layers 2, heads 3)
     assert largest_drops(estimates, 2).tolist() == [[2, 0], [4, 3]]
     assert sorted(largest_drops(estimates, 10)[0].tolist()) == list(range(6))
+
+
+def test_the_answer_metric_reads_each_answer_token_at_the_row_before_it():
+    """Hand-made logits over a vocabulary of 3: each answer token's log-probability (or logit) at the row that
+    predicts it, from every row's logits or from the last rows only, and 0 where an answer is shorter."""
+    batch = BatchEncoding({"input_ids": torch.tensor([[5, 6], [0, 6]]),
+                           "attention_mask": torch.tensor([[1, 1], [0, 1]])})  # fmt: skip
+    forced = teacher_forced(batch, [[2, 1], [0]])  # rows 1 and 2 predict answer tokens 0 and 1
+    logits = torch.zeros(2, 4, 3)
+    logits[0, 1] = torch.tensor([0.0, 0.0, math.log(2)])  # p(2) = 2/4
+    logits[0, 2] = torch.tensor([math.log(3), 0.0, 0.0])  # p(1) = 1/5
+    logits[1, 1] = 1.0  # p(0) = 1/3
+    logits[1, 2] = torch.tensor([5.0, 6.0, 7.0])  # past item 1's answer
+    logprob = torch.tensor([[math.log(2 / 4), math.log(1 / 5)], [math.log(1 / 3), 0.0]])
+    assert torch.allclose(answer_metric(logits, forced, "logprob"), logprob)
+    assert torch.allclose(answer_metric(logits[:, 1:], forced, "logprob"), logprob)  # logits_to_keep = 3
+    assert torch.allclose(answer_metric(logits, forced, "logit"), torch.tensor([[math.log(2), 0.0], [1.0, 0.0]]))
