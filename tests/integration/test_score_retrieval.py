@@ -3,6 +3,7 @@ refuses, and why."""
 
 import pytest
 import torch
+from tokenizers.processors import TemplateProcessing
 
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
@@ -77,13 +78,33 @@ def _digit_tokens(tokenizer, ids, answer: str) -> list[int]:
 @pytest.mark.parametrize(("preset", "reading"), [("default", None), ("default", "consuming"), ("paper-code", None)])
 @pytest.mark.parametrize("keys", ["generated", "repeated"])
 def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, reading, keys, texts):
-    """Every entry (rows, top keys, hits, values, needle mass) against eager attention, for the needle read on the
-    rows that write the answer or on those that read it back, and the paper code's repeats. Gold answers give
-    c = 1, so a minimum of 1 keeps every sample: the minimum is inclusive."""
+    """For the needle read on the rows that write the answer or on those that read it back, and the paper code's
+    repeats. Gold answers give c = 1, so a minimum of 1 keeps every sample: the minimum is inclusive."""
     texts = texts if keys == "generated" else REPEATED
     adapter = _after_a_system_text(tiny_adapter(family))
     install(adapter.model)
     options = scoring_options(preset, answers="gold", alignment="offsets", min_correct=1.0, row=reading)
+    rows = _check_against_eager(adapter, texts, options)
+    if keys == "repeated":  # the hits and values compared some True, not only False against False
+        assert rows["hit"].any() and rows["value"].max() > 0
+
+
+@pytest.mark.parametrize("preset", ["default", "paper-code"])
+def test_a_bos_token_is_no_part_of_the_needle_or_the_repeats(preset):
+    """LLaVA's, Gemma's and InternLM's tokenizers put a BOS token before every text they encode (the tiny models'
+    do not): it starts every prompt, and is not in the answer."""
+    adapter = _after_a_system_text(tiny_adapter("qwen2_vl"))
+    tokenizer, bos = adapter.processor.tokenizer, "<|im_start|>"
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))]
+    )
+    assert tokenizer("7").input_ids[0] == tokenizer.convert_tokens_to_ids(bos)
+    install(adapter.model)
+    _check_against_eager(adapter, REPEATED, scoring_options(preset, answers="gold", alignment="offsets"))
+
+
+def _check_against_eager(adapter, texts, options) -> dict:
+    """Every entry (rows, answer tokens, top keys, hits, values, needle mass) against eager attention; the entries."""
     producing = options.row == "producing"
     table = EntryTable(2, 4)
     outcomes = score_retrieval_batch(adapter, texts, options, table)
@@ -104,6 +125,7 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, readin
             expected_rows = positions  # teacher forcing computes every row, the last answer token's included
             denominator = len(positions)
         assert sorted(set(rows["row"][mine] + pad)) == expected_rows
+        assert outcomes[item].entries == len(expected_rows)
         for row in expected_rows:
             here = mine & (rows["row"] + pad == row)
             probs = attentions[:, item, :, row]  # (layers, heads, keys)
@@ -120,8 +142,7 @@ def test_teacher_forced_copy_scores_equal_eager_attention(family, preset, readin
             assert torch.allclose(torch.from_numpy(rows["value"][here]), copied.float() / denominator)
             needle_mass = attentions[:, item, :, row][..., needles[item]].sum(-1).flatten()
             assert torch.allclose(torch.from_numpy(rows["mass"][here]), needle_mass, atol=1e-5)
-    if keys == "repeated":  # the hits and values above compared some True, not only False against False
-        assert rows["hit"].any() and rows["value"].max() > 0
+    return rows
 
 
 @pytest.mark.parametrize(("key", "minimum"), [("generated", 0.9), ("4444", 0.0)])

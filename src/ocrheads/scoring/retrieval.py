@@ -14,7 +14,7 @@ from ocrheads.data.manifest import Sample
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
-from ocrheads.scoring.answers import answer_tokens, gold_tokens, text_prompt
+from ocrheads.scoring.answers import answer_tokens, gold_ids, gold_tokens, text_prompt
 from ocrheads.scoring.kind import Batch, ScoringKind
 from ocrheads.scoring.options import ScoringOptions, scoring_options
 from ocrheads.scoring.passes import write_answers
@@ -55,7 +55,8 @@ def score_retrieval_batch(
     key_sets = torch.zeros(len(samples), 1, input_ids.shape[1], dtype=torch.bool)
     for item, positions in enumerate(needles):
         key_sets[item, 0, positions] = True
-    extra = _repeat_rows(adapter, samples, input_ids) if options.retrieval == "repeats" else None
+    answer_ids = gold_ids(adapter, samples)  # each answer's own tokens, which the paper code's repeats look for
+    extra = _repeat_rows(answer_ids, input_ids) if options.retrieval == "repeats" else None
     gold = gold_tokens(adapter, samples, options)
     written = write_answers(adapter, batch, options, gold=gold, key_sets=key_sets, extra_rows=extra)
     outcomes = []
@@ -72,9 +73,9 @@ def score_retrieval_batch(
             rows = [(written.prompt_length + t.index - back, written.prompt_length + t.index) for t in tokens]
             denominator = len(needles[item])
         else:
-            answer_ids = set(adapter.processor.tokenizer(sample.answer, add_special_tokens=False).input_ids)
             prompt_rows = [r for r in extra[item].tolist() if r >= 0]
-            written_rows = [written.prompt_length + n for n, t in enumerate(written.tokens[item]) if t in answer_ids]
+            repeats = set(answer_ids[item])
+            written_rows = [written.prompt_length + n for n, t in enumerate(written.tokens[item]) if t in repeats]
             rows = [(r, r) for r in prompt_rows + written_rows]
             denominator = len(rows)
         entries = 0
@@ -92,13 +93,11 @@ def score_retrieval_batch(
     return outcomes
 
 
-def _repeat_rows(adapter: ModelAdapter, samples: list[Sample], input_ids: torch.Tensor) -> torch.Tensor:
+def _repeat_rows(answer_ids: list[list[int]], input_ids: torch.Tensor) -> torch.Tensor:
     """Prompt positions holding an answer token id, per sample, -1 padded (the paper code reads those rows too)."""
-    tokenizer = adapter.processor.tokenizer
     rows = []
-    for item, sample in enumerate(samples):
-        ids = torch.tensor(tokenizer(sample.answer, add_special_tokens=False).input_ids)
-        rows.append(torch.nonzero(torch.isin(input_ids[item], ids)).flatten().tolist())
+    for ids, answer in zip(input_ids, answer_ids, strict=True):
+        rows.append(torch.nonzero(torch.isin(ids, torch.tensor(answer))).flatten().tolist())
     width = max(1, *(len(r) for r in rows))
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows])
 
