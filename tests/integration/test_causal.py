@@ -10,7 +10,7 @@ import torch
 from transformers import BatchEncoding
 
 from ocrheads.attention import Edits, attention_session, install
-from ocrheads.scoring.attribution import answer_metric, estimate, exact, largest_drops, teacher_forced
+from ocrheads.scoring.attribution import _frozen, answer_metric, estimate, exact, largest_drops, teacher_forced
 
 from .tiny_inputs import page, tiny_adapter
 
@@ -279,3 +279,13 @@ def test_the_answer_metric_reads_each_answer_token_at_the_row_before_it():
     assert torch.allclose(answer_metric(logits, forced, "logprob"), logprob)
     assert torch.allclose(answer_metric(logits[:, 1:], forced, "logprob"), logprob)  # logits_to_keep = 3
     assert torch.allclose(answer_metric(logits, forced, "logit"), torch.tensor([[math.log(2), 0.0], [1.0, 0.0]]))
+
+
+def test_estimating_freezes_the_weights_that_learn_and_then_restores_them():
+    """No weight gradient is built while estimating; afterwards each weight learns again, or not, as before."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[1].weight.requires_grad_(False)
+    before = [parameter.requires_grad for parameter in model.parameters()]
+    with _frozen(model):
+        assert not any(parameter.requires_grad for parameter in model.parameters())
+    assert [parameter.requires_grad for parameter in model.parameters()] == before == [True, True, False, True]

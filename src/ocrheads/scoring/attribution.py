@@ -87,7 +87,7 @@ def estimate(
     layers, _ = adapter.grid
     sums: dict[tuple[int, int], torch.Tensor] = {}  # (token, layer) -> (batch, heads), on the layer's device
     directions: dict[int, torch.Tensor] = {}  # layer -> the clean pass's ablated - clean, when steps > 1
-    current = {"token": 0}
+    current: dict[str, int] = {}  # the answer token whose backward pass is running
 
     def reduce(layer: int, output: torch.Tensor, gradient: torch.Tensor) -> None:
         direction = directions.get(layer)
@@ -115,8 +115,7 @@ def estimate(
         [torch.stack([to_cpu(sums[token, layer]) for layer in range(layers)], 1) for token in range(values.shape[1])],
         1,
     )
-    found = found / steps
-    return found * forced.valid[..., None, None] if per_token else found
+    return found / steps  # 0 past an item's answer: its metric is a constant 0 there
 
 
 @contextmanager
