@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ocrheads.analysis.stats import activation, correlation, jaccard, score_bins, similarity
+from ocrheads.analysis.stats import ABOVE_0_1, activation, correlation, jaccard, score_bins, similarity
 from ocrheads.heads import Head, HeadScores
 
 
@@ -17,6 +17,7 @@ def test_score_bins_put_each_edge_in_the_bin_the_paper_closes_it_in():
     assert found == {"< 0": 1, "0": 1, "(0, 0.1]": 2, "(0.1, 0.3]": 3, "(0.3, 0.5]": 2, "(0.5, 1]": 3}
     assert sum(found.values()) == values.size  # every head in one bin, negative causal scores included
     assert score_bins([0.05]) == {"< 0": 0, "0": 0, "(0, 0.1]": 1, "(0.1, 0.3]": 0, "(0.3, 0.5]": 0, "(0.5, 1]": 0}
+    assert sum(found[label] for label in ABOVE_0_1) == 8  # the donut's "> 0.1": the heads past the rules' threshold
 
 
 def test_jaccard_is_shared_over_either_and_zero_for_two_empty_sets():
