@@ -165,18 +165,29 @@ def test_a_sample_below_the_minimum_c_scores_nothing_and_says_what_it_wrote(text
     assert outcome.reason == f"too little of the answer was written ({percent} of {sample.answer!r} in {shown!r})"
 
 
-def test_an_answer_whose_one_written_token_is_never_read_back_has_no_row_to_score(tmp_path):
-    """On consuming rows a token is read by the row after it, and the last token written has none. The demo model
-    writes its key's first digit and is stopped there (c = 1/5)."""
+def test_a_refused_sample_leaves_the_rest_of_its_batch_scored(texts):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    batch = [_repeated("4444"), texts[0]]  # the random model writes none of 4444, and some of the other key
+    outcomes = score_retrieval_batch(adapter, batch, scoring_options(max_new_tokens=200), EntryTable(2, 4))
+    assert [(outcome.sample, outcome.scored) for outcome in outcomes] == [(batch[0].id, False), (batch[1].id, True)]
+
+
+@pytest.mark.parametrize("tokens", [1, 2])
+def test_a_written_token_is_read_back_by_the_next_row_only(tmp_path, tokens):
+    """On consuming rows a token is read by the row after it, and the last token written has none: the demo model
+    writes its key's first digits and is stopped there, after one (no row to score) or two (one row)."""
     adapter = load_adapter(BUNDLED_MODEL)
     install(adapter.model)
     [sample] = generate("passkey", tmp_path / "data", n=1, seed=1, modality="text", lengths=(160,), digits=5,
                         intro=False, progress=False)  # fmt: skip
     table = EntryTable(*adapter.grid)
-    [outcome] = score_retrieval_batch(adapter, [sample], scoring_options(row="consuming", max_new_tokens=1), table)
-    assert (outcome.written, outcome.c) == (sample.answer[0], 1 / 5)
-    assert (outcome.scored, outcome.entries, outcome.reason) == (False, 0, "no row to score")
-    assert len(table.arrays()["sample"]) == 0
+    options = scoring_options(row="consuming", max_new_tokens=tokens)
+    [outcome] = score_retrieval_batch(adapter, [sample], options, table)
+    assert (outcome.written, outcome.c) == (sample.answer[:tokens], tokens / 5)
+    reason = "no row to score" if tokens == 1 else ""
+    assert (outcome.scored, outcome.entries, outcome.reason) == (tokens > 1, tokens - 1, reason)
+    assert len(table.arrays()["sample"]) == (tokens - 1) * adapter.grid[0] * adapter.grid[1]
 
 
 def test_a_template_that_changes_the_context_is_refused_by_sample(texts):
