@@ -3,6 +3,7 @@ refuses, and why."""
 
 from itertools import groupby
 
+import numpy as np
 import pytest
 import torch
 from tokenizers.processors import TemplateProcessing
@@ -13,10 +14,12 @@ from ocrheads.data.manifest import Sample
 from ocrheads.demo.run import BUNDLED_MODEL
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import Head
 from ocrheads.models import load_adapter
 from ocrheads.scoring.answers import text_prompt
+from ocrheads.scoring.ocr import OCR
 from ocrheads.scoring.options import scoring_options
-from ocrheads.scoring.retrieval import score_retrieval_batch
+from ocrheads.scoring.retrieval import RETRIEVAL, score_retrieval_batch
 from ocrheads.scoring.table import EntryTable
 
 from .tiny_inputs import tiny_adapter
@@ -197,3 +200,12 @@ def test_a_template_that_changes_the_context_is_refused_by_sample(texts):
     adapter.prompt = lambda question, images: prompt(question.replace("pass key", "PASS KEY"), images)
     with pytest.raises(OcrHeadsError, match=f"sample {texts[0].id}: the chat template changed the context text"):
         score_retrieval_batch(adapter, texts, scoring_options(answers="gold"), EntryTable(2, 4))
+
+
+def test_a_retrieval_heads_list_holds_one_sum_per_sample_and_an_ocr_heads_one_value_per_entry():
+    """A sample's retrieval score is its hits over its needle's tokens (Wu et al.), so a head's list holds each
+    sample's entries summed, in the order the samples were scored; an OCR head's holds every entry."""
+    columns = {"sample": np.repeat(["b", "a", "b"], 2), "value": np.array([0.25, 0.0, 0.5, 0.5, 0.25, 0.0])}
+    retrieval = RETRIEVAL.head_scores(columns, (1, 2)).lists
+    assert retrieval[Head(0, 0)].tolist() == [0.5, 0.5] and retrieval[Head(0, 1)].tolist() == [0.0, 0.5]
+    assert OCR.head_scores(columns, (1, 2)).lists[Head(0, 0)].tolist() == [0.25, 0.5, 0.25]
