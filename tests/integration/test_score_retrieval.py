@@ -45,12 +45,17 @@ def _repeated(key: str, context: str = "Pass key: {key}.") -> Sample:
 REPEATED = [_repeated("7777777777", "{key}, not 7."), _repeated("3333")]
 
 
+def _rewriting_questions(adapter, rewrite):
+    """The adapter with each question rewritten before its prompt is built, as a chat template may do."""
+    prompt = adapter.prompt
+    adapter.prompt = lambda question, images: prompt(rewrite(question), images)
+    return adapter
+
+
 def _after_a_system_text(adapter):
     """The adapter's prompts with a system text first, as chat templates have (the tiny models have none): the
     context starts at 6 (0b110), an offset sharing bits with the first generated key's in it (165)."""
-    prompt = adapter.prompt
-    adapter.prompt = lambda question, images: prompt("Read:\n" + question, images)
-    return adapter
+    return _rewriting_questions(adapter, lambda question: "Read:\n" + question)
 
 
 def _eager_rows(adapter, samples):
@@ -194,10 +199,8 @@ def test_a_written_token_is_read_back_by_the_next_row_only(tmp_path, tokens):
 
 
 def test_a_template_that_changes_the_context_is_refused_by_sample(texts):
-    adapter = tiny_adapter("qwen2_vl")
+    adapter = _rewriting_questions(tiny_adapter("qwen2_vl"), lambda question: question.replace("pass key", "PASS KEY"))
     install(adapter.model)
-    prompt = adapter.prompt
-    adapter.prompt = lambda question, images: prompt(question.replace("pass key", "PASS KEY"), images)
     with pytest.raises(OcrHeadsError, match=f"sample {texts[0].id}: the chat template changed the context text"):
         score_retrieval_batch(adapter, texts, scoring_options(answers="gold"), EntryTable(2, 4))
 

@@ -9,30 +9,33 @@ import pytest
 from ocrheads.cli import GROUPS, main
 
 HEAVY = ("torch", "transformers", "matplotlib")
-PROBE = """
+PROBE = f"""
 import sys
 from ocrheads.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(" ".join(name for name in {heavy} if name in sys.modules))
+print(" ".join(name for name in {HEAVY} if name in sys.modules))
 """
+
+
+def _heavy_imports(argv: list[str]) -> tuple[str, list[str]]:
+    """What `ocrheads ARGV` prints in a fresh process, and the heavy modules it imported."""
+    found = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, check=True)
+    return found.stdout, found.stdout.splitlines()[-1].split()
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "passkey", "--help"], ["select", "--help"]])
 def test_help_and_model_free_commands_start_without_heavy_imports(argv):
-    probe = PROBE.format(heavy=HEAVY)
-    found = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
-    assert "usage: ocrheads" in found.stdout
-    assert found.stdout.splitlines()[-1] == "", found.stdout.splitlines()[-1]
+    printed, heavy = _heavy_imports(argv)
+    assert "usage: ocrheads" in printed
+    assert heavy == [], heavy
 
 
 def test_the_heavy_imports_are_seen_where_a_command_needs_them():
     """The probe itself can fail: the score command's arguments name the scoring kinds, which import torch."""
-    probe = PROBE.format(heavy=HEAVY)
-    found = subprocess.run([sys.executable, "-c", probe, "score", "--help"], capture_output=True, text=True, check=True)
-    assert "torch" in found.stdout.splitlines()[-1].split()
+    assert "torch" in _heavy_imports(["score", "--help"])[1]
 
 
 @pytest.mark.parametrize("command", [name for group in GROUPS for name in group.COMMANDS])
