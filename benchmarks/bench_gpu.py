@@ -7,9 +7,13 @@ against plain generate and forward, and causal estimates, on Qwen2-VL-2B- and -7
    above what was allocated before the forward.
 2. Whole run at the paper's settings (passkeys of 1k, 2k, 4k and 8k characters, one page each at 256 x 28 x 28
    pixels, batch 8): `score_ocr_batch` with generated answers against a plain `generate` of the same batches, and
-   with gold answers against a plain forward over prompt and answer; samples per second.
+   with gold answers against a plain forward over prompt and answer (the last row's logits only, as scoring keeps);
+   samples per second.
 3. Causal: the attribution estimate of one batch against a plain forward of it, and its peak memory.
-Also, on any device, the CPU proxy for launches: torch calls made inside the attention function per layer call.
+4. Decoding: one batch of paper passkeys, its prefill and each decoding step timed apart, plain and capturing, and
+   where a plain step's time goes (torch's profiler: the ops that take the most host time, and the host waits).
+Also, on any device, the CPU proxy for launches: torch calls made inside the attention function per layer call of a
+forward, and torch calls of the whole model per decoding step.
 
 Run: python benchmarks/bench_gpu.py [--shapes 2b 7b]   (on a GPU; bfloat16)
      python benchmarks/bench_gpu.py --dry-run           (tiny shapes on the CPU: the same code, small numbers)
@@ -151,7 +155,7 @@ def whole_run_table(adapter, samples, pages, device: str, shape: str) -> list[st
             tokens = torch.tensor([ids + [0] * (width - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in gold])
             with torch.no_grad():
-                adapter.model(**append_tokens(batch, tokens, mask), use_cache=False)
+                adapter.model(**append_tokens(batch, tokens, mask), use_cache=False, logits_to_keep=1)
 
     def scoring(answers: str):
         def run():
@@ -245,6 +249,86 @@ def launch_proxy(adapter, device: str) -> str:
     return f"torch calls per layer inside the attention function: plain {plain:.0f}, capturing rows {capture:.0f}"
 
 
+def _answer_capture(length: int, steps: int) -> Capture:
+    """What OCR scoring captures while generating: the last prompt row and every written token's row, 16 key sets."""
+    return Capture(torch.arange(length - 1, length + steps)[None], key_sets=torch.zeros(1, KEY_SETS, length + steps,
+                   dtype=torch.bool), unseen_ok=True)  # fmt: skip
+
+
+def decoding_launch_proxy(adapter, device: str, steps: int = 8) -> str:
+    """Torch calls on GPU tensors of the whole model per decoding step of `generate`, plain and capturing the answer's
+    rows (deferred rows computed at the session's end included): a decoding step's GPU time is its launches."""
+    batch = _page_batch(adapter, 512, device)
+    pad = adapter.processor.tokenizer.pad_token_id
+    install(adapter.model)
+    per_step = {}
+    for name, capture in (("plain", lambda new: None), ("capture", lambda new: _answer_capture(512, new))):
+        calls = {}
+        for new in (1, 1 + steps):
+            mode = _Calls()
+            placed = virtual_gpus("single", adapter.model) if device == "cpu" else nullcontext()
+            with placed, torch.no_grad(), mode:
+                moved = to_device(batch, adapter.device)
+                mode.counting = True
+                with attention_session(adapter.model, capture=capture(new)):
+                    adapter.model.generate(**moved, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                                           pad_token_id=pad)  # fmt: skip
+                mode.counting = False
+            calls[new] = mode.calls
+        per_step[name] = (calls[1 + steps] - calls[1]) / steps
+    plain, capture = per_step["plain"], per_step["capture"]
+    return f"torch calls per decoding step, whole model: plain {plain:.0f}, capturing rows {capture:.0f}"
+
+
+def decoding_table(adapter, samples, pages, device: str, shape: str, steps: int = 32) -> str:
+    """One batch's prefill (generate of one token) and mean decoding step ((generate of 1 + steps) - prefill) / steps,
+    plain and capturing the answer's rows."""
+    chosen, images = samples[:BATCH], pages[:BATCH]
+    batch = adapter.encode([adapter.prompt(s.question, 1) for s in chosen], images)
+    length = batch["input_ids"].shape[1]
+    pad = adapter.processor.tokenizer.pad_token_id
+    install(adapter.model)
+
+    def generated(new: int, capture):
+        def run():
+            with torch.no_grad(), attention_session(adapter.model, capture=capture):
+                adapter.model.generate(**batch, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                                       pad_token_id=pad)  # fmt: skip
+
+        return run
+
+    cells = []
+    for capture in (None, _answer_capture(length, steps)):
+        prefill = _measured(generated(1, capture), device)[0]
+        whole = _measured(generated(1 + steps, capture), device)[0]
+        cells += [prefill, (whole - prefill) / steps]
+    shown = [_shown(seconds, None) for seconds in cells]
+    ratio = cells[3] / cells[1]
+    return f"| {shape} | {BATCH} x {length:,} tokens | {' | '.join(shown)} ({ratio:.2f}x) |"
+
+
+def decoding_profile(adapter, samples, pages, device: str, steps: int = 8) -> str:
+    """Where a plain decoding step's time goes: torch's profiler over the steps of one batch's generate (prefill
+    subtracted by profiling it alone), the ops with the most host time, and the host's waits for the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    chosen, images = samples[:BATCH], pages[:BATCH]
+    batch = adapter.encode([adapter.prompt(s.question, 1) for s in chosen], images)
+    pad = adapter.processor.tokenizer.pad_token_id
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.no_grad():
+        adapter.model.generate(**batch, max_new_tokens=2, do_sample=False, pad_token_id=pad)  # warm-up
+        with profile(activities=activities) as profiled:
+            adapter.model.generate(**batch, max_new_tokens=1 + steps, min_new_tokens=1 + steps, do_sample=False,
+                                   pad_token_id=pad)  # fmt: skip
+    events = profiled.key_averages()
+    waiting = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "aten::_local_scalar_dense")  # syncs, item()
+    waits = sum(event.count for event in events if event.key in waiting)
+    table = events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40)
+    title = f"generate of {1 + steps} tokens, batch {len(chosen)}: the host waited for the GPU {waits} times"
+    return f"{title}\n\n```\n{table}```\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["2b", "7b"], choices=["tiny", "2b", "7b"])
@@ -263,13 +347,17 @@ def main() -> None:
         for shape in shapes:  # each shape's tables as soon as they are measured: a deadline keeps what was done
             model, processor = qwen2_vl_shaped(shape, device, dtype)
             adapter = adapter_class(model.config)(model, processor)
-            print(f"\n## {shape}\n\n{launch_proxy(adapter, device)}\n", flush=True)
+            print(f"\n## {shape}\n\n{launch_proxy(adapter, device)}", flush=True)
+            print(f"{decoding_launch_proxy(adapter, device)}\n", flush=True)
             _table(["model", "tokens", "plain SDPA forward", "with ocrheads' capture", "eager `output_attentions`"],
                    capture_table(adapter, lengths, device, shape))  # fmt: skip
             _table(["model", f"answers (batch {BATCH})", "plain generate / forward", "ocrheads score ocr", "ratio"],
                    whole_run_table(adapter, samples, pages, device, shape))  # fmt: skip
             _table(["model", "batch", "plain forward", "causal estimate", "ratio"],
                    [causal_line(adapter, samples, pages, device, shape)])  # fmt: skip
+            _table(["model", "batch", "prefill, plain", "decoding step, plain", "prefill, capturing",
+                    "decoding step, capturing"], [decoding_table(adapter, samples, pages, device, shape)])  # fmt: skip
+            print(decoding_profile(adapter, samples, pages, device), flush=True)
             del model, adapter
             if device == "cuda":
                 torch.cuda.empty_cache()

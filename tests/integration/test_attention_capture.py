@@ -72,6 +72,28 @@ def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
         assert (captured.probs - want).abs().max() < TOLERANCE, f"layer {layer}"
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "gemma3"])
+def test_ragged_decoding_rows_equal_eager_rows(family):
+    """Each item's rows one position apart: two decoding steps compute the same capture column (for different items),
+    and the sliding-window layer of gemma3 drops keys while they do."""
+    tiny = tiny_model(family)
+    model, batch = tiny.model, padded_batch(tiny)
+    install(model)
+    length = batch["input_ids"].shape[1]
+    steps = 4
+    rows = torch.stack([torch.arange(length - 1, length + 2), torch.arange(length, length + 3)])
+    with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
+        sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
+    _, eager = _eager_attentions(model, extend_for(batch, sequences))
+    for layer, reference in enumerate(eager):
+        captured = to_cpu(s.captured(layer))
+        assert torch.equal(captured.positions, rows)
+        keys = captured.probs.shape[-1]
+        for item in range(2):
+            want = reference[item, :, rows[item], :keys]
+            assert (captured.probs[item] - want).abs().max() < TOLERANCE, f"layer {layer} item {item}"
+
+
 def test_bad_requests_name_the_fix():
     tiny = tiny_model("qwen2_vl")
     model, batch = tiny.model, padded_batch(tiny)

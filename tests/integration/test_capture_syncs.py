@@ -1,6 +1,7 @@
-"""Capturing rows never makes the host wait for a GPU inside the registered attention function: each wait costs a
-full stop of the GPU's queue in every layer of every forward call. Counted on the CPU under virtual devices (each op
-that would read a GPU tensor's values or copy between host and GPU), and on a GPU with CUDA's own sync check."""
+"""Capturing rows never makes the host wait for a GPU inside the registered attention function, nor where decoding
+steps' deferred rows are computed: each wait costs a full stop of the GPU's queue in every layer of every forward
+call. Counted on the CPU under virtual devices (each op that would read a GPU tensor's values or copy between host and
+GPU), and on a GPU with CUDA's own sync check."""
 
 from contextlib import contextmanager
 
@@ -25,20 +26,27 @@ def data(tmp_path_factory):
 
 @contextmanager
 def inside_the_attention_function(begin, end):
-    """Call `begin()` on entering ocrheads' attention function and `end()` on leaving it, in every layer."""
+    """Call `begin()` on entering ocrheads' attention function (or the computation of deferred rows) and `end()` on
+    leaving it, in every layer."""
 
-    def wrapped(*args, **kwargs):
-        begin()
-        try:
-            return function.ocrheads_attention(*args, **kwargs)
-        finally:
-            end()
+    def around(run):
+        def wrapped(*args, **kwargs):
+            begin()
+            try:
+                return run(*args, **kwargs)
+            finally:
+                end()
 
-    AttentionInterface.register(function.ATTENTION_NAME, wrapped)
+        return wrapped
+
+    finish = function.DeferredRows.finish
+    AttentionInterface.register(function.ATTENTION_NAME, around(function.ocrheads_attention))
+    function.DeferredRows.finish = around(finish)
     try:
         yield
     finally:
         AttentionInterface.register(function.ATTENTION_NAME, function.ocrheads_attention)
+        function.DeferredRows.finish = finish
 
 
 def _captures(adapter, images, pages, texts):
@@ -84,6 +92,21 @@ def test_the_count_sees_a_wait_planted_in_the_capture_path(data, monkeypatch):
     monkeypatch.setattr(function, "_capture", planted)
     syncs = _counted_syncs(adapter, data, "single")
     assert syncs and set(syncs) == {"TensorBase.item"}
+
+
+def test_the_count_sees_a_wait_planted_where_decoding_rows_are_joined(data, monkeypatch):
+    adapter = tiny_adapter("qwen2_vl")
+    install(adapter.model)
+    original = function._joined_rows
+
+    def planted(steps, call, capture):
+        joined = original(steps, call, capture)
+        joined.positions.tolist()  # only decoding steps' rows are joined, after generate returns
+        return joined
+
+    monkeypatch.setattr(function, "_joined_rows", planted)
+    syncs = _counted_syncs(adapter, data, "single")
+    assert syncs and set(syncs) == {"TensorBase.tolist"}
 
 
 @pytest.mark.skipif(

@@ -49,7 +49,7 @@ def test_every_family_passes_in_float32_and_bfloat16(family, dtype, passkey):
 def test_a_broken_mask_or_output_fails(passkey, monkeypatch):
     adapter = tiny_adapter("qwen2_vl")
     with monkeypatch.context() as broken:  # rows see every key, padding and the future included
-        broken.setattr(function._Call, "bias", lambda self, rows, dtype=torch.float32: torch.zeros((), dtype=dtype))
+        broken.setattr(function._Masking, "bias", lambda self, rows, dtype=torch.float32: torch.zeros((), dtype=dtype))
         checks = _by_name(verify(adapter, *passkey))
     assert checks["captured rows vs float64"].status == "fail"
     assert checks["captured rows vs eager attention"].status == "fail"
@@ -70,7 +70,7 @@ def test_the_cli_passes_on_the_demo_model_and_exits_1_on_a_broken_function(capsy
     assert main(["verify", "--model", str(BUNDLED_MODEL), "--dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     assert "all checks passed" in out and "the paper's method" in out
-    monkeypatch.setattr(function._Call, "bias", lambda self, rows, dtype=torch.float32: torch.zeros((), dtype=dtype))
+    monkeypatch.setattr(function._Masking, "bias", lambda self, rows, dtype=torch.float32: torch.zeros((), dtype=dtype))
     assert main(["verify", "--model", str(BUNDLED_MODEL)]) == 1
     assert "check(s) failed: captured rows vs float64, captured rows vs eager attention" in capsys.readouterr().out
     assert main(["verify", "--model", str(BUNDLED_MODEL), "--sample", "passkey-00000"]) == 2

@@ -13,6 +13,10 @@ queries the last Q; the session counts the end (see AttentionSession.advance).
 Masks: transformers hands this function the same masks as SDPA (`sdpa_mask`): None where causal attention may
 be implied (then query i sees keys up to K - Q + i, which also covers cached decoding), or a boolean /
 additive (batch, 1, Q, K) mask.
+
+Decoding: a step's captured row waits, as its query and mask row only, until a later step of the same layer holds
+all of its keys; the rows of all steps are then computed at once (DeferredRows). A decoding step's GPU time is
+kernel launches, and computing its row at once would launch some thirty more in every layer of every step.
 """
 
 from __future__ import annotations
@@ -32,12 +36,38 @@ EDIT_CHUNK_ROWS = 512
 _MASKED = torch.finfo(torch.float32).min
 
 
+@dataclass(frozen=True)
+class _Masking:
+    """One call's mask as transformers passed it, and the sizes it is read with: enough to rebuild the mask of any
+    of the call's query rows later, without the call's keys."""
+
+    mask: torch.Tensor | None
+    batch: int
+    q_len: int
+    k_len: int
+
+    def bias(self, local_rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Additive mask (batch, 1, R, K) in `dtype` for query rows given as indices into the call's queries."""
+        if self.mask is None:
+            absolute = local_rows + (self.k_len - self.q_len)
+            allowed = torch.arange(self.k_len, device=local_rows.device) <= absolute[:, None, :, None]
+            return torch.where(allowed, 0.0, _MASKED).to(dtype)
+        rows = self.rows(local_rows)
+        return (torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows).to(dtype)
+
+    def rows(self, local_rows: torch.Tensor) -> torch.Tensor | None:
+        """The mask (batch, 1, R, K) at the given query rows, as it is; None: causal."""
+        if self.mask is None:
+            return None
+        mask = self.mask[..., : self.k_len].expand(self.batch, -1, -1, -1)
+        return mask.gather(2, local_rows[:, None, :, None].expand(-1, mask.shape[1], -1, self.k_len))
+
+
 class _Call:
     """One attention call's tensors and the geometry shared by captures and edits."""
 
     def __init__(self, query, key, value, attention_mask, scaling, softcap, end):
         self.query, self.key, self.value = query, key, value
-        self.mask = attention_mask
         self.batch, self.heads, self.q_len, _ = query.shape
         self.kv_heads, self.k_len = key.shape[1], key.shape[2]
         self.group = self.heads // self.kv_heads
@@ -45,25 +75,8 @@ class _Call:
         self.query_offset = end - self.q_len  # absolute position of query 0
         self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         self.softcap = softcap
+        self.masking = _Masking(attention_mask, self.batch, self.q_len, self.k_len)
         self._keys: dict[torch.dtype, torch.Tensor] = {}
-        if attention_mask is None and 1 < self.q_len < self.k_len:
-            raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
-
-    def bias(self, local_rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Additive mask (batch, 1, R, K) in `dtype` for query rows given as indices into this call's queries."""
-        if self.mask is None:
-            absolute = local_rows + (self.k_len - self.q_len)
-            allowed = torch.arange(self.k_len, device=local_rows.device) <= absolute[:, None, :, None]
-            return torch.where(allowed, 0.0, _MASKED).to(dtype)
-        rows = self.mask_rows(local_rows)
-        return (torch.where(rows, 0.0, _MASKED) if rows.dtype == torch.bool else rows).to(dtype)
-
-    def mask_rows(self, local_rows: torch.Tensor) -> torch.Tensor | None:
-        """The mask transformers passed (batch, 1, R, K) at the given query rows, as it is; None: causal."""
-        if self.mask is None:
-            return None
-        mask = self.mask[..., : self.k_len].expand(self.batch, -1, -1, -1)
-        return mask.gather(2, local_rows[:, None, :, None].expand(-1, mask.shape[1], -1, self.k_len))
 
     def key_in(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype not in self._keys:
@@ -96,7 +109,7 @@ class _SharedRows:
     once per call and device instead of in every layer: each op is a kernel launch on a GPU, and launches, not
     arithmetic, are what capturing costs there."""
 
-    local: torch.Tensor  # (batch, C) the rows' indices among the call's queries
+    local: torch.Tensor | None  # (batch, C) the rows' indices among the call's queries (None: rows of several calls)
     positions: torch.Tensor  # (batch, R) absolute positions of the rows this call computes, -1 elsewhere
     bias: torch.Tensor  # (batch, 1, C, K) additive mask in the exact dtype
     key_sets: torch.Tensor | None  # (batch, S, K) in the exact dtype
@@ -109,19 +122,34 @@ def _shared_rows(call: _Call, capture: Capture, columns: slice) -> _SharedRows:
     local = rows - call.query_offset
     valid = (rows >= 0) & (local >= 0) & (local < call.q_len)
     local = local[:, columns].clamp(0, call.q_len - 1)
+    key_sets, blocked = _key_columns(call, capture, precision)
+    return _SharedRows(local, torch.where(valid, rows, -1), call.masking.bias(local, precision), key_sets, blocked)
+
+
+def _key_columns(call: _Call, capture: Capture, precision: torch.dtype) -> tuple:
+    """The key sets (batch, S, K) in `precision` and the keys the argmax may not pick (batch, 1, 1, K), at the
+    call's keys."""
+    device = call.query.device
     keys = slice(call.key_offset, call.key_offset + call.k_len)
     key_sets = None if capture.key_sets is None else capture.key_sets.to(device)[..., keys].to(precision)
     blocked = None if capture.argmax_keys is None else ~capture.argmax_keys.to(device)[:, None, None, keys]
-    return _SharedRows(local, torch.where(valid, rows, -1), call.bias(local, precision), key_sets, blocked)
+    return key_sets, blocked
 
 
-def _capture(call: _Call, capture: Capture, layer: int, columns: slice, shared: _SharedRows) -> CapturedRows:
-    """Probabilities of the requested rows this call computes: only `columns` of `capture.rows`, those some batch
-    item has in this call (a decoding step computes one of the answer's rows, not all of them). Nothing here waits
-    for the GPU: the columns come from the host, and everything else stays on the layer's device."""
-    size = capture.rows.shape[1]
+def _query_rows(call: _Call, shared: _SharedRows) -> torch.Tensor:
+    """The queries (batch, heads, C, D) of the captured rows this call computes."""
     head_dim = call.query.shape[-1]
-    query_rows = call.query.gather(2, shared.local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
+    return call.query.gather(2, shared.local[:, None, :, None].expand(-1, call.heads, -1, head_dim))
+
+
+def _capture(
+    call: _Call, capture: Capture, layer: int, columns: slice, shared: _SharedRows, query_rows: torch.Tensor
+) -> CapturedRows:
+    """Probabilities of the requested rows `query_rows` against the call's keys: only `columns` of `capture.rows`,
+    those some batch item has in this call (a decoding step computes one of the answer's rows, not all of them).
+    Nothing here waits for the GPU: the columns come from the host, and everything else stays on the layer's
+    device."""
+    size = capture.rows.shape[1]
     probs = (call.scores(query_rows, dtype=shared.bias.dtype) + shared.bias).softmax(-1)
     mass = None
     if shared.key_sets is not None:
@@ -129,7 +157,7 @@ def _capture(call: _Call, capture: Capture, layer: int, columns: slice, shared: 
     eligible = probs if shared.blocked is None else probs.masked_fill(shared.blocked, -1.0)
     inputs = None
     if capture.keep_inputs:
-        mask_rows = call.mask_rows(shared.local)
+        mask_rows = call.masking.rows(shared.local)
         inputs = AttentionInputs(
             query_rows, call.key, mask_rows, shared.local, columns, call.q_len, call.scaling, call.softcap
         )
@@ -143,6 +171,90 @@ def _capture(call: _Call, capture: Capture, layer: int, columns: slice, shared: 
         else None,
         inputs=inputs,
     )
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a cache key holds the step, not a reusable id
+class _Step:
+    """A decoding step whose captured rows wait: its mask, where its query sits, and which capture columns it holds
+    (one per batch item's row at that position). Made once per step, shared by its layers; no torch call."""
+
+    masking: _Masking
+    position: int
+    columns: slice
+
+    @property
+    def width(self) -> int:
+        return self.columns.stop - self.columns.start
+
+
+class DeferredRows:
+    """One layer's decoding steps whose captured rows wait for the step that holds all their keys: each step adds
+    its query and its `_Step`, and nothing is computed until `finish`. Steps join while the keys they see start at
+    the same position (a sliding-window cache that drops keys ends the wait, and the rows are computed then) and
+    while each capture column is held by one step (ragged rows can put a column's rows at two positions)."""
+
+    def __init__(self, call: _Call, capture: Capture, layer: int):
+        self.capture, self.layer = capture, layer
+        self.key_offset = call.key_offset
+        self.queries: list[torch.Tensor] = []
+        self.steps: list[_Step] = []
+        self.last = call
+
+    def joins(self, call: _Call, columns: slice | None) -> bool:
+        after = columns is None or columns.start >= self.steps[-1].columns.stop
+        return call.q_len == 1 and call.k_len > 1 and call.key_offset == self.key_offset and after
+
+    def add(self, call: _Call, step: _Step) -> None:
+        self.last = call
+        self.queries.append(call.query)
+        self.steps.append(step)
+
+    def finish(self, session) -> CapturedRows:
+        """Every step's rows against the last step's keys, which hold each earlier step's keys and more: a key a step
+        did not see is masked in its row, so its probabilities are what the step itself would have computed."""
+        call = self.last
+        columns = slice(self.steps[0].columns.start, self.steps[-1].columns.stop)
+        key = ("deferred", call.query.device, *self.steps)
+        shared = session.shared(key, lambda: _joined_rows(self.steps, call, self.capture))
+        steps = zip(self.queries, self.steps, strict=True)
+        query_rows = torch.cat([query.expand(-1, -1, step.width, -1) for query, step in steps], 2)
+        return _capture(call, self.capture, self.layer, columns, shared, query_rows)
+
+
+def _joined_rows(steps: list[_Step], call: _Call, capture: Capture) -> _SharedRows:
+    """The shared rows of consecutive decoding steps, read at the keys of `call` (the last step's): each step's mask
+    row for each of its columns, the keys after the step masked."""
+    device, precision = call.query.device, exact_dtype(call.query.device)
+    biases = []
+    for step in steps:
+        local = torch.zeros(call.batch, step.width, dtype=torch.long, device=device)
+        bias = step.masking.bias(local, precision)
+        biases.append(torch.nn.functional.pad(bias, (0, call.k_len - step.masking.k_len), value=_MASKED))
+    rows = capture.rows.to(device)
+    held = (rows >= steps[0].position) & (rows <= steps[-1].position)
+    key_sets, blocked = _key_columns(call, capture, precision)
+    return _SharedRows(None, torch.where(held, rows, -1), torch.cat(biases, 2), key_sets, blocked)
+
+
+def _capture_call(session, call: _Call, capture: Capture, layer: int) -> None:
+    """Capture the rows this call computes: at once, or, for a decoding step, deferred (DeferredRows)."""
+    columns = session.shared(("columns", call.query_offset, call.q_len),
+                             lambda: session.columns(call.query_offset, call.query_offset + call.q_len))  # fmt: skip
+    deferred = session.deferred(layer)
+    if deferred is not None and not deferred.joins(call, columns):
+        session.finish_deferred(layer)
+        deferred = None
+    if columns is None:
+        return
+    mask_id = None if call.masking.mask is None else id(call.masking.mask)
+    if call.q_len == 1 and call.k_len > 1 and not capture.keep_inputs:
+        step = session.shared(("step", call.k_len, mask_id), lambda: _Step(call.masking, call.query_offset, columns))
+        if deferred is None:
+            deferred = session.defer(layer, DeferredRows(call, capture, layer))
+        deferred.add(call, step)
+        return
+    shared = session.shared((call.query.device, call.k_len, mask_id), lambda: _shared_rows(call, capture, columns))
+    session.record(_capture(call, capture, layer, columns, shared, _query_rows(call, shared)))
 
 
 def _spread(values: torch.Tensor, columns: slice, size: int) -> torch.Tensor:
@@ -182,7 +294,7 @@ def _edited_heads(call: _Call, heads: torch.Tensor, sink: SinkRedistribution | N
     outputs = []
     for start in range(0, call.q_len, EDIT_CHUNK_ROWS):
         local = torch.arange(start, min(start + EDIT_CHUNK_ROWS, call.q_len), device=device).expand(call.batch, -1)
-        bias = call.bias(local)
+        bias = call.masking.bias(local)
         if sink is None:
             probs = bias.expand(-1, len(head_index), -1, -1).softmax(-1)
         else:
@@ -210,11 +322,11 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
     wants_capture = capture is not None and (capture.layers is None or layer in capture.layers)
     if not wants_capture and layer not in edits.layers():
         return _kept(session, layer, output), None
+    if attention_mask is None and 1 < query.shape[2] < key.shape[2]:
+        raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
     call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"), end)
-    if wants_capture and (columns := session.columns(end - query.shape[2], end)) is not None:
-        key = (query.device, call.k_len, None if attention_mask is None else id(attention_mask))
-        shared = session.shared(key, lambda: _shared_rows(call, capture, columns))
-        session.record(_capture(call, capture, layer, columns, shared))
+    if wants_capture:
+        _capture_call(session, call, capture, layer)
     for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):
         if heads:
             index = session.index(heads, output.device)

@@ -48,6 +48,7 @@ class AttentionSession:
         self._indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
         self._shared: dict = {}  # what the layers of the current forward call share (the attention function's)
         self._records: dict[int, list[CapturedRows]] = {}
+        self._deferred: dict = {}  # layer -> decoding steps' rows not computed yet (the attention function's)
         self._end = 0  # positions processed so far in the current sequence
         self._first_layer: int | None = None
 
@@ -93,6 +94,19 @@ class AttentionSession:
     def record(self, captured: CapturedRows) -> None:
         self._records.setdefault(captured.layer, []).append(captured)
 
+    def deferred(self, layer: int):
+        return self._deferred.get(layer)
+
+    def defer(self, layer: int, rows):
+        """Hold `rows` (the attention function's deferred rows of `layer`) until `finish_deferred`."""
+        self._deferred[layer] = rows
+        return rows
+
+    def finish_deferred(self, layer: int | None = None) -> None:
+        """Compute and record the deferred rows of `layer` (of every layer when None), in layer order."""
+        for held in sorted(self._deferred) if layer is None else [layer]:
+            self.record(self._deferred.pop(held).finish(self))
+
     def add_outputs(self, layer: int, sums: torch.Tensor, tokens: torch.Tensor) -> None:
         self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         if layer == self._first_layer:
@@ -112,10 +126,12 @@ class AttentionSession:
 
     def inputs(self, layer: int) -> list[AttentionInputs]:
         """What each call of `layer` computed its captured rows from (captures with keep_inputs), in call order."""
+        self.finish_deferred()
         return [record.inputs for record in self._records.get(layer, []) if record.inputs is not None]
 
     @property
     def layers(self) -> list[int]:
+        self.finish_deferred()
         return sorted(self._records)
 
     def captured(self, layer: int) -> CapturedRows:
@@ -124,6 +140,7 @@ class AttentionSession:
         Probability rows from calls with fewer keys are padded with zeros on the right (keys that did not
         exist yet), so rows of all calls stack into one (batch, heads, R, K_max) tensor.
         """
+        self.finish_deferred()
         records = self._records.get(layer)
         if not records:
             raise OcrHeadsError(f"nothing was captured in layer {layer}; captured layers: {self.layers}")
@@ -148,6 +165,7 @@ class AttentionSession:
         """Fail if a requested row was never computed (e.g. a position beyond the sequence)."""
         if self.capture is None or self.capture.unseen_ok:
             return
+        self.finish_deferred()
         if not self._records:
             if bool((self.capture.rows >= 0).any()):
                 raise OcrHeadsError("no requested row was computed: did the forward pass run inside the session?")
@@ -218,4 +236,5 @@ def attention_session(
         yield session
     finally:
         ACTIVE.reset(token)
+    session.finish_deferred()  # at once: the rows hold the last step's keys, which the cache has let go of
     session.check_rows_seen()

@@ -39,7 +39,7 @@ def prompt_means(adapter: ModelAdapter, batches) -> dict[int, torch.Tensor]:
     for batch in batches:
         request = OutputSums(batch["attention_mask"].bool())
         with torch.no_grad(), attention_session(adapter.model, output_sums=request) as session:
-            adapter.model(**batch, logits_to_keep=1)
+            adapter.model(**batch, use_cache=False, logits_to_keep=1)
         for layer, sums in session.sums.items():
             totals[layer] = totals[layer] + sums if layer in totals else sums
         tokens += int(session.summed_tokens)  # read once, after the pass

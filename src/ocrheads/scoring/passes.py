@@ -82,7 +82,7 @@ def write_answers(
         else:
             tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
-            model(**append_tokens(batch, tokens, mask))
+            model(**append_tokens(batch, tokens, mask), use_cache=False, logits_to_keep=1)  # only the rows are read
             written = [list(ids) for ids in gold]
     captured = to_cpu([session.captured(layer) for layer in session.layers])
     return Written(
