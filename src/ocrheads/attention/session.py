@@ -165,7 +165,6 @@ class AttentionSession:
         """Fail if a requested row was never computed (e.g. a position beyond the sequence)."""
         if self.capture is None or self.capture.unseen_ok:
             return
-        self.finish_deferred()
         if not self._records:
             if bool((self.capture.rows >= 0).any()):
                 raise OcrHeadsError("no requested row was computed: did the forward pass run inside the session?")
