@@ -33,7 +33,7 @@ def test_the_reference_file_reproduces_the_papers_counts_bins_and_top_heads(inte
         "(0, 0.1]": 85,
         "(0.1, 0.3]": 32,
         "(0.3, 0.5]": 6,
-        "(0.5, 1]": 6,
+        "> 0.5": 6,
     }
     assert [h.name for h in top_k(internvl, 10, code)] == [*TOP_7, "l9_h9", "l12_h10", "l18_h14"]
     assert np.isclose(internvl.means()[9, 0], 35 / 51)

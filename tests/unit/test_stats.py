@@ -12,11 +12,11 @@ from ocrheads.heads import Head, HeadScores
 
 
 def test_score_bins_put_each_edge_in_the_bin_the_paper_closes_it_in():
-    values = np.array([[0.0, 1e-12, 0.1, 0.1 + 1e-12], [0.3, 0.30001, 0.5, 0.5000001], [1.0, 0.7, -1e-12, 0.2]])
+    values = np.array([[0.0, 1e-12, 0.1, 0.1 + 1e-12], [0.3, 0.30001, 0.5, 0.5000001], [1.0, 2.5, -1e-12, 0.2]])
     found = score_bins(values)
-    assert found == {"< 0": 1, "0": 1, "(0, 0.1]": 2, "(0.1, 0.3]": 3, "(0.3, 0.5]": 2, "(0.5, 1]": 3}
-    assert sum(found.values()) == values.size  # every head in one bin, negative causal scores included
-    assert score_bins([0.05]) == {"< 0": 0, "0": 0, "(0, 0.1]": 1, "(0.1, 0.3]": 0, "(0.3, 0.5]": 0, "(0.5, 1]": 0}
+    assert found == {"< 0": 1, "0": 1, "(0, 0.1]": 2, "(0.1, 0.3]": 3, "(0.3, 0.5]": 2, "> 0.5": 3}
+    assert sum(found.values()) == values.size  # every head in one bin, negative and above-1 causal scores included
+    assert score_bins([0.05]) == {"< 0": 0, "0": 0, "(0, 0.1]": 1, "(0.1, 0.3]": 0, "(0.3, 0.5]": 0, "> 0.5": 0}
     assert sum(found[label] for label in ABOVE_0_1) == 8  # the donut's "> 0.1": the heads past the rules' threshold
 
 

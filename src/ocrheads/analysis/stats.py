@@ -9,7 +9,7 @@ from scipy import stats
 
 from ocrheads.heads import Head, HeadScores
 
-BIN_LABELS = ("< 0", "0", "(0, 0.1]", "(0.1, 0.3]", "(0.3, 0.5]", "(0.5, 1]")
+BIN_LABELS = ("< 0", "0", "(0, 0.1]", "(0.1, 0.3]", "(0.3, 0.5]", "> 0.5")  # causal scores pass 1
 ABOVE_0_1 = BIN_LABELS[3:]  # the bins past 0.1, the selection rules' threshold
 
 
