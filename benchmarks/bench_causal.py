@@ -21,7 +21,7 @@ from scipy import stats
 from ocrheads.attention import Capture, attention_session, install
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import open_page, read_manifest
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.means import prompt_means
 from ocrheads.models import load_adapter

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from ocrheads.demo.run import BUNDLED_MODEL, DemoSettings, run_demo
+from ocrheads.demo.run import run_demo
+from ocrheads.demo.settings import BUNDLED_MODEL, DemoSettings
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.metrics import estimate
 from ocrheads.models import load_adapter

@@ -38,9 +38,9 @@ from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
 from ocrheads.devices import to_device
 from ocrheads.models import adapter_class
-from ocrheads.scoring.causal import CausalOptions, score_causal_batch
+from ocrheads.scoring.causal import score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
-from ocrheads.scoring.options import scoring_options
+from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.table import CausalTable, EntryTable
 from ocrheads.testing.qwen2_vl_shapes import qwen2_vl_shaped
 from ocrheads.testing.virtual_devices import virtual_gpus

@@ -29,7 +29,7 @@ def plain_generate(data: Path, device: str = "cpu") -> None:
     from PIL import Image
 
     from ocrheads.data.manifest import read_manifest
-    from ocrheads.demo.run import BUNDLED_MODEL
+    from ocrheads.demo.settings import BUNDLED_MODEL
     from ocrheads.models import load_adapter
 
     adapter = load_adapter(BUNDLED_MODEL, device=device)
@@ -61,7 +61,7 @@ def main() -> None:
         plain_generate(args.worker, args.device)
         return
     from ocrheads.data.generate import generate
-    from ocrheads.demo.run import BUNDLED_MODEL
+    from ocrheads.demo.settings import BUNDLED_MODEL
     from ocrheads.demo.task import DemoTask
 
     task = DemoTask()

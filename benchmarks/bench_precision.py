@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 
 from ocrheads.attention import Capture, attention_session, install, use_text_attention
 from ocrheads.data.generate import generate
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.models import adapter_class, load_adapter
 from ocrheads.scoring.evidence import answer_units, evidence

@@ -18,7 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from ocrheads.demo.run import DemoSettings, run_demo
+from ocrheads.demo.run import run_demo
+from ocrheads.demo.settings import DemoSettings
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.metrics import estimate
 from ocrheads.models import load_adapter

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from transformers import BatchEncoding
 
+from ocrheads.device_names import DEVICES, DTYPE_NAMES
 from ocrheads.errors import OcrHeadsError
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEVICES = "cpu, cuda, cuda:N or auto"
+DTYPES = {name: name if name == "auto" else getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def resolve_device(spec: str) -> str:

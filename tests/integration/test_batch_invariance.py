@@ -10,7 +10,7 @@ from PIL import Image
 
 from ocrheads.attention import attention_session, install
 from ocrheads.data.generate import generate
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample
@@ -19,9 +19,9 @@ from ocrheads.eval.prompts import encode_questions
 from ocrheads.eval.runner import Intervention, edits_for
 from ocrheads.heads import Head
 from ocrheads.models import load_adapter
-from ocrheads.scoring.causal import CausalOptions, score_causal_batch
+from ocrheads.scoring.causal import score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
-from ocrheads.scoring.options import scoring_options
+from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
 from ocrheads.scoring.table import CausalTable, EntryTable
 

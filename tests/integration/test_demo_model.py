@@ -6,13 +6,15 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ocrheads.demo.run import BUNDLED_MODEL, DemoSettings, run_demo
+from ocrheads.demo.run import run_demo
+from ocrheads.demo.settings import BUNDLED_MODEL, DemoSettings
 from ocrheads.demo.task import DemoTask
 from ocrheads.models import load_adapter
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.report.browser import find_chromium
 from ocrheads.training.provenance import provenance_markdown
-from ocrheads.training.train import TrainSettings, recorded_setup
+from ocrheads.training.schedule import TrainSettings
+from ocrheads.training.train import recorded_setup
 
 K = 4
 

@@ -5,7 +5,8 @@ import pytest
 from rich.console import Console
 
 from ocrheads.cli import main
-from ocrheads.demo.run import DemoSettings, run_demo
+from ocrheads.demo.run import run_demo
+from ocrheads.demo.settings import DemoSettings
 from ocrheads.report.browser import find_chromium
 
 STAGES = ["ocr/scores.json", "retrieval/scores.json", "analysis.json", "mask/results.parquet", "sink/results.parquet"]

@@ -22,16 +22,8 @@ from ocrheads.training import provenance
 from ocrheads.training.architecture import build_model, build_processor, build_tokenizer
 from ocrheads.training.examples import TRAINING_DIGITS, Examples, encode_for_training, glyph_targets
 from ocrheads.training.reading import PROBE_FILE, GlyphReading, KeyAlignment
-from ocrheads.training.train import (
-    OPTIMIZER_FILE,
-    RECIPE,
-    Stage,
-    TrainSettings,
-    learning_rate,
-    modality_at,
-    recorded_setup,
-    train_demo,
-)
+from ocrheads.training.schedule import RECIPE, Stage, TrainSettings, learning_rate, modality_at
+from ocrheads.training.train import OPTIMIZER_FILE, recorded_setup, train_demo
 
 
 @pytest.fixture(scope="module")

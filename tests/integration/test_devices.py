@@ -9,7 +9,7 @@ import yaml
 
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.devices import to_device
 from ocrheads.errors import OcrHeadsError

@@ -9,10 +9,11 @@ from rich.console import Console
 
 from ocrheads.attention import install
 from ocrheads.cli import main
-from ocrheads.demo.run import DemoSettings, run_demo
-from ocrheads.scoring.causal import CausalOptions, score_causal_batch
+from ocrheads.demo.run import run_demo
+from ocrheads.demo.settings import DemoSettings
+from ocrheads.scoring.causal import score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
-from ocrheads.scoring.options import scoring_options
+from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
 from ocrheads.scoring.table import CausalTable, EntryTable
 from ocrheads.testing.tiny import FAMILIES

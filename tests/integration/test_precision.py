@@ -7,7 +7,7 @@ from PIL import Image
 
 from ocrheads.attention import Capture, attention_session, function, install, use_text_attention
 from ocrheads.data.generate import generate
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.models import load_adapter
 from ocrheads.testing.tiny import FAMILIES

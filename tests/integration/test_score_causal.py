@@ -16,7 +16,8 @@ from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
 from ocrheads.scoring.answers import encode_samples
-from ocrheads.scoring.causal import CausalOptions, score_causal_batch
+from ocrheads.scoring.causal import score_causal_batch
+from ocrheads.scoring.options import CausalOptions
 from ocrheads.scoring.table import CausalTable
 from ocrheads.select import SelectionRule
 

@@ -10,7 +10,8 @@ from ocrheads.data.generate import generate
 from ocrheads.devices import to_cpu
 from ocrheads.errors import DataError
 from ocrheads.heads import Head
-from ocrheads.scoring.ocr import OCR, score_ocr_batch
+from ocrheads.scoring.kinds import OCR
+from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.tiny import FAMILIES

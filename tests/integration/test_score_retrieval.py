@@ -11,15 +11,15 @@ from tokenizers.processors import TemplateProcessing
 from ocrheads.attention import install
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import Sample
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head
 from ocrheads.models import load_adapter
 from ocrheads.scoring.answers import text_prompt
-from ocrheads.scoring.ocr import OCR
+from ocrheads.scoring.kinds import OCR, RETRIEVAL
 from ocrheads.scoring.options import scoring_options
-from ocrheads.scoring.retrieval import RETRIEVAL, score_retrieval_batch
+from ocrheads.scoring.retrieval import score_retrieval_batch
 from ocrheads.scoring.table import EntryTable
 
 from .tiny_inputs import tiny_adapter

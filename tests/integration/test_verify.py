@@ -8,7 +8,7 @@ from PIL import Image
 from ocrheads.attention import function
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
-from ocrheads.demo.run import BUNDLED_MODEL
+from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.testing.tiny import FAMILIES
 from ocrheads.verify import verify
 

@@ -1,5 +1,6 @@
-"""The command line builds only the arguments of the command it runs: `--help` and the commands that load no model
-start without torch, transformers or matplotlib (seconds each), and every command's own arguments still build."""
+"""The command line builds only the arguments of the command it runs, from settings that need no torch: every
+command's `--help`, and the commands that load no model, start without torch, transformers or matplotlib (seconds
+each); and every command's own arguments still build."""
 
 import subprocess
 import sys
@@ -33,9 +34,27 @@ def test_help_and_model_free_commands_start_without_heavy_imports(argv):
     assert heavy == [], heavy
 
 
+# Their formats come from exchange.py, which opens run directories: the run package's claim waits on other ranks
+# through torch.distributed.
+HELP_WITH_TORCH = ("scores", "heads")
+
+
+def test_every_command_s_help_starts_without_heavy_imports():
+    """One process builds every command's help in turn (a process each would take a minute)."""
+    commands = [name for group in GROUPS for name in group.COMMANDS if name not in HELP_WITH_TORCH]
+    each = "for name in sys.argv[1:]:\n    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
+    probe = PROBE.replace("try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n", each)
+    found = subprocess.run([sys.executable, "-c", probe, *commands], capture_output=True, text=True, check=True)
+    usages = [line.split()[2] for line in found.stdout.splitlines() if line.startswith("usage: ocrheads ")]
+    assert usages == commands
+    assert found.stdout.splitlines()[-1].split() == []
+
+
 def test_the_heavy_imports_are_seen_where_a_command_needs_them():
-    """The probe itself can fail: the score command's arguments name the scoring kinds, which import torch."""
-    assert "torch" in _heavy_imports(["score", "--help"])[1]
+    """The probe itself can fail: verify loads a model, so it imports torch before it finds no checkpoint."""
+    printed, heavy = _heavy_imports(["verify", "--model", "/nonexistent/checkpoint"])
+    assert "there is no folder /nonexistent/checkpoint" in printed or heavy  # (the error goes to stderr)
+    assert "torch" in heavy and "transformers" in heavy
 
 
 @pytest.mark.parametrize("command", [name for group in GROUPS for name in group.COMMANDS])

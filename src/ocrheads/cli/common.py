@@ -11,19 +11,18 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
+from ocrheads.device_names import DEVICES, DTYPE_NAMES
 from ocrheads.errors import OcrHeadsError
 
 Subparsers = argparse._SubParsersAction
 
 
 def model_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    from ocrheads.devices import DEVICES, DTYPES
-
     group = parser.add_argument_group("model")
     if required:
         group.add_argument("--model", required=True, help="hub id or local checkpoint folder")
     group.add_argument("--device", default="cpu", help=f"{DEVICES} (default %(default)s)")
-    group.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: the checkpoint's own")
+    group.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help="auto: the checkpoint's own")
     group.add_argument("--device-map", choices=("auto",), help="spread a model too big for one GPU over all GPUs")
     group.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
     text = "folder for the native conversions of remote-code InternVL checkpoints (default: beside the hub cache)"

@@ -11,7 +11,7 @@ from ocrheads.errors import OcrHeadsError
 
 
 def _add_demo(demo: argparse.ArgumentParser) -> None:
-    from ocrheads.demo.run import DemoSettings
+    from ocrheads.demo.settings import DemoSettings
 
     default = DemoSettings()
     demo.add_argument("--out", type=Path, default=default.out, help="run directory (default %(default)s)")
@@ -26,8 +26,8 @@ def _add_demo(demo: argparse.ArgumentParser) -> None:
 
 
 def _add_train_demo(train: argparse.ArgumentParser) -> None:
-    from ocrheads.devices import DEVICES
-    from ocrheads.training.train import RECIPE, TrainSettings
+    from ocrheads.device_names import DEVICES
+    from ocrheads.training.schedule import RECIPE, TrainSettings
 
     settings = TrainSettings()
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
@@ -45,7 +45,7 @@ def _add_train_demo(train: argparse.ArgumentParser) -> None:
     text += "not sit where text tokens do (a recipe variant)"
     train.add_argument("--untied-reading", action="store_true", help=text)
     stage = train.add_argument_group("one stage instead of the recipe", f"the recipe: {len(RECIPE)} stages, "
-                                     f"{sum(s.steps for s in RECIPE)} steps (training.train.RECIPE)")  # fmt: skip
+                                     f"{sum(s.steps for s in RECIPE)} steps (training.schedule.RECIPE)")  # fmt: skip
     stage.add_argument("--steps", type=int)
     stage.add_argument("--learning-rate", type=float, help="peak, after warm-up (2e-3)")
     stage.add_argument("--decay", type=float, help="final fraction of the steps, falling to 10 %% (0.25)")
@@ -69,7 +69,8 @@ COMMANDS = {
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from ocrheads.demo.run import DemoSettings, run_demo
+    from ocrheads.demo.run import run_demo
+    from ocrheads.demo.settings import DemoSettings
 
     settings = DemoSettings(
         out=args.out, model=args.model or DemoSettings.model, score_samples=args.score_samples,
@@ -81,7 +82,8 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_train_demo(args: argparse.Namespace) -> None:
-    from ocrheads.training.train import RECIPE, Stage, TrainSettings, train_demo
+    from ocrheads.training.schedule import RECIPE, Stage, TrainSettings
+    from ocrheads.training.train import train_demo
 
     custom = {"steps": args.steps, "learning_rate": args.learning_rate, "decay": args.decay,
               "text_every": args.text_every, "eval_samples": args.eval_samples}  # fmt: skip

@@ -18,9 +18,8 @@ from ocrheads.cli.common import (
 
 
 def _add_score(score: argparse.ArgumentParser) -> None:
-    from ocrheads.scoring.causal import MAX_BATCH_TOKENS
     from ocrheads.scoring.kinds import KINDS, NAMES
-    from ocrheads.scoring.options import PRESETS
+    from ocrheads.scoring.options import MAX_BATCH_TOKENS, PRESETS
 
     score.add_argument("kind", choices=NAMES, help="; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()))
     score.add_argument("--data", required=True, type=Path, help="dataset folder (the samples the kind scores)")

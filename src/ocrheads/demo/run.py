@@ -8,7 +8,7 @@ Every stage resumes: a rerun of the same command skips what is done.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -17,6 +17,7 @@ from rich.console import Console
 from ocrheads.analysis.runs import analyze_run, select_run
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
+from ocrheads.demo.settings import DemoSettings
 from ocrheads.demo.task import DemoTask
 from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.conditions import masking_conditions, sink_conditions
@@ -30,28 +31,6 @@ from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.overlays import write_overlays
 from ocrheads.scoring.runner import score
 from ocrheads.select import SelectionRule
-
-BUNDLED_MODEL = Path(__file__).parent / "model"
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    out: Path = Path("runs/demo")
-    model: Path = BUNDLED_MODEL
-    score_samples: int = 40  # per modality, for scoring heads
-    eval_samples: int = 80  # per modality, for masking and sink redistribution (other samples than scoring's)
-    k: tuple[int, ...] = (2, 4)
-    random_seeds: int = 3
-    sink_top: int = 2
-    beta: float = 0.4
-    batch_size: int = 16
-    data_seed: int = 2026
-    task: DemoTask = field(default_factory=DemoTask)
-    device: str = "cpu"
-    dtype: str = "auto"
-    device_map: str | None = None
-    pixels: dict = field(default_factory=dict)
-    convert_cache: Path | None = None  # where a remote-code InternVL --model is converted (default: by the hub cache)
 
 
 def _dataset(folder: Path, modality: str, n: int, seed: int, task: DemoTask) -> Path:

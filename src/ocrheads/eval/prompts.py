@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ocrheads.eval.datasets import EvalSample
-from ocrheads.models.base import ModelAdapter
+
+if TYPE_CHECKING:
+    from ocrheads.models.base import ModelAdapter
 
 PROMPTS = ("direct", "cot")
 COT = (

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from transformers import BatchEncoding
@@ -27,10 +26,8 @@ from transformers import BatchEncoding
 from ocrheads.attention import Edits, HeadOutputs, attention_session
 from ocrheads.devices import to_cpu
 from ocrheads.models.base import ModelAdapter
+from ocrheads.scoring.options import Ablation, Metric
 from ocrheads.scoring.passes import append_tokens
-
-Ablation = Literal["zero", "mean"]
-Metric = Literal["logprob", "logit"]
 
 
 @dataclass

@@ -13,11 +13,9 @@ little of it is padding. Items are independent: the scores are those of one pass
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import BatchEncoding
 
 from ocrheads.data.manifest import Sample, open_pages
@@ -26,60 +24,11 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.means import prompt_means
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import encode_samples, gold_ids
-from ocrheads.scoring.attribution import Ablation, Metric, estimate, exact, largest_drops, teacher_forced
-from ocrheads.scoring.kind import Batch, ScoringKind
+from ocrheads.scoring.attribution import estimate, exact, largest_drops, teacher_forced
+from ocrheads.scoring.kind import Batch
+from ocrheads.scoring.options import MAX_BATCH_TOKENS, CausalOptions
 from ocrheads.scoring.passes import until_end
-from ocrheads.scoring.table import CAUSAL_SCHEMA, CausalTable, Outcome
-
-MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: about 22 GB of activations for the 2B shape
-IG_STEPS = 8
-EXACT_TOP = 12  # the two-stage search's heads per sample: 7-9 of exact's top 10 on the demo model (BENCHMARKS.md)
-
-
-class CausalOptions(BaseModel):
-    """How causal scores are taken (pinned in the run's config): how much each head's output matters for the
-    answer, gold by default."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    ablation: Ablation = Field(
-        "zero", description="what an ablated head outputs: zero, or its mean output over the set's prompts"
-    )
-    metric: Metric = Field("logprob", description="of each answer token: its log-probability, or its logit")
-    answers: Literal["gold", "generated"] = Field(
-        "gold", description="teacher-force the gold answer, or what the model writes"
-    )
-    method: Literal["atp", "ig"] = Field(
-        "atp",
-        description="the estimate: atp, first order (one forward and backward pass); ig, integrated gradients along "
-        "the ablation path (--steps passes)",
-    )
-    steps: int | None = Field(None, gt=0, description=f"ig: points on the ablation path (default {IG_STEPS})")
-    exact: bool = Field(False, description="also ablate each head in its own pass (validation), and keep both")
-    exact_top: int = Field(
-        EXACT_TOP,
-        ge=0,
-        description="two-stage: also ablate each sample's N heads with the largest estimated drop, and score them by "
-        "what ablation measures (0: the estimate alone)",
-    )
-    per_token: bool = Field(False, description="one estimate per answer token (a backward pass each)")
-    max_new_tokens: int = Field(32, gt=0, description="tokens a generated answer may take")
-    mean_samples: int = Field(32, gt=0, description="mean ablation: samples the means are taken over")
-    heads_per_pass: int | None = Field(
-        None, gt=0, description="exact: copies of the batch per pass (default: a layer's heads)"
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CausalOptions:
-        if self.steps is not None and self.method != "ig":
-            raise ValueError("steps apply to the ig method only: add --method ig, or drop --steps")
-        if self.exact and "exact_top" in self.model_fields_set:
-            raise ValueError("give --exact (every head) or --exact-top N (the top N), not both")
-        return self
-
-    @property
-    def path_steps(self) -> int:
-        """Points on the ablation path the estimate takes: 1 for atp."""
-        return 1 if self.method == "atp" else self.steps or IG_STEPS
+from ocrheads.scoring.table import CausalTable, Outcome
 
 
 def _answers(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions):
@@ -186,22 +135,6 @@ def prepare_means(adapter: ModelAdapter, data: Path, samples: list[Sample], opti
     return prompt_means(adapter, batches)
 
 
-def _score(adapter: ModelAdapter, batch: Batch, options: CausalOptions, table: CausalTable) -> list[Outcome]:
+def score_batch(adapter: ModelAdapter, batch: Batch, options: CausalOptions, table: CausalTable) -> list[Outcome]:
     return score_causal_batch(adapter, batch.samples, batch.pages, options, table, batch.prepared,
                               batch.max_batch_tokens or MAX_BATCH_TOKENS)  # fmt: skip
-
-
-CAUSAL = ScoringKind(
-    name="causal",
-    title="Causal heads",
-    summary="how much the answer's log-probability drops when a head's output is ablated (estimated, or --exact)",
-    modality=None,
-    needs_boxes=False,
-    options=CausalOptions,
-    schema=CAUSAL_SCHEMA,
-    new_table=CausalTable,
-    score_batch=_score,
-    per_sample=True,
-    out_of_memory="--max-batch-tokens",
-    prepare=prepare_means,
-)

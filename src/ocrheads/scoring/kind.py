@@ -1,7 +1,7 @@
 """What a scoring kind is: everything the runner, the CLI, selection, analysis and the report need to know about it.
 
-Each kind's module defines one ScoringKind; ocrheads.scoring.kinds lists them. A new kind is a module of its own and
-one line of that list.
+ocrheads.scoring.kinds defines one ScoringKind per kind, naming the module of its scoring code (imported when a
+batch is first scored). A new kind is a module of its own and one entry of that list.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +19,10 @@ from pydantic import BaseModel, ValidationError
 from ocrheads.data.manifest import Sample
 from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.heads import Head, HeadScores
-from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.table import Outcome
+
+if TYPE_CHECKING:
+    from ocrheads.models.base import ModelAdapter
 
 
 @dataclass(frozen=True)

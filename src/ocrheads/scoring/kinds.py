@@ -1,5 +1,8 @@
 """The scoring kinds, one object each (ocrheads.scoring.kind): the runner, the CLI, selection, analysis and the
-report loop over this list. A new kind is a module of its own and one line here.
+report loop over this list. A new kind is a module of its own (its scoring code) and one entry here.
+
+A kind's scoring code needs torch and transformers; this list does not, so that the command line's help, selection
+and analysis start without them: each kind names its code, imported when a batch is first scored.
 
 Two kinds have roles in the paper's findings, named here so that no other module spells a kind's name: the heads
 that read text in images (READING) and the heads that copy text from the context (COPYING).
@@ -7,11 +10,67 @@ that read text in images (READING) and the heads that copy text from the context
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib import import_module
+
 from ocrheads.errors import OcrHeadsError
-from ocrheads.scoring.causal import CAUSAL
 from ocrheads.scoring.kind import ScoringKind
-from ocrheads.scoring.ocr import OCR
-from ocrheads.scoring.retrieval import RETRIEVAL
+from ocrheads.scoring.options import CausalOptions, ScoringOptions, scoring_options
+from ocrheads.scoring.table import CAUSAL_SCHEMA, SCHEMA, CausalTable, EntryTable
+
+
+def _code(module: str, name: str) -> Callable:
+    """`name` of `module`, imported at its first call."""
+
+    def call(*args, **kwargs):
+        return getattr(import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = f"{module}.{name}"
+    return call
+
+
+OCR = ScoringKind(
+    name="ocr",
+    title="OCR heads",
+    summary="while the model writes the answer, does a head's top key see the character's ink on the page",
+    modality="image",
+    needs_boxes=True,
+    options=ScoringOptions,
+    schema=SCHEMA,
+    new_table=EntryTable,
+    score_batch=_code("ocrheads.scoring.ocr", "score_batch"),
+    per_sample=False,
+    out_of_memory="--batch-size (or --max-new-tokens)",
+    presets=scoring_options,
+)
+RETRIEVAL = ScoringKind(
+    name="retrieval",
+    title="Retrieval heads",
+    summary="while the model copies the answer from its text context, does a head's top key hold the token it writes",
+    modality="text",
+    needs_boxes=False,
+    options=ScoringOptions,
+    schema=SCHEMA,
+    new_table=EntryTable,
+    score_batch=_code("ocrheads.scoring.retrieval", "score_batch"),
+    per_sample=True,
+    out_of_memory="--batch-size (or --max-new-tokens)",
+    presets=scoring_options,
+)
+CAUSAL = ScoringKind(
+    name="causal",
+    title="Causal heads",
+    summary="how much the answer's log-probability drops when a head's output is ablated (estimated, or --exact)",
+    modality=None,
+    needs_boxes=False,
+    options=CausalOptions,
+    schema=CAUSAL_SCHEMA,
+    new_table=CausalTable,
+    score_batch=_code("ocrheads.scoring.causal", "score_batch"),
+    per_sample=True,
+    out_of_memory="--max-batch-tokens",
+    prepare=_code("ocrheads.scoring.causal", "prepare_means"),
+)
 
 KINDS: dict[str, ScoringKind] = {kind.name: kind for kind in (OCR, RETRIEVAL, CAUSAL)}
 NAMES: list[str] = list(KINDS)

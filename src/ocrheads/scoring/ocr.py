@@ -14,10 +14,10 @@ from ocrheads.data.manifest import Sample
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import answer_tokens, gold_tokens
 from ocrheads.scoring.evidence import answer_units, evidence
-from ocrheads.scoring.kind import Batch, ScoringKind
-from ocrheads.scoring.options import ScoringOptions, scoring_options
+from ocrheads.scoring.kind import Batch
+from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.passes import write_answers
-from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
+from ocrheads.scoring.table import EntryTable, Outcome
 
 
 def score_ocr_batch(
@@ -69,21 +69,5 @@ def _why_nothing(sample: Sample, text: str, tokens) -> str:
     return "no written answer token has evidence tokens (blank characters, or text outside what the model sees)"
 
 
-def _score(adapter: ModelAdapter, batch: Batch, options: ScoringOptions, table: EntryTable) -> list[Outcome]:
+def score_batch(adapter: ModelAdapter, batch: Batch, options: ScoringOptions, table: EntryTable) -> list[Outcome]:
     return score_ocr_batch(adapter, batch.samples, batch.pages, options, table)
-
-
-OCR = ScoringKind(
-    name="ocr",
-    title="OCR heads",
-    summary="while the model writes the answer, does a head's top key see the character's ink on the page",
-    modality="image",
-    needs_boxes=True,
-    options=ScoringOptions,
-    schema=SCHEMA,
-    new_table=EntryTable,
-    score_batch=_score,
-    per_sample=False,
-    out_of_memory="--batch-size (or --max-new-tokens)",
-    presets=scoring_options,
-)

@@ -15,10 +15,10 @@ from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import answer_tokens, gold_ids, gold_tokens, text_prompt
-from ocrheads.scoring.kind import Batch, ScoringKind
-from ocrheads.scoring.options import ScoringOptions, scoring_options
+from ocrheads.scoring.kind import Batch
+from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.passes import write_answers
-from ocrheads.scoring.table import SCHEMA, EntryTable, Outcome
+from ocrheads.scoring.table import EntryTable, Outcome
 
 
 def needle_positions(adapter: ModelAdapter, prompts: list[str], samples: list[Sample], input_ids) -> list[list[int]]:
@@ -102,21 +102,5 @@ def _repeat_rows(answer_ids: list[list[int]], input_ids: torch.Tensor) -> torch.
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows])
 
 
-def _score(adapter: ModelAdapter, batch: Batch, options: ScoringOptions, table: EntryTable) -> list[Outcome]:
+def score_batch(adapter: ModelAdapter, batch: Batch, options: ScoringOptions, table: EntryTable) -> list[Outcome]:
     return score_retrieval_batch(adapter, batch.samples, options, table)
-
-
-RETRIEVAL = ScoringKind(
-    name="retrieval",
-    title="Retrieval heads",
-    summary="while the model copies the answer from its text context, does a head's top key hold the token it writes",
-    modality="text",
-    needs_boxes=False,
-    options=ScoringOptions,
-    schema=SCHEMA,
-    new_table=EntryTable,
-    score_batch=_score,
-    per_sample=True,
-    out_of_memory="--batch-size (or --max-new-tokens)",
-    presets=scoring_options,
-)

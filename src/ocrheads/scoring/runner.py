@@ -12,9 +12,9 @@ from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.run import KindRun, RunDir, open_run, resumable
-from ocrheads.scoring.causal import MAX_BATCH_TOKENS
 from ocrheads.scoring.kind import Batch, ScoringKind
 from ocrheads.scoring.kinds import scoring_kind
+from ocrheads.scoring.options import MAX_BATCH_TOKENS
 
 
 def score(
