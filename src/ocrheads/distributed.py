@@ -3,6 +3,9 @@
 Work is split by part: part i belongs to rank i mod world size. Every part file is named by its index, so the
 ranks write disjoint files into one run directory, and the leader's merge reads exactly the parts a single
 process would have written: the merged results are the single-process results, byte for byte.
+
+torch.distributed is imported only where there are several ranks: a single process that only reads runs (select,
+analyze, report) starts without torch.
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Shard:
     def barrier(self) -> None:
         """Wait until every rank gets here (a no-op in a single process)."""
         if self.world > 1:
+            import torch.distributed as dist
+
             dist.barrier()
 
 
@@ -44,6 +47,8 @@ def current_shard() -> Shard:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Shard(0, 1)
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     return Shard(dist.get_rank(), dist.get_world_size())

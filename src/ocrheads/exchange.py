@@ -33,7 +33,7 @@ from ocrheads import __version__
 from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores, check_heads
-from ocrheads.models.convert import revision
+from ocrheads.provenance import revision
 from ocrheads.run import RunDir, claim
 from ocrheads.scoring.kinds import NAMES
 from ocrheads.select import HeadSelection, SelectionRule

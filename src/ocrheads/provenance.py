@@ -4,6 +4,7 @@ path (as on a bare GPU machine with carried wheels)."""
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,3 +24,9 @@ def made_by(checkpoint: str | Path) -> list[dict] | None:
     record = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     runs = record.get("runs") if isinstance(record, dict) else None
     return [{key: run[key] for key in ("command", "code", "first_step")} for run in runs] if runs else None
+
+
+def revision(source: Path) -> str | None:
+    """The hub revision of a hub-cache snapshot folder (…/snapshots/<commit>), else unknown."""
+    match = re.fullmatch(r"[0-9a-f]{40}", source.resolve().name)
+    return match.group(0) if match and source.resolve().parent.name == "snapshots" else None

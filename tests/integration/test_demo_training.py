@@ -156,6 +156,16 @@ def test_one_run_of_a_schedule_equals_the_same_run_interrupted_and_resumed(tmp_p
     assert not (tmp_path / "a" / OPTIMIZER_FILE).exists() and (tmp_path / "a-snap" / OPTIMIZER_FILE).is_file()
 
 
+def test_the_seconds_saved_beside_the_weights_are_the_seconds_returned(tmp_path, monkeypatch):
+    """A clock that moves a second at every read: two reads of the record at the end gave two durations."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("ocrheads.training.train.time.perf_counter", lambda: float(next(ticks)))
+    record = train_demo(tmp_path / "a", _short(stages=(Stage(2, 1e-3, eval_samples=1),), eval_every=2),
+                        log=lambda _: None)  # fmt: skip
+    saved = yaml.safe_load((tmp_path / "a" / "training.yaml").read_text())
+    assert saved["training_seconds"] == record["training_seconds"] > 0
+
+
 def test_a_snapshot_of_other_settings_or_a_finished_checkpoint_is_not_resumed(tmp_path):
     settings = _short(stages=(Stage(2, 1e-3, eval_samples=1),), eval_every=2)
     train_demo(tmp_path / "a", settings, snapshot=tmp_path / "a-snap", log=lambda _: None)

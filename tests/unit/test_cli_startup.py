@@ -4,11 +4,13 @@ each); and every command's own arguments still build."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ocrheads.cli import GROUPS, main
 
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "matplotlib")
 PROBE = f"""
 import sys
@@ -34,20 +36,29 @@ def test_help_and_model_free_commands_start_without_heavy_imports(argv):
     assert heavy == [], heavy
 
 
-# Their formats come from exchange.py, which opens run directories: the run package's claim waits on other ranks
-# through torch.distributed.
-HELP_WITH_TORCH = ("scores", "heads")
-
-
 def test_every_command_s_help_starts_without_heavy_imports():
     """One process builds every command's help in turn (a process each would take a minute)."""
-    commands = [name for group in GROUPS for name in group.COMMANDS if name not in HELP_WITH_TORCH]
+    commands = [name for group in GROUPS for name in group.COMMANDS]
     each = "for name in sys.argv[1:]:\n    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
     probe = PROBE.replace("try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n", each)
     found = subprocess.run([sys.executable, "-c", probe, *commands], capture_output=True, text=True, check=True)
     usages = [line.split()[2] for line in found.stdout.splitlines() if line.startswith("usage: ocrheads ")]
     assert usages == commands
     assert found.stdout.splitlines()[-1].split() == []
+
+
+def test_the_commands_that_only_read_runs_run_without_torch(tmp_path):
+    """Import the paper's published scores, then select, analyze, report and export them, in one process: none of it
+    loads a model, so none of it may wait seconds for torch or transformers (analyze and report draw, with
+    matplotlib)."""
+    run, scores = str(tmp_path / "run"), str(ROOT / "tests" / "data" / "InternVL2-8B_fg_2.json")
+    steps = [["scores", "import", scores, "--kind", "ocr", "--out", run], ["select", run], ["analyze", run],
+             ["report", run], ["heads", "export", run, "--to", "json"]]  # fmt: skip
+    each = "".join(f"assert main({step!r}) in (0, None)\n" for step in steps)
+    probe = PROBE.replace("try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n", each)
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert (tmp_path / "run" / "report.html").is_file() and "wrote" in found.stdout
+    assert found.stdout.splitlines()[-1].split() == ["matplotlib"]
 
 
 def test_the_heavy_imports_are_seen_where_a_command_needs_them():

@@ -146,9 +146,12 @@ def _report_outcomes(folder: Path) -> None:
 
 def _run_import(args: argparse.Namespace) -> None:
     from ocrheads.exchange import import_file
-    from ocrheads.models import checkpoint_config, checkpoint_grid
 
-    grid = checkpoint_grid(checkpoint_config(args.model)) if args.model else None
+    grid = None
+    if args.model:  # the model code only to check a given checkpoint's grid
+        from ocrheads.models import checkpoint_config, checkpoint_grid
+
+        grid = checkpoint_grid(checkpoint_config(args.model))
     written = import_file(args.file, getattr(args, "from"), args.kind, args.out, grid, args.model)
     print(f"imported {args.file} ({getattr(args, 'from')}) into {written}")
 

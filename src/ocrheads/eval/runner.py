@@ -20,9 +20,11 @@ from ocrheads.eval.datasets import EvalSample, EvalSet
 from ocrheads.eval.means import reference_means
 from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import encode_questions, final_answer
+from ocrheads.eval.results import results_markdown
 from ocrheads.eval.sinks import first_sinks, mass_sinks
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.run import ExperimentRun, RunDir, open_run, resumable
+from ocrheads.run import ExperimentRun, RunDir, resumable
+from ocrheads.run.start import open_run
 
 
 @dataclass(frozen=True)
@@ -196,21 +198,3 @@ def _summaries(arm_fields: dict, metrics: Sequence[str], records: list[dict]) ->
         interval = {"mean": found.mean, "low": found.low, "high": found.high, "n": found.n}
         rows.append(arm_fields | {"metric": metric, **interval, "skipped": len(records) - len(scored)})
     return rows
-
-
-def results_grid(rows: list[dict]) -> tuple[list[str], dict[str, list[str]]]:
-    """Column titles (dataset, prompt, metric) and one row of cells per condition: mean [95 % interval] (n)."""
-    columns = list(dict.fromkeys((r["dataset"], r["prompt"], r["metric"]) for r in rows))
-    cells: dict[str, dict] = {}
-    for r in rows:
-        value = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}] ({r['n']})"
-        cells.setdefault(r["condition"], {})[(r["dataset"], r["prompt"], r["metric"])] = value
-    titles = [f"{dataset} {prompt} {metric}" for dataset, prompt, metric in columns]
-    return titles, {name: [row.get(column, "") for column in columns] for name, row in cells.items()}
-
-
-def results_markdown(rows: list[dict]) -> str:
-    titles, grid = results_grid(rows)
-    lines = ["| condition | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in grid.items()]
-    return "\n".join(lines) + "\n"

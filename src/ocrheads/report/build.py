@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ocrheads import __version__
 from ocrheads.analysis.runs import analyze_run
-from ocrheads.eval.runner import results_grid
+from ocrheads.eval.results import results_grid
 from ocrheads.run import RunDir
 from ocrheads.scoring.kinds import EFFECT, NAMES
 from ocrheads.select import SelectionRule

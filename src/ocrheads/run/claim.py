@@ -11,8 +11,6 @@ import yaml
 from ocrheads.atomic import atomic_write_text
 from ocrheads.distributed import Shard
 from ocrheads.errors import OcrHeadsError
-from ocrheads.models import ModelAdapter, ModelSpec, resolve
-from ocrheads.provenance import made_by, versions
 from ocrheads.run.layout import CONFIG, read_config
 
 _HELD: dict[Path, int] = {}  # run directories this process holds, and their lock file descriptors
@@ -51,25 +49,6 @@ def claim(folder: Path, config: dict, shard: Shard | None = None) -> None:
     shard.barrier()
     if not shard.leader:
         _pin(folder, config)
-
-
-def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: Shard | None = None) -> ModelAdapter:
-    """Start or continue a run directory of `model` and return the loaded model.
-
-    `known` is the run's own config (with its "model" name). Given a ModelSpec, the directory is checked against
-    it before the weights are loaded; then the config is pinned with what the loaded model records: family, grid,
-    settings, where it runs, library versions and, for a checkpoint train-demo made, how it was trained (those
-    three not pinned)."""
-    if isinstance(model, ModelSpec):
-        model.check_weights()
-        preflight(folder, model.pinned() | known, shard)
-    adapter = resolve(model)
-    recorded = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
-    unpinned = {"hardware": adapter.hardware(), "versions": versions("ocrheads", "torch", "transformers")}
-    if trained := made_by(adapter.model.name_or_path):
-        unpinned["trained_by"] = trained
-    claim(folder, known | recorded | unpinned, shard)
-    return adapter
 
 
 def preflight(folder: Path, known: dict, shard: Shard | None = None) -> None:

@@ -16,7 +16,7 @@ from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.run import open_run
+from ocrheads.run.start import open_run
 from ocrheads.scoring.passes import append_tokens
 
 

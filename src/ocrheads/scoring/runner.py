@@ -11,7 +11,8 @@ from ocrheads.data.manifest import manifest_sha256, open_pages, read_manifest
 from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
 from ocrheads.models import ModelAdapter, ModelSpec
-from ocrheads.run import KindRun, RunDir, open_run, resumable
+from ocrheads.run import KindRun, RunDir, resumable
+from ocrheads.run.start import open_run
 from ocrheads.scoring.kind import Batch, ScoringKind
 from ocrheads.scoring.kinds import scoring_kind
 from ocrheads.scoring.options import MAX_BATCH_TOKENS

@@ -23,6 +23,7 @@ from ocrheads.models.base import image_only
 from ocrheads.models.convert import internvl_chat
 from ocrheads.models.convert.spm import fast_tokenizer, token_id
 from ocrheads.models.convert.streamed import DTYPES, Entry, Planned, read_header, read_tensor, write_streamed
+from ocrheads.provenance import revision
 
 REMOTE_LAYOUTS = (internvl_chat.MODEL_TYPE,)  # model_type values `convert` knows
 NAMED_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>"}
@@ -155,12 +156,6 @@ def _check_names(planned: list[Planned], expected: dict[str, tuple], shard: str)
                 f"{shard}: {tensor.name} would be {tensor.shape}, the native model wants {expected[tensor.name]}; "
                 "does config.json describe these weights?"
             )
-
-
-def revision(source: Path) -> str | None:
-    """The hub revision of a hub-cache snapshot folder (…/snapshots/<commit>), else unknown."""
-    match = re.fullmatch(r"[0-9a-f]{40}", source.resolve().name)
-    return match.group(0) if match and source.resolve().parent.name == "snapshots" else None
 
 
 def _provenance(source: Path, raw: dict) -> str:
