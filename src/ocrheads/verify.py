@@ -3,9 +3,10 @@
 On one short sample, with the checkpoint's own processor and chat template, one teacher-forced forward pass is
 compared three ways: its logits with SDPA's (the registered function must not change the model), its captured
 rows with a float64 recomputation from the very queries, keys and mask the function received, and with eager
-`output_attentions` where that fits in memory. It also checks the adapter's image geometry against the image
-tokens the processor wrote, the prompt's image placeholders and the answer's tokenisation, and shows what the
-model reads.
+`output_attentions` where that fits in memory. The rows captured while the model generates (prefill, then cached
+decoding steps, as scoring generated answers does) are compared with the same rows of one teacher-forced pass over
+what it wrote. It also checks the adapter's image geometry against the image tokens the processor wrote, the
+prompt's image placeholders and the answer's tokenisation, and shows what the model reads.
 """
 
 from __future__ import annotations
@@ -125,12 +126,39 @@ def verify(
     checks.append(_check("logits: ocrheads vs SDPA", difference <= LOGIT_TOLERANCE, f"{difference:.1e}",
                          f"max |difference| over {length} positions (at most {LOGIT_TOLERANCE:g})"))  # fmt: skip
     checks += _row_checks(session, eager, model.dtype, (layers, heads, length))
-    with torch.no_grad():
-        written = model.generate(**batch, max_new_tokens=len(answer) + 8, do_sample=False)
+    written, check = _decoding_check(model, batch, len(answer) + 8)
+    checks.append(check)
     text = tokenizer.decode(until_end(to_cpu(written[0, batch["input_ids"].shape[1] :]).tolist(), model, tokenizer))
     found = "reads it" if sample.answer in text else "does not read it"
     checks.append(Check("the model reads the answer", "info", repr(text.strip()), f"answer {sample.answer!r}: {found}"))
     return checks
+
+
+def _decoding_check(model, batch, new: int) -> tuple[torch.Tensor, Check]:
+    """Generate greedily capturing the rows that write each token (the last prompt row, then one row per decoding
+    step); then teacher-force what was written, capturing the same rows in one pass. Returns what was written and
+    the largest difference of their probabilities over every layer, head and row."""
+    prompt = batch["input_ids"].shape[1]
+    rows = torch.arange(prompt - 1, prompt - 1 + new)[None]
+    with torch.no_grad():
+        with attention_session(model, capture=Capture(rows, keep_probs=True, unseen_ok=True)) as decoding:
+            written = model.generate(**batch, max_new_tokens=new, do_sample=False)
+        fed = to_cpu(written[:, prompt:-1])  # every written token but the last was fed back
+        seen = 1 + fed.shape[1]
+        with attention_session(model, capture=Capture(rows[:, :seen], keep_probs=True)) as forced:
+            model(**append_tokens(batch, fed, torch.ones_like(fed)), use_cache=False, logits_to_keep=1)
+    error, flips = 0.0, 0
+    for layer in forced.layers:
+        ours, reference = to_cpu(decoding.captured(layer).probs[:, :, :seen]), to_cpu(forced.captured(layer).probs)
+        keys = min(ours.shape[-1], reference.shape[-1])  # the keys past a row's own are 0 in both
+        error = max(error, float((ours[..., :keys] - reference[..., :keys]).abs().max()))
+        flips += int((ours.argmax(-1) != reference.argmax(-1)).sum())
+    name, value = "decoding rows vs a teacher-forced pass", f"{error:.1e}"
+    layers, heads = model.config.get_text_config().num_hidden_layers, model.config.get_text_config().num_attention_heads
+    detail = f"{layers} layers x {heads} heads x {seen} rows; argmax moved in {flips} (head, row) pairs"
+    if model.dtype == torch.float32:  # two passes of their own, like eager's: the same tolerance
+        return written, _check(name, error <= EAGER_TOLERANCE, value, f"at most {EAGER_TOLERANCE:g}; {detail}")
+    return written, Check(name, "info", value, f"{model.dtype}: {detail}")
 
 
 def _row_checks(session, eager, dtype: torch.dtype, shape: tuple[int, int, int]) -> list[Check]:
