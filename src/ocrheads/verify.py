@@ -126,7 +126,7 @@ def verify(
     checks.append(_check("logits: ocrheads vs SDPA", difference <= LOGIT_TOLERANCE, f"{difference:.1e}",
                          f"max |difference| over {length} positions (at most {LOGIT_TOLERANCE:g})"))  # fmt: skip
     checks += _row_checks(session, eager, model.dtype, (layers, heads, length))
-    written, check = _decoding_check(model, batch, len(answer) + 8)
+    written, check = _decoding_check(adapter, batch, len(answer) + 8)
     checks.append(check)
     text = tokenizer.decode(until_end(to_cpu(written[0, batch["input_ids"].shape[1] :]).tolist(), model, tokenizer))
     found = "reads it" if sample.answer in text else "does not read it"
@@ -134,11 +134,11 @@ def verify(
     return checks
 
 
-def _decoding_check(model, batch, new: int) -> tuple[torch.Tensor, Check]:
+def _decoding_check(adapter: ModelAdapter, batch, new: int) -> tuple[torch.Tensor, Check]:
     """Generate greedily capturing the rows that write each token (the last prompt row, then one row per decoding
     step); then teacher-force what was written, capturing the same rows in one pass. Returns what was written and
     the largest difference of their probabilities over every layer, head and row."""
-    prompt = batch["input_ids"].shape[1]
+    model, prompt = adapter.model, batch["input_ids"].shape[1]
     rows = torch.arange(prompt - 1, prompt - 1 + new)[None]
     with torch.no_grad():
         with attention_session(model, capture=Capture(rows, keep_probs=True, unseen_ok=True)) as decoding:
@@ -154,7 +154,7 @@ def _decoding_check(model, batch, new: int) -> tuple[torch.Tensor, Check]:
         error = max(error, float((ours[..., :keys] - reference[..., :keys]).abs().max()))
         flips += int((ours.argmax(-1) != reference.argmax(-1)).sum())
     name, value = "decoding rows vs a teacher-forced pass", f"{error:.1e}"
-    layers, heads = model.config.get_text_config().num_hidden_layers, model.config.get_text_config().num_attention_heads
+    layers, heads = adapter.grid
     detail = f"{layers} layers x {heads} heads x {seen} rows; argmax moved in {flips} (head, row) pairs"
     if model.dtype == torch.float32:  # two passes of their own, like eager's: the same tolerance
         return written, _check(name, error <= EAGER_TOLERANCE, value, f"at most {EAGER_TOLERANCE:g}; {detail}")
