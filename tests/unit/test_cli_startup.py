@@ -12,20 +12,17 @@ from ocrheads.cli import GROUPS, main
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "matplotlib")
-PROBE = f"""
-import sys
-from ocrheads.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
-print(" ".join(name for name in {HEAVY} if name in sys.modules))
-"""
+RUN_ARGV = "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+
+
+def _probe(run: str = RUN_ARGV) -> str:
+    """A script for a fresh process: `run` (code that calls `main`), then a last line naming the heavy modules."""
+    return f"import sys\nfrom ocrheads.cli import main\n{run}print(' '.join(m for m in {HEAVY} if m in sys.modules))\n"
 
 
 def _heavy_imports(argv: list[str]) -> tuple[str, list[str]]:
     """What `ocrheads ARGV` prints in a fresh process, and the heavy modules it imported."""
-    found = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, check=True)
+    found = subprocess.run([sys.executable, "-c", _probe(), *argv], capture_output=True, text=True, check=True)
     return found.stdout, found.stdout.splitlines()[-1].split()
 
 
@@ -40,8 +37,7 @@ def test_every_command_s_help_starts_without_heavy_imports():
     """One process builds every command's help in turn (a process each would take a minute)."""
     commands = [name for group in GROUPS for name in group.COMMANDS]
     each = "for name in sys.argv[1:]:\n    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
-    probe = PROBE.replace("try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n", each)
-    found = subprocess.run([sys.executable, "-c", probe, *commands], capture_output=True, text=True, check=True)
+    found = subprocess.run([sys.executable, "-c", _probe(each), *commands], capture_output=True, text=True, check=True)
     usages = [line.split()[2] for line in found.stdout.splitlines() if line.startswith("usage: ocrheads ")]
     assert usages == commands
     assert found.stdout.splitlines()[-1].split() == []
@@ -55,8 +51,8 @@ def test_the_commands_that_only_read_runs_run_without_torch(tmp_path):
     steps = [["scores", "import", scores, "--kind", "ocr", "--out", run], ["select", run], ["analyze", run],
              ["report", run], ["heads", "export", run, "--to", "json"]]  # fmt: skip
     each = "".join(f"assert main({step!r}) in (0, None)\n" for step in steps)
-    probe = PROBE.replace("try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n", each)
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    found = subprocess.run([sys.executable, "-c", _probe(each)], cwd=tmp_path, capture_output=True, text=True,
+                           check=True)  # fmt: skip
     assert (tmp_path / "run" / "report.html").is_file() and "wrote" in found.stdout
     assert found.stdout.splitlines()[-1].split() == ["matplotlib"]
 

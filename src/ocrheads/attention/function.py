@@ -73,6 +73,7 @@ class _Call:
         self.group = self.heads // self.kv_heads
         self.key_offset = end - self.k_len  # absolute position of key 0
         self.query_offset = end - self.q_len  # absolute position of query 0
+        self.decoding = self.q_len == 1 and self.k_len > 1  # one new query against cached keys
         self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         self.softcap = softcap
         self.masking = _Masking(attention_mask, self.batch, self.q_len, self.k_len)
@@ -202,7 +203,7 @@ class DeferredRows:
 
     def joins(self, call: _Call, columns: slice | None) -> bool:
         after = columns is None or columns.start >= self.steps[-1].columns.stop
-        return call.q_len == 1 and call.k_len > 1 and call.key_offset == self.key_offset and after
+        return call.decoding and call.key_offset == self.key_offset and after
 
     def add(self, call: _Call, step: _Step) -> None:
         self.last = call
@@ -247,7 +248,7 @@ def _capture_call(session, call: _Call, capture: Capture, layer: int) -> None:
     if columns is None:
         return
     mask_id = None if call.masking.mask is None else id(call.masking.mask)
-    if call.q_len == 1 and call.k_len > 1 and not capture.keep_inputs:
+    if call.decoding and not capture.keep_inputs:
         step = session.shared(("step", call.k_len, mask_id), lambda: _Step(call.masking, call.query_offset, columns))
         if deferred is None:
             deferred = session.defer(layer, DeferredRows(call, capture, layer))

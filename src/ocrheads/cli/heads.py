@@ -15,6 +15,7 @@ from ocrheads.cli.common import (
     pick_samples,
     selection_rule,
 )
+from ocrheads.distributed import current_shard
 
 
 def _add_score(score: argparse.ArgumentParser) -> None:
@@ -119,7 +120,6 @@ COMMANDS = {
 
 
 def _run_score(args: argparse.Namespace) -> None:
-    from ocrheads.distributed import current_shard
     from ocrheads.scoring.kinds import scoring_kind
     from ocrheads.scoring.runner import score
 

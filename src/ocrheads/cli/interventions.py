@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from ocrheads.cli.common import model_options, model_spec
+from ocrheads.distributed import current_shard
 
 
 def _add_intervention(parser: argparse.ArgumentParser, name: str) -> None:
@@ -66,7 +67,6 @@ COMMANDS = {
 
 
 def _run_intervention(args: argparse.Namespace) -> None:
-    from ocrheads.distributed import current_shard
     from ocrheads.eval.conditions import masking_conditions, sink_conditions
     from ocrheads.eval.datasets import load_eval_set
     from ocrheads.eval.runner import Intervention, evaluate
