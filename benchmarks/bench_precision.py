@@ -47,7 +47,7 @@ def _reference(query, key, mask, scaling, rows):
         mask = mask[..., : key.shape[2]].expand(query.shape[0], -1, -1, -1)
         mask_rows = mask.gather(2, rows[:, None, :, None].expand(-1, 1, -1, key.shape[2]))
     columns = torch.arange(rows.shape[1])
-    return float64_rows(AttentionInputs(picked, key, mask_rows, rows, columns, query.shape[2], scaling, None))
+    return float64_rows(AttentionInputs(picked, key, mask_rows, rows, columns, query.shape[2], scaling))
 
 
 def _eager(model, sequence, rows):

@@ -64,8 +64,6 @@ def float64_rows(inputs: AttentionInputs) -> torch.Tensor:
     query, key = inputs.query_rows.double(), inputs.key.double()
     key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
     logits = query @ key.transpose(-1, -2) * inputs.scaling
-    if inputs.softcap is not None:
-        logits = torch.tanh(logits / inputs.softcap) * inputs.softcap
     k_len = key.shape[2]
     if inputs.mask_rows is None:  # causal, queries aligned to the last keys
         last_key = inputs.local_rows + (k_len - inputs.q_len)

@@ -204,7 +204,7 @@ def test_edited_heads_are_computed_in_float32_from_half_precision_inputs(dtype):
 
     generator = torch.Generator().manual_seed(0)
     query, key, value = (torch.randn(1, n, 6, 8, generator=generator).to(dtype) * 3 for n in (4, 2, 2))
-    call = function._Call(query, key, value, None, None, None, end=6)
+    call = function._Call(query, key, value, None, None, end=6)
     sinks = torch.zeros(1, 6, dtype=torch.bool)
     sinks[0, 0] = True
     beta, heads = 0.4, (1, 3)

@@ -17,6 +17,8 @@ additive (batch, 1, Q, K) mask.
 Decoding: a step's captured row waits, as its query and mask row only, until a later step of the same layer holds
 all of its keys; the rows of all steps are then computed at once (DeferredRows). A decoding step's GPU time is
 kernel launches, and computing its row at once would launch some thirty more in every layer of every step.
+
+Attention-logit softcapping (Gemma 2's) is not supported: the output is SDPA's, and transformers' SDPA refuses it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class _Masking:
 class _Call:
     """One attention call's tensors and the geometry shared by captures and edits."""
 
-    def __init__(self, query, key, value, attention_mask, scaling, softcap, end):
+    def __init__(self, query, key, value, attention_mask, scaling, end):
         self.query, self.key, self.value = query, key, value
         self.batch, self.heads, self.q_len, _ = query.shape
         self.kv_heads, self.k_len = key.shape[1], key.shape[2]
@@ -75,7 +77,6 @@ class _Call:
         self.query_offset = end - self.q_len  # absolute position of query 0
         self.decoding = self.q_len == 1 and self.k_len > 1  # one new query against cached keys
         self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
-        self.softcap = softcap
         self.masking = _Masking(attention_mask, self.batch, self.q_len, self.k_len)
         self._keys: dict[torch.dtype, torch.Tensor] = {}
 
@@ -85,23 +86,22 @@ class _Call:
         return self._keys[dtype]
 
     def scores(
-        self, query_rows: torch.Tensor, head_keys: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+        self, query_rows: torch.Tensor, bias: torch.Tensor, head_keys: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Scaled logits (batch, h, R, K) in `dtype` for query rows (batch, h, R, D).
+        """Scaled logits (batch, h, R, K) plus `bias` (the additive mask), in the bias's dtype, for query rows
+        (batch, h, R, D). Scaling and mask are added in one kernel (a launch saved in every layer).
 
         Without head_keys all heads are given and grouped onto their key heads without copying keys (GQA);
-        with it, head_keys[:, i] (in `dtype`) are the keys of query head i.
+        with it, head_keys[:, i] (in the bias's dtype) are the keys of query head i.
         """
+        dtype = bias.dtype
         if head_keys is None:  # a key head's query heads stacked on its rows: one matmul per key head, no key copies
             rows = query_rows.shape[2]
             grouped = query_rows.to(dtype).unflatten(1, (self.kv_heads, self.group)).flatten(2, 3)
             logits = (grouped @ self.key_in(dtype).transpose(-1, -2)).unflatten(2, (self.group, rows)).flatten(1, 2)
         else:
             logits = query_rows.to(dtype) @ head_keys.transpose(-1, -2)
-        logits = logits * self.scaling
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return torch.add(bias, logits, alpha=self.scaling)
 
 
 @dataclass
@@ -151,21 +151,20 @@ def _capture(
     Nothing here waits for the GPU: the columns come from the host, and everything else stays on the layer's
     device."""
     size = capture.rows.shape[1]
-    probs = (call.scores(query_rows, dtype=shared.bias.dtype) + shared.bias).softmax(-1)
+    probs = call.scores(query_rows, shared.bias).softmax(-1)
     mass = None
     if shared.key_sets is not None:
         mass = _spread(torch.einsum("bhrk,bsk->bhrs", probs, shared.key_sets).float(), columns, size)
     eligible = probs if shared.blocked is None else probs.masked_fill(shared.blocked, -1.0)
+    argmax = eligible.argmax(-1)  # among the call's keys; shifted to positions where they do not start at 0
     inputs = None
     if capture.keep_inputs:
         mask_rows = call.masking.rows(shared.local)
-        inputs = AttentionInputs(
-            query_rows, call.key, mask_rows, shared.local, columns, call.q_len, call.scaling, call.softcap
-        )
+        inputs = AttentionInputs(query_rows, call.key, mask_rows, shared.local, columns, call.q_len, call.scaling)
     return CapturedRows(
         layer=layer,
         positions=shared.positions,
-        argmax=_spread(eligible.argmax(-1) + call.key_offset, columns, size),
+        argmax=_spread(argmax + call.key_offset if call.key_offset else argmax, columns, size),
         mass=mass,
         probs=_spread(torch.nn.functional.pad(probs.float(), (call.key_offset, 0)), columns, size)
         if capture.keep_probs
@@ -300,7 +299,7 @@ def _edited_heads(call: _Call, heads: torch.Tensor, sink: SinkRedistribution | N
             probs = bias.expand(-1, len(head_index), -1, -1).softmax(-1)
         else:
             query_rows = call.query[:, head_index, start : start + local.shape[1]]
-            probs = _redistribute_sink(call.scores(query_rows, head_keys) + bias, sink, keys)
+            probs = _redistribute_sink(call.scores(query_rows, bias, head_keys), sink, keys)
         outputs.append((probs @ value).transpose(1, 2))
     return torch.cat(outputs, dim=1)
 
@@ -325,7 +324,7 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         return _kept(session, layer, output), None
     if attention_mask is None and 1 < query.shape[2] < key.shape[2]:
         raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
-    call = _Call(query, key, value, attention_mask, scaling, kwargs.get("softcap"), end)
+    call = _Call(query, key, value, attention_mask, scaling, end)
     if wants_capture:
         _capture_call(session, call, capture, layer)
     for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):

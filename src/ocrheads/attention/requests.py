@@ -123,7 +123,6 @@ class AttentionInputs:
     columns: torch.Tensor  # (C,) which of the capture's rows these are (the others were not in this call)
     q_len: int
     scaling: float
-    softcap: float | None
 
 
 @dataclass
