@@ -63,7 +63,7 @@ def scoring_options(preset: str = "default", **overrides) -> ScoringOptions:
 
 Ablation = Literal["zero", "mean"]
 Metric = Literal["logprob", "logit"]
-MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: about 22 GB of activations for the 2B shape
+MAX_BATCH_TOKENS = 8192  # padded tokens of one attribution pass: 20 GiB with the 2B shape's weights, 49 GiB with 7B's
 IG_STEPS = 8
 EXACT_TOP = 12  # the two-stage search's heads per sample: 7-9 of exact's top 10 on the demo model (BENCHMARKS.md)
 
