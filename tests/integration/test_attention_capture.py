@@ -70,6 +70,7 @@ def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
         keys = captured.probs.shape[-1]
         want = reference[:, :, rows[0], :keys]
         assert (captured.probs - want).abs().max() < TOLERANCE, f"layer {layer}"
+        assert torch.equal(captured.argmax, captured.probs.argmax(-1))  # as positions, where the keys start late too
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "gemma3"])
@@ -92,6 +93,7 @@ def test_ragged_decoding_rows_equal_eager_rows(family):
         for item in range(2):
             want = reference[item, :, rows[item], :keys]
             assert (captured.probs[item] - want).abs().max() < TOLERANCE, f"layer {layer} item {item}"
+        assert torch.equal(captured.argmax, captured.probs.argmax(-1))
 
 
 def test_bad_requests_name_the_fix():
