@@ -14,6 +14,8 @@ against plain generate and forward, and causal estimates, on Qwen2-VL-2B- and -7
    where a plain step's time goes (torch's profiler: the ops that take the most host time, and the host waits).
 Also, on any device, the CPU proxy for launches: torch calls made inside the attention function per layer call of a
 forward, and torch calls of the whole model per decoding step.
+A table that fails (out of memory, say) is one line saying why; the tables after it still run, and the benchmark
+exits non-zero at the end.
 
 Run: python benchmarks/bench_gpu.py [--shapes 2b 7b]   (on a GPU; bfloat16)
      python benchmarks/bench_gpu.py --dry-run           (tiny shapes on the CPU: the same code, small numbers)
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
@@ -329,6 +332,38 @@ def decoding_profile(adapter, samples, pages, device: str, steps: int = 8) -> st
     return f"{title}\n\n```\n{table}```\n"
 
 
+def shape_sections(adapter, shape: str, samples, pages, device: str, lengths: list[int]) -> dict:
+    """A shape's tables and lines, each made when called, by name (a failure says which)."""
+    return {
+        "launches": lambda: launch_proxy(adapter, device),
+        "decoding launches": lambda: decoding_launch_proxy(adapter, device) + "\n",
+        "capture": lambda: _table(
+            ["model", "tokens", "plain SDPA forward", "with ocrheads' capture", "eager `output_attentions`"],
+            capture_table(adapter, lengths, device, shape)),
+        "whole run": lambda: _table(
+            ["model", f"answers (batch {BATCH})", "plain generate / forward", "ocrheads score ocr", "ratio"],
+            whole_run_table(adapter, samples, pages, device, shape)),
+        "causal": lambda: _table(["model", "batch", "plain forward", "causal estimate", "ratio"],
+                                 [causal_line(adapter, samples, pages, device, shape)]),
+        "decoding": lambda: _table(
+            ["model", "batch", "prefill, plain", "decoding step, plain", "prefill, capturing",
+             "decoding step, capturing"], [decoding_table(adapter, samples, pages, device, shape)]),
+        "decoding profile": lambda: decoding_profile(adapter, samples, pages, device),
+    }  # fmt: skip
+
+
+def guarded(name: str, make) -> tuple[str, bool]:
+    """(`make()`, True), or (one line saying why it failed, False): a GPU check has one call, and one table running
+    out of memory must not cost it the tables after it."""
+    try:
+        return make(), True
+    except Exception as error:  # every failure is reported the same way, and the next table runs
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"{name}: failed, {type(error).__name__}: {first}\n", False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["2b", "7b"], choices=["tiny", "2b", "7b"])
@@ -342,29 +377,26 @@ def main() -> None:
     passkey_lengths, per_length = ([120, 240], 2) if dry else ([1024, 2048, 4096, 8192], 4)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     print(f"# {name}, {dtype}, torch {torch.__version__}", flush=True)
+    failed = []
     with tempfile.TemporaryDirectory() as scratch:
         samples, pages = _passkeys(Path(scratch) / "paper", passkey_lengths, per_length)
         for shape in shapes:  # each shape's tables as soon as they are measured: a deadline keeps what was done
             model, processor = qwen2_vl_shaped(shape, device, dtype)
             adapter = adapter_class(model.config)(model, processor)
-            print(f"\n## {shape}\n\n{launch_proxy(adapter, device)}", flush=True)
-            print(f"{decoding_launch_proxy(adapter, device)}\n", flush=True)
-            _table(["model", "tokens", "plain SDPA forward", "with ocrheads' capture", "eager `output_attentions`"],
-                   capture_table(adapter, lengths, device, shape))  # fmt: skip
-            _table(["model", f"answers (batch {BATCH})", "plain generate / forward", "ocrheads score ocr", "ratio"],
-                   whole_run_table(adapter, samples, pages, device, shape))  # fmt: skip
-            _table(["model", "batch", "plain forward", "causal estimate", "ratio"],
-                   [causal_line(adapter, samples, pages, device, shape)])  # fmt: skip
-            _table(["model", "batch", "prefill, plain", "decoding step, plain", "prefill, capturing",
-                    "decoding step, capturing"], [decoding_table(adapter, samples, pages, device, shape)])  # fmt: skip
-            print(decoding_profile(adapter, samples, pages, device), flush=True)
+            print(f"\n## {shape}\n", flush=True)
+            for name, make in shape_sections(adapter, shape, samples, pages, device, lengths).items():
+                text, done = guarded(f"{shape} {name}", make)
+                print(text, flush=True)
+                failed += [] if done else [f"{shape} {name}"]
             del model, adapter
             if device == "cuda":
                 torch.cuda.empty_cache()
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (each says why above)")
 
 
-def _table(header: list[str], lines: list[str]) -> None:
-    print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n" + "\n".join(lines) + "\n", flush=True)
+def _table(header: list[str], lines: list[str]) -> str:
+    return "| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n" + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """scripts/gpu_check.sh, dry run on the CPU with tiny shapes: every step of the GPU check runs, so the script a GPU
 session runs in one call cannot rot; and ocrheads runs uninstalled, from src/ on the path, as it does there."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +25,25 @@ def test_the_gpu_check_dry_run_passes_every_step(tmp_path):
     assert all(status.strip() == "ok" for _, status in steps), results
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "| tiny | 512 |" in results and "causal estimate" in results  # the benchmark's tables follow
+
+
+def test_a_failed_table_says_why_the_next_still_runs_and_the_benchmark_fails(monkeypatch, capsys):
+    """The GPU check has one call: a table that runs out of memory must not cost it the tables after it, nor pass."""
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def out_of_memory():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
+
+    sections = {"capture": out_of_memory, "causal": lambda: "| causal table |\n"}
+    monkeypatch.setattr(bench, "shape_sections", lambda *args: sections)
+    monkeypatch.setattr(sys, "argv", ["bench_gpu.py", "--dry-run"])
+    with pytest.raises(SystemExit, match="failed: tiny capture "):
+        bench.main()
+    printed = capsys.readouterr().out
+    assert "tiny capture: failed, OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n" in printed
+    assert printed.index("tiny capture: failed") < printed.index("| causal table |")
 
 
 UNINSTALLED = """
