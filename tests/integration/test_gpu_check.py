@@ -3,6 +3,7 @@ session runs in one call cannot rot; and ocrheads runs uninstalled, from src/ on
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ def test_the_gpu_check_dry_run_passes_every_step(tmp_path):
     assert all(status.strip() == "ok" for _, status in steps), results
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "| tiny | 512 |" in results and "causal estimate" in results  # the benchmark's tables follow
+    samples, pages = map(int, re.search(r"(\d+) samples, (\d+) pages", results).groups())
+    assert pages > samples  # prompts of several pages, as the paper's passkeys have on a GPU
 
 
 def test_a_failed_table_says_why_the_next_still_runs_and_the_benchmark_fails(monkeypatch, capsys):
