@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$dry" = 1 ]; then
     python="${PYTHON:-.venv/bin/python}" device=cpu dtype=float32 shape=tiny tests_device=virtual
-    collect=(--collect-only) samples=2 lengths=(200) batch=2 precisions=(float32)
+    collect=(--collect-only) samples=2 lengths=(200 1024) batch=2 precisions=(float32)
 else
     python="${PYTHON:-python3}" device=cuda dtype=bfloat16 shape=2b tests_device=cuda
     collect=() samples=16 lengths=(1024 2048) batch=8 precisions=(float32 bfloat16)
@@ -90,7 +90,7 @@ step "score causal $shape" "${ocrheads[@]}" score causal --data "$work/paper" --
     --batch-size "$batch" "${on_shape[@]}"
 bench=(--shapes 2b 7b)
 [ "$dry" = 1 ] && bench=(--dry-run)
-step "benchmark" bash -c '"$0" benchmarks/bench_gpu.py "$@" | tee "'"$work"'/bench.md"' "$python" "${bench[@]}"
+step "benchmark" bash -o pipefail -c '"$0" benchmarks/bench_gpu.py "$@" | tee "'"$work"'/bench.md"' "$python" "${bench[@]}"
 echo >> "$results"
 cat "$work/bench.md" >> "$results" 2>/dev/null
 cat "$results"
