@@ -169,12 +169,22 @@ def test_a_batch_split_into_micro_batches_scores_as_one_pass(datasets, ablation)
 
         means = prompt_means(adapter, [encode_samples(adapter, samples, pages)])
     options = CausalOptions(exact=True, per_token=True, ablation=ablation)
+    passes = []  # the batch size of each forward pass with gradients: the passes the budget bounds
+
+    def record(module, args, kwargs):
+        if torch.is_grad_enabled():
+            passes.append(kwargs["input_ids"].shape[0])
+
+    hook = adapter.model.register_forward_pre_hook(record, with_kwargs=True)
     tables = []
-    for budget in (10**6, 1):  # one pass, then every item alone
+    for budget, sizes in ((10**6, [len(samples)]), (1, [1] * len(samples))):  # one pass, then every item alone
         table = CausalTable(*adapter.grid)
         outcomes = score_causal_batch(adapter, samples, pages, options, table, means, max_batch_tokens=budget)
         assert all(outcome.scored for outcome in outcomes)
+        assert passes == sizes
+        passes.clear()
         tables.append(table.arrays())
+    hook.remove()
     one, split = tables
     assert list(one["sample"]) == list(split["sample"]) and list(one["token"]) == list(split["token"])
     for column in ("estimate", "exact"):
