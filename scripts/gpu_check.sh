@@ -9,8 +9,9 @@
 #   bash scripts/gpu_check.sh OUT             on a GPU machine; wheels in .gpu-wheels (scripts/gpu_wheels.sh) are
 #                                             installed first with no network; PYTHON names the interpreter
 #                                             (default python3, whose environment holds CUDA torch)
-#   bash scripts/gpu_check.sh --dry-run OUT   the same steps on the CPU with tiny shapes and the tests only
-#                                             collected (the suite runs this, so the script cannot rot)
+#   bash scripts/gpu_check.sh --dry-run OUT   the same steps on the CPU with tiny shapes, the tests on virtual
+#                                             GPUs (the suite runs this, so the script cannot rot, and a test
+#                                             helper that would fail on a GPU fails here)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dry=0
@@ -26,10 +27,10 @@ trap 'rm -rf "$work"' EXIT
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$dry" = 1 ]; then
     python="${PYTHON:-.venv/bin/python}" device=cpu dtype=float32 shape=tiny tests_device=virtual
-    collect=(--collect-only) samples=2 lengths=(200 1024) batch=2 precisions=(float32)
+    samples=2 lengths=(200 1024) batch=2 precisions=(float32)
 else
     python="${PYTHON:-python3}" device=cuda dtype=bfloat16 shape=2b tests_device=cuda
-    collect=() samples=16 lengths=(1024 2048) batch=8 precisions=(float32 bfloat16)
+    samples=16 lengths=(1024 2048) batch=8 precisions=(float32 bfloat16)
     if [ -d .gpu-wheels ]; then
         "$python" -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .gpu-wheels/*.whl >> "$log" 2>&1
         export PYTHONPATH="src:$work/site${PYTHONPATH#src}"
@@ -60,7 +61,7 @@ step() {  # step NAME COMMAND...: runs under what is left of the deadline, logs 
 step environment "$python" -c "import torch, transformers, ocrheads
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
 print(f'torch {torch.__version__}, transformers {transformers.__version__}, ocrheads {ocrheads.__version__}, {gpu}')"
-step tests env OCRHEADS_TEST_DEVICE="$tests_device" "$python" -m pytest -q -p no:cacheprovider "${collect[@]}" \
+step tests env OCRHEADS_TEST_DEVICE="$tests_device" "$python" -m pytest -q -p no:cacheprovider \
     tests/integration/test_precision.py tests/integration/test_verify.py tests/integration/test_score_ocr.py \
     tests/integration/test_score_retrieval.py tests/integration/test_attention_capture.py \
     tests/integration/test_attention_edits.py tests/integration/test_causal.py tests/integration/test_score_causal.py \

@@ -172,6 +172,7 @@ def test_integrated_gradients_average_the_path_derivative_at_k_points(float64_ad
     generator = torch.Generator().manual_seed(0)
     means = {layer: torch.randn(heads, head_dim, generator=generator).double() / 10 for layer in range(layers)}
     target = means if ablation == "mean" else {layer: torch.zeros(heads, head_dim) for layer in range(layers)}
+    target = {layer: value.to(float64_adapter.device) for layer, value in target.items()}  # the o_proj hooks' device
     found = estimate(float64_adapter, forced, ablation, means, per_token=False, steps=2)[:, 0]
     clean = _clean_head_inputs(float64_adapter, forced)
     step = 1e-2

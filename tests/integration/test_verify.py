@@ -26,7 +26,7 @@ def passkey(tmp_path_factory):
 
 def unmasked_bias(masking, rows, dtype=torch.float32):
     """A broken mask: every query row sees every key, padding and the future included."""
-    return torch.zeros(rows.shape[0], 1, rows.shape[1], masking.k_len, dtype=dtype)
+    return torch.zeros(rows.shape[0], 1, rows.shape[1], masking.k_len, dtype=dtype, device=rows.device)
 
 
 def _by_name(checks):
