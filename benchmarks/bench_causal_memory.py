@@ -30,7 +30,7 @@ from ocrheads.models import adapter_class
 from ocrheads.scoring.answers import encode_samples, gold_ids
 from ocrheads.scoring.attribution import estimate, teacher_forced
 from ocrheads.scoring.options import MAX_BATCH_TOKENS
-from ocrheads.testing.qwen2_vl_shapes import qwen2_vl_config, qwen2_vl_processor
+from ocrheads.testing.qwen2_vl_shapes import qwen2_vl_config, qwen2_vl_processor, qwen2_vl_shaped
 
 SLICES, DTYPE = (1, 3), torch.bfloat16
 
@@ -47,8 +47,7 @@ def _shape_slice(shape: str, layers: int, device: str) -> tf.Qwen2VLForCondition
 
 def weight_bytes(shape: str) -> int:
     """The full shape's weights in bfloat16, counted on the meta device (nothing allocated)."""
-    with torch.device("meta"):
-        model = tf.Qwen2VLForConditionalGeneration._from_config(qwen2_vl_config(shape), dtype=DTYPE)
+    model, _ = qwen2_vl_shaped(shape, "meta", DTYPE)
     return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
 
 

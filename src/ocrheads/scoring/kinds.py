@@ -29,19 +29,24 @@ def _code(module: str, name: str) -> Callable:
     return call
 
 
+# What the two kinds scored from the answer's captured rows share: their options and presets, their table, and
+# what to lower when a batch runs out of memory (generation's batch and length).
+_ANSWER_ROWS = dict(
+    options=ScoringOptions,
+    presets=scoring_options,
+    schema=SCHEMA,
+    new_table=EntryTable,
+    out_of_memory="--batch-size (or --max-new-tokens)",
+)
 OCR = ScoringKind(
     name="ocr",
     title="OCR heads",
     summary="while the model writes the answer, does a head's top key see the character's ink on the page",
     modality="image",
     needs_boxes=True,
-    options=ScoringOptions,
-    schema=SCHEMA,
-    new_table=EntryTable,
     score_batch=_code("ocrheads.scoring.ocr", "score_batch"),
     per_sample=False,
-    out_of_memory="--batch-size (or --max-new-tokens)",
-    presets=scoring_options,
+    **_ANSWER_ROWS,
 )
 RETRIEVAL = ScoringKind(
     name="retrieval",
@@ -49,13 +54,9 @@ RETRIEVAL = ScoringKind(
     summary="while the model copies the answer from its text context, does a head's top key hold the token it writes",
     modality="text",
     needs_boxes=False,
-    options=ScoringOptions,
-    schema=SCHEMA,
-    new_table=EntryTable,
     score_batch=_code("ocrheads.scoring.retrieval", "score_batch"),
     per_sample=True,
-    out_of_memory="--batch-size (or --max-new-tokens)",
-    presets=scoring_options,
+    **_ANSWER_ROWS,
 )
 CAUSAL = ScoringKind(
     name="causal",
