@@ -1,6 +1,6 @@
 """The command line builds only the arguments of the command it runs, from settings that need no torch: every
-command's `--help`, and the commands that load no model, start without torch, transformers or matplotlib (seconds
-each); and every command's own arguments still build."""
+command's `--help`, and the commands that load no model, start without torch, transformers, matplotlib or scipy
+(seconds each, scipy.stats half a second); and every command's own arguments still build."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ import pytest
 from ocrheads.cli import GROUPS, main
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "transformers", "matplotlib")
+HEAVY = ("torch", "transformers", "matplotlib", "scipy")
 RUN_ARGV = "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
 
 
@@ -46,7 +46,7 @@ def test_every_command_s_help_starts_without_heavy_imports():
 def test_the_commands_that_only_read_runs_run_without_torch(tmp_path):
     """Import the paper's published scores, then select, analyze, report and export them, in one process: none of it
     loads a model, so none of it may wait seconds for torch or transformers (analyze and report draw, with
-    matplotlib)."""
+    matplotlib, and correlate scores, with scipy)."""
     run, scores = str(tmp_path / "run"), str(ROOT / "tests" / "data" / "InternVL2-8B_fg_2.json")
     steps = [["scores", "import", scores, "--kind", "ocr", "--out", run], ["select", run], ["analyze", run],
              ["report", run], ["heads", "export", run, "--to", "json"]]  # fmt: skip
@@ -54,7 +54,7 @@ def test_the_commands_that_only_read_runs_run_without_torch(tmp_path):
     found = subprocess.run([sys.executable, "-c", _probe(each)], cwd=tmp_path, capture_output=True, text=True,
                            check=True)  # fmt: skip
     assert (tmp_path / "run" / "report.html").is_file() and "wrote" in found.stdout
-    assert found.stdout.splitlines()[-1].split() == ["matplotlib"]
+    assert found.stdout.splitlines()[-1].split() == ["matplotlib", "scipy"]
 
 
 def test_the_heavy_imports_are_seen_where_a_command_needs_them():

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -111,6 +110,8 @@ class Estimate:
 
 def estimate(values: Sequence[float], *, seed: int = 0, resamples: int = 2000) -> Estimate:
     """Mean and percentile-bootstrap 95 % confidence interval, reproducible from `seed`."""
+    from scipy import stats  # half a second to import: not paid by `mask --help` and the other users of metrics
+
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
