@@ -65,7 +65,8 @@ step tests env OCRHEADS_TEST_DEVICE="$tests_device" "$python" -m pytest -q -p no
     tests/integration/test_precision.py tests/integration/test_verify.py tests/integration/test_score_ocr.py \
     tests/integration/test_score_retrieval.py tests/integration/test_attention_capture.py \
     tests/integration/test_attention_edits.py tests/integration/test_causal.py tests/integration/test_score_causal.py \
-    tests/integration/test_sinks.py tests/integration/test_report.py tests/integration/test_capture_syncs.py
+    tests/integration/test_sinks.py tests/integration/test_report.py tests/integration/test_capture_syncs.py \
+    tests/integration/test_decoding_steps.py
 for precision in "${precisions[@]}"; do
     step "verify bundled $precision" "${ocrheads[@]}" verify --model "$bundled" --device "$device" --dtype "$precision"
 done

@@ -16,11 +16,9 @@ from ocrheads.scoring.retrieval import score_retrieval_batch
 from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.virtual_devices import LAYOUTS, virtual_gpus
 
-from .tiny_inputs import TEST_DEVICE, mixed_passkeys, tiny_adapter
+from .tiny_inputs import mixed_passkeys, on_the_cpu, tiny_adapter
 
-# The counts place a CPU model on virtual GPUs of their own: on a GPU (or under the suite's virtual mode, which
-# already placed it) the CUDA sync check at the end is the test.
-on_the_cpu = pytest.mark.skipif(TEST_DEVICE != "cpu", reason="counted on virtual GPUs made from a CPU model")
+# The counts run on the CPU only (`on_the_cpu`): on a GPU the CUDA sync check at the end is the test.
 
 
 @pytest.fixture(scope="module")

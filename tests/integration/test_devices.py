@@ -15,6 +15,8 @@ from ocrheads.devices import to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.qwen_vl import QwenVLAdapter
 
+from .tiny_inputs import LOAD_DEVICE, TEST_DEVICE
+
 
 def _no_loading(*args, **kwargs):
     raise AssertionError("the model was loaded")
@@ -73,9 +75,10 @@ def test_bfloat16_scoring_of_the_demo_model_runs_end_to_end_and_says_so(tmp_path
     options = dict(lengths=(task.context_length,), digits=task.digits, intro=task.intro, style=task.style(0))
     generate("passkey", data, n=4, seed=5, progress=False, fonts=task.fonts, **options)
     command = ["score", "ocr", "--model", str(BUNDLED_MODEL), "--data", str(data), "--out", str(run), "--quiet"]
-    assert main([*command, "--device", "cpu", "--dtype", "bfloat16", "--batch-size", "2"]) == 0
+    assert main([*command, "--device", LOAD_DEVICE, "--dtype", "bfloat16", "--batch-size", "2"]) == 0
     config = yaml.safe_load((run / "ocr" / "config.yaml").read_text())
-    assert config["model_settings"]["dtype"] == "bfloat16" and config["hardware"]["devices"] == ["cpu"]
+    device = "cpu" if TEST_DEVICE == "cpu" else "cuda:0"
+    assert config["model_settings"]["dtype"] == "bfloat16" and config["hardware"]["devices"] == [device]
     table = pq.read_table(run / "ocr" / "scores.parquet")
     assert table.num_rows >= 3 * 5 * 48  # the demo model reads most keys in bfloat16 too
 

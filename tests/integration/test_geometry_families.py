@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from ocrheads.geometry import box_tokens
-from ocrheads.models import load_adapter
+from ocrheads.models import adapter_class, checkpoint_config, load_adapter
 from ocrheads.models.convert import convert
 from ocrheads.testing.tiny_internvl_chat import write_tiny_internvl_chat
 
-from .tiny_inputs import render_block, tiny_adapter
+from .tiny_inputs import LOAD_DEVICE, on_test_device, render_block, tiny_adapter
 
 SIZES = {
     "internvl": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
@@ -38,12 +38,16 @@ def _adapter(family: str):
     if family != "internvl_chat":
         return tiny_adapter(family)
     with tempfile.TemporaryDirectory(prefix="internvl-chat-") as root:
-        return load_adapter(convert(write_tiny_internvl_chat(Path(root) / "remote"), Path(root) / "native"))
+        native = convert(write_tiny_internvl_chat(Path(root) / "remote"), Path(root) / "native")
+        adapter = adapter_class(checkpoint_config(native)).load(native)  # not load_adapter: the virtual mode would
+    on_test_device(adapter.model)  # place it for the loading test only, and a cached model outlives that test
+    return adapter
 
 
 def _frames(batch) -> torch.Tensor:
-    """Every tile frame of the (single-item) batch, (frames, 3, H, W), in token order."""
-    pixels = batch["pixel_values"]
+    """Every tile frame of the (single-item) batch, (frames, 3, H, W), in token order (a host copy: the batch is on
+    the model's device)."""
+    pixels = batch["pixel_values"].cpu()
     return pixels.reshape(-1, *pixels.shape[-3:])
 
 
@@ -119,7 +123,7 @@ def test_checkpoint_folders_load_offline_with_their_processor_settings(family, t
     adapter = _adapter(family)
     adapter.model.save_pretrained(tmp_path)
     adapter.processor.save_pretrained(tmp_path)
-    loaded = load_adapter(tmp_path, dtype=torch.float32)
+    loaded = load_adapter(tmp_path, dtype=torch.float32, device=LOAD_DEVICE)
     assert type(loaded) is type(adapter)
     page = Image.new("RGB", SIZES[family][3], "white")
     batch = loaded.encode([loaded.prompt("q", 1)], [[page]])

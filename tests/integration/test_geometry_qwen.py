@@ -8,19 +8,19 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import box_tokens
 from ocrheads.models import adapter_class, load_adapter
-from ocrheads.testing.tiny import build_tiny
 
-from .tiny_inputs import render_block, tiny_adapter
+from .tiny_inputs import LOAD_DEVICE, render_block, tiny_adapter, tiny_model
 
 QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 def _darkness_per_token(adapter, batch):
-    """For every merged token: the darkest pixel's darkness in [0 white, 1 black], from pixel_values."""
+    """For every merged token: the darkest pixel's darkness in [0 white, 1 black], from pixel_values (a host copy:
+    the batch is on the model's device)."""
     processor = adapter.processor.image_processor
     mean, std = torch.tensor(processor.image_mean), torch.tensor(processor.image_std)
     shape = (3, processor.temporal_patch_size, processor.patch_size, processor.patch_size)
-    patches = batch["pixel_values"].view(-1, *shape)
+    patches = batch["pixel_values"].cpu().view(-1, *shape)
     white, black = ((1 - mean) / std).view(1, 3, 1, 1, 1), ((0 - mean) / std).view(1, 3, 1, 1, 1)
     darkness = ((patches - white) / (black - white)).mean(1).flatten(1).amax(-1)
     return darkness.view(-1, processor.merge_size**2).amax(-1)
@@ -84,11 +84,12 @@ def test_image_count_must_match_the_prompt():
 
 
 def test_checkpoints_load_offline_from_a_folder_and_unknown_families_are_named(tmp_path):
-    tiny = build_tiny("qwen2_vl")
+    tiny = tiny_model("qwen2_vl")
     tiny.model.save_pretrained(tmp_path / "ckpt")
     tiny.processor.tokenizer.save_pretrained(tmp_path / "ckpt")
     tiny.processor.image_processor.save_pretrained(tmp_path / "ckpt")
-    adapter = load_adapter(tmp_path / "ckpt", min_pixels=56 * 56, max_pixels=56 * 56 * 4, dtype=torch.float32)
+    pixels = dict(min_pixels=56 * 56, max_pixels=56 * 56 * 4)
+    adapter = load_adapter(tmp_path / "ckpt", **pixels, dtype=torch.float32, device=LOAD_DEVICE)
     assert adapter.processor.image_processor.size["longest_edge"] == 56 * 56 * 4
     page = Image.new("RGB", (400, 400), "white")
     batch = adapter.encode([adapter.prompt("q", 1)], [[page]])

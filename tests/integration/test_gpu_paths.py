@@ -19,7 +19,9 @@ from ocrheads.scoring.table import CausalTable, EntryTable
 from ocrheads.testing.tiny import FAMILIES
 from ocrheads.testing.virtual_devices import LAYOUTS, virtual_gpus
 
-from .tiny_inputs import mixed_passkeys, tiny_adapter
+from .tiny_inputs import mixed_passkeys, on_the_cpu, tiny_adapter
+
+pytestmark = on_the_cpu
 
 
 @pytest.fixture(scope="module")

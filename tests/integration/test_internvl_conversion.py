@@ -12,6 +12,7 @@ import transformers as tf
 from PIL import Image
 from safetensors import safe_open
 
+from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import ModelSpec, checkpoint_config, load_adapter
 from ocrheads.models.convert import convert
@@ -93,7 +94,7 @@ def test_converted_model_computes_what_the_remote_layout_computes(converted, lay
     model = _eager(native)
     adapter = load_adapter(native)
     image = page(112, 56, "42")  # two tiles and a thumbnail
-    batch = adapter.encode([adapter.prompt(QUESTION, 1)], [[image]])
+    batch = to_cpu(adapter.encode([adapter.prompt(QUESTION, 1)], [[image]]))  # where the eager model and reference are
     ids, pixels = batch["input_ids"][0], batch["pixel_values"]
     assert pixels.shape[0] == 3
     reference = Reference(remote, layout)
@@ -160,7 +161,7 @@ def test_the_processor_tiles_as_the_original_and_the_geometry_follows(converted,
     batch = adapter.encode([adapter.prompt(QUESTION, 1)], [[image]])
     expected = original_tiles(image, 56, 1, 6)
     assert batch["pixel_values"].shape == expected.shape
-    assert (batch["pixel_values"] - expected).abs().max().item() <= 1e-5
+    assert (batch["pixel_values"].cpu() - expected).abs().max().item() <= 1e-5
     [[tokens]] = adapter.image_tokens(batch, [[size]])
     assert len(tokens.tiles) == expected.shape[0]
     if len(tokens.tiles) > 1:

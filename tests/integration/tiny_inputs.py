@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageDraw
 
@@ -17,6 +18,8 @@ from ocrheads.testing.virtual_devices import place
 # cuda: the same tests then check a GPU; virtual: they check the GPU paths on the CPU (tests/conftest.py)
 TEST_DEVICE = os.environ.get("OCRHEADS_TEST_DEVICE", "cpu")
 LOAD_DEVICE = "cpu" if TEST_DEVICE == "virtual" else TEST_DEVICE  # --device: a loaded model is placed after loading
+# For tests that place a CPU model on virtual GPUs of their own: under the virtual mode (or on a GPU) they cannot nest
+on_the_cpu = pytest.mark.skipif(TEST_DEVICE != "cpu", reason="places a CPU model on virtual GPUs of its own")
 BLOCK = "\u2588"  # a glyph whose ink fills its box, so "tokens that see the box" and "tokens with ink" coincide
 
 

@@ -101,6 +101,8 @@ def _to(func, args, kwargs):
         return _set(_moved(tensor, device_of(rest[0])).to(rest[0].dtype), device_of(rest[0]))
     copy = kwargs.pop("copy", False)
     device, dtype, _, _ = torch._C._nn._parse_to(*rest, **kwargs)
+    if device is not None and device.type == "meta":  # shapes only, on no device to label: torch's own move
+        return func(tensor, *rest, copy=copy, **kwargs)
     target = device_of(tensor) if device is None else _name(device)
     converted = tensor if dtype is None else func(tensor, dtype=dtype, copy=copy)
     if converted is not tensor:
