@@ -71,6 +71,7 @@ def provenance(run: Path, kind: str) -> dict:
         or ("none: the checkpoint has no chat template" if settings else None),
         "dtype": settings.get("dtype"),
         "pixels": settings.get("pixels"),
+        "image_backend": settings.get("image_backend"),
         "image_processor": settings.get("image_processor"),
         "data": config.get("data"),
         "data_sha256": config.get("data_sha256"),

@@ -37,6 +37,7 @@ def test_every_format_round_trips_with_its_provenance(scored, checkpoint, fmt, t
     assert about["model"] == str(checkpoint) and about["format"] == fmt and about["grid"] == [2, 4]
     assert about["data_sha256"] and about["data_seed"] == 2 and about["versions"]["transformers"]
     assert about["prompt_template_sha256"].startswith("none") and "pixels" in about and about["image_processor"]
+    assert about["image_backend"] == "pil"
     target = tmp_path / "imported"
     assert main(["scores", "import", str(written), "--from", fmt, "--kind", "ocr", "--out", str(target),
                  "--model", str(checkpoint)]) == 0  # fmt: skip

@@ -5,6 +5,7 @@ import yaml
 
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
+from ocrheads.models import load_adapter
 from ocrheads.models.qwen_vl import QwenVLAdapter
 
 SMALL, SMALLER = "max_pixels=100352", "max_pixels=50176"
@@ -27,6 +28,7 @@ def test_a_scoring_run_resumed_with_other_pixel_bounds_is_refused(tmp_path, chec
     config = yaml.safe_load((run / "ocr" / "config.yaml").read_text())
     settings = config["model_settings"]
     assert settings["pixels"] == {"max_pixels": 100352} and settings["dtype"] == "float32"
+    assert settings["image_backend"] == "pil"
     assert settings["image_processor"]["size"]["longest_edge"] == 100352
     assert settings["image_processor"]["patch_size"] == 14 and "image_processor_type" not in settings["image_processor"]
     (run / "ocr" / "parts" / "000001.parquet").unlink()  # as if interrupted
@@ -69,3 +71,21 @@ def test_mask_and_overlay_runs_are_pinned_to_their_pixel_bounds(tmp_path, checkp
     assert main([*overlay, "--pixels", SMALLER]) == 2
     assert "model_settings.pixels.max_pixels: 100352 -> 50176" in capsys.readouterr().err
     assert sorted(path.name for path in (run / "overlays").glob("*.png")) == drawn
+
+
+def test_pages_are_prepared_by_pil_even_where_transformers_would_choose_torchvision(checkpoint, monkeypatch):
+    """transformers picks its torchvision image processors wherever torchvision is installed (most GPU machines), and
+    they resize text otherwise than PIL; loading asks for PIL, so every machine prepares the pixels the suite tests
+    (and the paper's code prepared). Simulated here: this machine has no torchvision."""
+    from transformers.models.auto import image_processing_auto as auto
+
+    resolve, chosen = auto._resolve_backend, []
+
+    def recorded(*args, **kwargs):
+        chosen.append(resolve(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(auto, "is_torchvision_available", lambda: True)
+    monkeypatch.setattr(auto, "_resolve_backend", recorded)
+    adapter = load_adapter(checkpoint)
+    assert chosen == ["pil"] and adapter.settings()["image_backend"] == "pil"

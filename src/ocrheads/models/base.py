@@ -23,6 +23,13 @@ from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens
 
+# Pages are resized and normalised by PIL on every machine. transformers picks its torchvision image processors
+# wherever torchvision is installed (most GPU machines), and they resize text otherwise: on a text page, up to 17
+# grey levels of 255 apart at Qwen2-VL's glyph edges, at most two on the other families' (torchvision 0.28,
+# transformers 5.25). PIL is what every machine has, what the suite tests, and what the paper's preprocessing did
+# (transformers 4.46's Qwen2-VL processor; InternVL's remote code resizes PIL images).
+IMAGE_BACKEND = "pil"
+
 
 def image_only(processor_class: type) -> type:
     """A processor subclass without the video processor, which cannot load without torchvision.
@@ -113,22 +120,23 @@ class ModelAdapter(ABC):
             model = cls.model_class.from_pretrained(name_or_path, dtype=dtype, device_map=device_map).eval()
         else:
             model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(resolve_device(device)).eval()
-        processor = cls.processor_class.from_pretrained(name_or_path)
+        processor = cls.processor_class.from_pretrained(name_or_path, backend=IMAGE_BACKEND)
         pixels = {k: v for k, v in pixels.items() if v is not None}
         cls.set_pixel_options(processor.image_processor, **pixels)
         return cls(model, processor, pixels)
 
     def settings(self) -> dict:
         """Everything about the loaded model that changes what it sees and computes, as plain YAML values: its
-        dtype, the pixel bounds the user gave, the image processor's resolved settings (the class name is left
-        out: the torchvision and PIL processors of one family resize alike) and the prompt template's hash."""
+        dtype, the pixel bounds the user gave, the image processor's backend (PIL and torchvision resize text
+        differently) and resolved settings, and the prompt template's hash."""
         image_processor = json.loads(self.processor.image_processor.to_json_string())
-        image_processor.pop("image_processor_type", None)
+        image_processor.pop("image_processor_type", None)  # the class name: the backend says what matters in it
         image_processor.pop("processor_class", None)
         dtype = str(self.model.dtype).removeprefix("torch.")
         template = self.chat_template()
         digest = hashlib.sha256(template.encode("utf-8")).hexdigest()[:16] if template else None
-        return {"dtype": dtype, "pixels": json.loads(json.dumps(self.pixels)), "image_processor": image_processor,
+        return {"dtype": dtype, "pixels": json.loads(json.dumps(self.pixels)),
+                "image_backend": self.processor.image_processor.backend, "image_processor": image_processor,
                 "chat_template_sha256": digest}  # fmt: skip
 
     def chat_template(self) -> str | None:
