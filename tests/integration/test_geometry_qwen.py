@@ -98,3 +98,58 @@ def test_checkpoints_load_offline_from_a_folder_and_unknown_families_are_named(t
     tiny.model.config.model_type = "mystery_vl"
     with pytest.raises(OcrHeadsError, match="model type 'mystery_vl' is not supported; supported: qwen2_vl"):
         adapter_class(tiny.model.config)
+
+
+PAPER_PIXELS = 256 * 28 * 28
+# qwen-vl-utils' first resize, worked by hand: each side rounded to a multiple of 28 (the area is far inside its
+# bounds of 4 to 16384 tokens)
+FETCH_IMAGE_SIZES = {(270, 180): (280, 168), (464, 315): (476, 308), (1000, 90): (1008, 84)}
+
+
+def _paper_pipeline(adapter):
+    adapter.set_pixel_options(adapter.processor.image_processor, min_pixels=PAPER_PIXELS, max_pixels=PAPER_PIXELS)
+    adapter.pixels = {"min_pixels": PAPER_PIXELS, "max_pixels": PAPER_PIXELS, "pre_resize": True}
+    return adapter
+
+
+def test_pre_resize_gives_the_grid_and_pixels_of_the_paper_s_pipeline():
+    """METHOD.md's worked example: fetch_image then the processor turn a 270 x 180 page into 588 x 364 pixels, 21 x 13
+    tokens, where the processor alone gives 20 x 14; the pixels are the processor's of the page resized first."""
+    adapter = _paper_pipeline(tiny_adapter("qwen2_vl"))
+    for size, first in FETCH_IMAGE_SIZES.items():
+        page = render_block(*size, 7, 5)[0]
+        prompt = adapter.prompt("Read it.", 1)
+        batch = adapter.encode([prompt], [[page]])
+        resized = page.resize(first, Image.Resampling.BICUBIC)
+        expected = adapter.processor(text=[prompt], images=[[resized]], return_tensors="pt")
+        assert torch.equal(batch["pixel_values"].cpu(), expected["pixel_values"]), size
+        [[tokens]] = adapter.image_tokens(batch, [[size]])
+        if size == (270, 180):
+            assert (tokens.tiles[0].rows, tokens.tiles[0].cols) == (13, 21) and tokens.tiles[0].pixels == (588, 364)
+    adapter.pixels["pre_resize"] = False
+    batch = adapter.encode([adapter.prompt("Read it.", 1)], [[Image.new("RGB", (270, 180), "white")]])
+    [[tokens]] = adapter.image_tokens(batch, [[(270, 180)]])
+    assert (tokens.tiles[0].rows, tokens.tiles[0].cols) == (14, 20)
+
+
+def test_box_tokens_follow_the_page_through_both_resizes():
+    """Both resizes scale the whole page, so a box scales from the original page to the final grid: every mostly-inked
+    token is found, and nothing without ink."""
+    adapter = _paper_pipeline(tiny_adapter("qwen2_vl"))
+    for size in FETCH_IMAGE_SIZES:
+        for trial in range(4):
+            image, box = render_block(*size, 5 + trial * 53 % (size[0] - 30), 5 + trial * 37 % (size[1] - 30))
+            batch = adapter.encode([adapter.prompt("Read it.", 1)], [[image]])
+            [[tokens]] = adapter.image_tokens(batch, [[image.size]])
+            darkness, start = _darkness_per_token(adapter, batch), tokens.tiles[0].token_start
+            any_ink = {start + int(k) for k in torch.nonzero(darkness > 1e-3).flatten()}
+            mostly_ink = {start + int(k) for k in torch.nonzero(darkness >= 0.5).flatten()}
+            assert mostly_ink <= set(box_tokens(box, tokens)) <= any_ink, (size, trial)
+            assert mostly_ink, (size, trial)
+
+
+def test_pre_resize_is_a_yes_or_no_option_of_the_qwen_families_only(checkpoint):
+    with pytest.raises(OcrHeadsError, match="pre_resize takes true or false, got 'yes'"):
+        load_adapter(checkpoint, pre_resize="yes")
+    with pytest.raises(OcrHeadsError, match=r"llava has no pixel option\(s\) pre_resize"):
+        adapter_class(tiny_adapter("llava").model.config).check_pixel_options({"pre_resize": True})

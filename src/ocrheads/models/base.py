@@ -189,13 +189,18 @@ class ModelAdapter(ABC):
         has_images = any(images)
         batch = self.processor(
             text=list(prompts),
-            images=[list(p) for p in images] if has_images else None,
+            images=[self.prepared_pages(p) for p in images] if has_images else None,
             padding=True,
             return_tensors="pt",
         )
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         return to_device(batch, self.device)
+
+    def prepared_pages(self, pages: Sequence[Image.Image]) -> list[Image.Image]:
+        """A prompt's pages as the family's usual pipeline hands them to its processor: as they are, unless the
+        adapter's pixel options ask for more."""
+        return list(pages)
 
     def image_tokens(self, batch: BatchEncoding, sizes: Sequence[Sequence[tuple[int, int]]]) -> list[list[ImageTokens]]:
         """For each batch item, each image's token positions and grid; `sizes` are the original (w, h).

@@ -7,12 +7,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import transformers as tf
+from PIL import Image
 from transformers import BatchEncoding
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens, Tile, whole_image
 from ocrheads.models.base import ModelAdapter, image_only, runs_of
+
+# qwen-vl-utils 0.0.8's fetch_image (the model card's pipeline, which the paper's code used): every page is first
+# resized to multiples of a token's pixel size with an area of 4 to 16384 tokens, by PIL's bicubic filter.
+FETCH_IMAGE_TOKENS = (4, 16384)
 
 
 class QwenVLAdapter(ModelAdapter):
@@ -21,17 +29,39 @@ class QwenVLAdapter(ModelAdapter):
     image_placeholder = "<|vision_start|><|image_pad|><|vision_end|>"
     model_class = tf.Qwen2VLForConditionalGeneration
     processor_class = image_only(tf.Qwen2VLProcessor)
-    pixel_options = ("min_pixels", "max_pixels")
+    pixel_options = ("min_pixels", "max_pixels", "pre_resize")
 
     @classmethod
-    def set_pixel_options(cls, image_processor, min_pixels=None, max_pixels=None):
-        """min_pixels/max_pixels bound the resized image area (the paper fixed both at 256 * 28 * 28)."""
+    def check_pixel_options(cls, pixels: dict) -> None:
+        super().check_pixel_options(pixels)
+        if not isinstance(pixels.get("pre_resize", False), bool):
+            raise OcrHeadsError(f"pre_resize takes true or false, got {pixels['pre_resize']!r}")
+
+    @classmethod
+    def set_pixel_options(cls, image_processor, min_pixels=None, max_pixels=None, pre_resize=None):
+        """min_pixels/max_pixels bound the resized image area (the paper fixed both at 256 * 28 * 28); pre_resize
+        is not the processor's: `prepared_pages` reads it."""
         size = dict(image_processor.size)
         if min_pixels is not None:
             size["shortest_edge"] = min_pixels
         if max_pixels is not None:
             size["longest_edge"] = max_pixels
         image_processor.size = size
+
+    def prepared_pages(self, pages: Sequence[Image.Image]) -> list[Image.Image]:
+        """With pre_resize, each page resized first as qwen-vl-utils' fetch_image does, then again by the processor
+        to its own bounds, as the paper's code fed Qwen2-VL. The first resize rounds each side to a multiple of a
+        token's pixels, which changes the aspect ratio the second one keeps, so the grid can differ from a single
+        resize's: a 270 x 180 page at the paper's 256 x 28 x 28 pixels gets 21 x 13 tokens, not 20 x 14."""
+        if not self.pixels.get("pre_resize"):
+            return list(pages)
+        factor = self.processor.image_processor.patch_size * self.processor.image_processor.merge_size
+        fewest, most = (tokens * factor**2 for tokens in FETCH_IMAGE_TOKENS)
+        resized = []
+        for page in pages:
+            height, width = smart_resize(page.height, page.width, factor, fewest, most)
+            resized.append(page.convert("RGB").resize((width, height), Image.Resampling.BICUBIC))
+        return resized
 
     def _image_tokens(self, batch: BatchEncoding, item: int, sizes: list[tuple[int, int]]) -> list[ImageTokens]:
         ids = batch["input_ids"][item]
