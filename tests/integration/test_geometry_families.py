@@ -33,14 +33,15 @@ SIZES = {
 
 @cache
 def _adapter(family: str):
-    """A tiny model of `family`; internvl_chat is a remote-code InternVL checkpoint converted to native (the
-    original tiling and ImageNet normalisation)."""
+    """A tiny model of `family` on the test device; internvl_chat is a remote-code InternVL checkpoint converted to
+    native (the original tiling and ImageNet normalisation), loaded by its adapter rather than load_adapter, which
+    the virtual mode places for the test that loads it only (the cached model outlives that test)."""
     if family != "internvl_chat":
         return tiny_adapter(family)
     with tempfile.TemporaryDirectory(prefix="internvl-chat-") as root:
         native = convert(write_tiny_internvl_chat(Path(root) / "remote"), Path(root) / "native")
-        adapter = adapter_class(checkpoint_config(native)).load(native)  # not load_adapter: the virtual mode would
-    on_test_device(adapter.model)  # place it for the loading test only, and a cached model outlives that test
+        adapter = adapter_class(checkpoint_config(native)).load(native)
+    on_test_device(adapter.model)
     return adapter
 
 

@@ -148,7 +148,11 @@ def test_box_tokens_follow_the_page_through_both_resizes():
             assert mostly_ink, (size, trial)
 
 
-def test_pre_resize_is_a_yes_or_no_option_of_the_qwen_families_only(checkpoint):
+def test_pre_resize_is_a_yes_or_no_load_option_of_the_qwen_families_only(checkpoint):
+    adapter = load_adapter(checkpoint, min_pixels=PAPER_PIXELS, max_pixels=PAPER_PIXELS, pre_resize=True)
+    batch = adapter.encode([adapter.prompt("q", 1)], [[Image.new("RGB", (270, 180), "white")]])
+    [[tokens]] = adapter.image_tokens(batch, [[(270, 180)]])
+    assert (tokens.tiles[0].rows, tokens.tiles[0].cols) == (13, 21) and adapter.settings()["pixels"]["pre_resize"]
     with pytest.raises(OcrHeadsError, match="pre_resize takes true or false, got 'yes'"):
         load_adapter(checkpoint, pre_resize="yes")
     with pytest.raises(OcrHeadsError, match=r"llava has no pixel option\(s\) pre_resize"):
