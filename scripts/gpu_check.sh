@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, in one call, under one deadline (8 minutes; GPU_CHECK_SECONDS to change it): the device-sensitive
-# tests on cuda; verify, demo (data, OCR and retrieval scores, select, analyze, overlays, mask, sink, report), gold
+# tests on cuda, and those a machine with torchvision could fail (pages must still go through PIL); verify, demo (data, OCR and retrieval scores, select, analyze, overlays, mask, sink, report), gold
 # OCR scores and causal scores (estimate and exact, zero and mean ablation) on the bundled model; verify, OCR
 # scores (gold and generated) and causal scores on a Qwen2-VL-2B-shaped model built on the GPU in bfloat16; last,
 # benchmarks/bench_gpu.py on the 2B and 7B shapes with what time is left (its tables print shape by shape).
@@ -58,15 +58,18 @@ step() {  # step NAME COMMAND...: runs under what is left of the deadline, logs 
     echo "| $name | $status | $(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)") | $last |" >> "$results"
 }
 
-step environment "$python" -c "import torch, transformers, ocrheads
+step environment "$python" -c "import importlib.util, torch, transformers, ocrheads
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
-print(f'torch {torch.__version__}, transformers {transformers.__version__}, ocrheads {ocrheads.__version__}, {gpu}')"
+vision = 'torchvision installed' if importlib.util.find_spec('torchvision') else 'no torchvision'
+print(f'torch {torch.__version__}, transformers {transformers.__version__}, ocrheads {ocrheads.__version__}, {gpu}, '
+      f'{vision}')"
 step tests env OCRHEADS_TEST_DEVICE="$tests_device" "$python" -m pytest -q -p no:cacheprovider \
     tests/integration/test_precision.py tests/integration/test_verify.py tests/integration/test_score_ocr.py \
     tests/integration/test_score_retrieval.py tests/integration/test_attention_capture.py \
     tests/integration/test_attention_edits.py tests/integration/test_causal.py tests/integration/test_score_causal.py \
     tests/integration/test_sinks.py tests/integration/test_report.py tests/integration/test_capture_syncs.py \
-    tests/integration/test_decoding_steps.py
+    tests/integration/test_decoding_steps.py tests/integration/test_load_settings.py \
+    tests/integration/test_internvl_conversion.py::test_the_processor_tiles_as_the_original_and_the_geometry_follows
 for precision in "${precisions[@]}"; do
     step "verify bundled $precision" "${ocrheads[@]}" verify --model "$bundled" --device "$device" --dtype "$precision"
 done
