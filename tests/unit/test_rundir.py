@@ -45,4 +45,8 @@ def test_a_different_config_is_refused_naming_each_setting_then_and_now(tmp_path
     assert "model.pixels.max_pixels: 200704 -> (not set)" in message
     assert "model.pixels.min_pixels: (not set) -> 3136" in message
     assert "dtype" not in message and "use another --out" in message
+    assert "did not record it yet" in message  # min_pixels was not set before
     claim(tmp_path / "run", first | {"versions": {"torch": "other"}})  # library versions may change on a resume
+    with pytest.raises(OcrHeadsError) as refused:
+        claim(tmp_path / "run", first | {"seed": 3})
+    assert "seed: 1 -> 3" in str(refused.value) and "did not record" not in str(refused.value)

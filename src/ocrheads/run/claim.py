@@ -77,6 +77,11 @@ def _pin(folder: Path, config: dict) -> None:
 
 UNPINNED = ("versions", "hardware", "trained_by")  # recorded, but a resume may change them (an upgrade, a GPU)
 MAX_LISTED = 5
+NOT_SET = "(not set)"
+UNRECORDED = (
+    f"; if a setting shown as {NOT_SET} before is not one you added, the ocrheads that started the run did not record "
+    "it yet, and the run cannot be resumed"
+)
 
 
 def _refuse_changes(folder: Path, before: dict, now: dict) -> None:
@@ -84,9 +89,10 @@ def _refuse_changes(folder: Path, before: dict, now: dict) -> None:
     changed = [line for key in pinned for line in differences(key, before.get(key), now[key])]
     if changed:
         listed = "; ".join(changed[:MAX_LISTED]) + ("; ..." if len(changed) > MAX_LISTED else "")
+        added = any(f": {NOT_SET} -> " in line for line in changed)
         raise OcrHeadsError(
             f"{folder} was run with other settings ({listed}); rerun with the earlier settings to resume, or use "
-            "another --out to keep both"
+            f"another --out to keep both{UNRECORDED if added else ''}"
         )
 
 
@@ -101,4 +107,4 @@ def differences(name: str, before, now) -> list[str]:
 
 
 def _shown(value) -> str:
-    return "(not set)" if value is None else repr(value)
+    return NOT_SET if value is None else repr(value)
