@@ -25,7 +25,7 @@ from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.eval.means import prompt_means
 from ocrheads.models import load_adapter
-from ocrheads.scoring.answers import encode_samples
+from ocrheads.scoring.answers import encode_samples, gold_ids
 from ocrheads.scoring.attribution import estimate, exact, largest_drops, teacher_forced
 
 SEED = 4242
@@ -40,12 +40,11 @@ def dataset(folder: Path, modality: str, n: int, length: int) -> list:
 
 
 def forced_batches(adapter, folder: Path, samples: list, batch: int):
-    tokenizer = adapter.processor.tokenizer
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
         pages = [[open_page(folder, s, p) for p in range(len(s.pages))] for s in chunk]
         encoded = encode_samples(adapter, chunk, pages)
-        yield teacher_forced(encoded, [tokenizer(s.answer, add_special_tokens=False).input_ids for s in chunk])
+        yield teacher_forced(encoded, gold_ids(adapter, chunk))
 
 
 def saturation(adapter, forced) -> torch.Tensor:

@@ -41,7 +41,7 @@ from ocrheads.data.generate import generate
 from ocrheads.data.manifest import read_manifest
 from ocrheads.devices import to_device
 from ocrheads.models import adapter_class
-from ocrheads.scoring.answers import encode_samples
+from ocrheads.scoring.answers import encode_samples, gold_ids
 from ocrheads.scoring.causal import score_causal_batch
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import CausalOptions, scoring_options
@@ -139,8 +139,7 @@ def _passkeys(folder: Path, lengths: list[int], per_length: int) -> tuple[list, 
 def whole_run_table(adapter, samples, pages, device: str, shape: str) -> list[str]:
     """Samples per second of scoring against plain generate (generated answers) and plain forward (gold)."""
     batches = [(samples[i : i + BATCH], pages[i : i + BATCH]) for i in range(0, len(samples), BATCH)]
-    tokenizer = adapter.processor.tokenizer
-    pad = tokenizer.pad_token_id
+    pad = adapter.processor.tokenizer.pad_token_id
     grid = adapter.grid
 
     def plain_generate():
@@ -154,7 +153,7 @@ def whole_run_table(adapter, samples, pages, device: str, shape: str) -> list[st
 
         for chosen, images in batches:
             batch = encode_samples(adapter, chosen, images)
-            gold = [tokenizer(s.answer, add_special_tokens=False).input_ids for s in chosen]
+            gold = gold_ids(adapter, chosen)
             width = max(map(len, gold))
             tokens = torch.tensor([ids + [0] * (width - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in gold])

@@ -29,6 +29,7 @@ from ocrheads.data.generate import generate
 from ocrheads.demo.settings import BUNDLED_MODEL
 from ocrheads.demo.task import DemoTask
 from ocrheads.models import adapter_class, load_adapter
+from ocrheads.scoring.answers import encode_samples, gold_ids
 from ocrheads.scoring.evidence import answer_units, evidence
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.passes import append_tokens
@@ -89,14 +90,11 @@ def measure(adapter, data: Path, samples, dtype) -> dict:
     options = scoring_options()
     layers, heads = adapter.grid
     found = {m: {"error": 0.0, "flips": 0, "pairs": 0, "hits": np.zeros((layers, heads)), "n": 0} for m in METHODS}
-    tokenizer = adapter.processor.tokenizer
     for first in range(0, len(samples), 2):
         batch_samples = samples[first : first + 2]
         pages = [[Image.open(data / p).convert("RGB") for p in s.pages] for s in batch_samples]
-        batch = adapter.encode(
-            [adapter.prompt(s.question, len(p)) for s, p in zip(batch_samples, pages, strict=True)], pages
-        )
-        answers = [tokenizer(s.answer, add_special_tokens=False).input_ids for s in batch_samples]
+        batch = encode_samples(adapter, batch_samples, pages)
+        answers = gold_ids(adapter, batch_samples)
         assert all(len(ids) == len(s.answer) for ids, s in zip(answers, batch_samples, strict=True)), (
             "one token per digit"
         )
