@@ -27,7 +27,8 @@ from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import ModelSpec
 from ocrheads.models.base import ModelAdapter
-from ocrheads.scoring.passes import append_tokens, until_end
+from ocrheads.scoring.answers import sample_prompt
+from ocrheads.scoring.passes import append_tokens
 
 ROW_TOLERANCE = 1e-5  # captured probabilities against float64
 # Against float32 eager attention, which is its own forward pass: on the bundled demo model its rows are 4e-5 from a
@@ -101,13 +102,21 @@ def verify(
     """Every check on one sample; the model is left with the registered function installed."""
     model, tokenizer = adapter.model, adapter.processor.tokenizer
     template = adapter.chat_template()
-    prompt = adapter.prompt(sample.question, len(pages))
+    prompt = sample_prompt(adapter, sample)
     placeholders = prompt.count(adapter.image_placeholder)
+    if adapter.prompt_format != "chat":
+        how = f"prompt format {adapter.prompt_format!r}: the paper code's raw prompts, not the template"
+    else:
+        how = "prompts are rendered with it" if template else "prompts are the images, then the question"
+    decoding = adapter.decoding
+    written = f"stops at {list(decoding.stop_tokens)}, repetition penalty {decoding.repetition_penalty:g}"
+    if decoding.checkpoint_settings:
+        written += f", the checkpoint's {decoding.checkpoint_settings}"
     checks = [
-        Check("chat template", "info", "found" if template else "none",
-              "prompts are rendered with it" if template else "prompts are the images, then the question"),
+        Check("chat template", "info", "found" if template else "none", how),
+        Check("decoding", "info", "greedy", written),
         _check("image placeholders", placeholders == len(pages), f"{placeholders} for {len(pages)} image(s)"),
-    ]  # fmt: skip
+    ]
     batch = adapter.encode([prompt], [pages])
     checks += _geometry(adapter, batch, pages)
     answer = tokenizer(sample.answer, add_special_tokens=False).input_ids
@@ -134,7 +143,7 @@ def verify(
     checks += _row_checks(session, eager, model.dtype, (layers, heads, length))
     written, check = _decoding_check(adapter, batch, len(answer) + 8)
     checks.append(check)
-    text = tokenizer.decode(until_end(to_cpu(written[0, batch["input_ids"].shape[1] :]).tolist(), model, tokenizer))
+    text = tokenizer.decode(adapter.until_end(to_cpu(written[0, batch["input_ids"].shape[1] :]).tolist()))
     found = "reads it" if sample.answer in text else "does not read it"
     checks.append(Check("the model reads the answer", "info", repr(text.strip()), f"answer {sample.answer!r}: {found}"))
     return checks
@@ -148,7 +157,7 @@ def _decoding_check(adapter: ModelAdapter, batch, new: int) -> tuple[torch.Tenso
     rows = torch.arange(prompt - 1, prompt - 1 + new)[None]
     with torch.no_grad():
         with attention_session(model, capture=Capture(rows, keep_probs=True, unseen_ok=True)) as decoding:
-            written = model.generate(**batch, max_new_tokens=new, do_sample=False)
+            written = adapter.generate(batch, new)
         fed = to_cpu(written[:, prompt:-1])  # every written token but the last was fed back
         seen = 1 + fed.shape[1]
         with attention_session(model, capture=Capture(rows[:, :seen], keep_probs=True)) as forced:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sentencepiece
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -183,3 +185,22 @@ def original_tiles(image: Image.Image, tile: int, min_tiles: int, max_tiles: int
         return (data - IMAGENET_MEAN) / IMAGENET_STD
 
     return torch.stack([transform(part) for part in tiles])
+
+
+# the original tokenizer (InternLM2Tokenizer: sentencepiece with added tokens) -----------------------------------------
+def slow_tokenizer_ids(folder: Path, text: str) -> list[int]:
+    """The ids InternLM2's slow tokenizer gives `tokenizer(text).input_ids`: <s>, then sentencepiece's own encoding
+    of each stretch of text between added tokens, and the added tokens at their ids."""
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    added = {v["content"]: int(k) for k, v in json.loads((folder / "tokenizer_config.json").read_text())
+             ["added_tokens_decoder"].items()}  # fmt: skip
+    pattern = "|".join(re.escape(token) for token in sorted(added, key=len, reverse=True))
+    ids, position = [added["<s>"]], 0
+    for match in re.finditer(pattern, text):
+        if match.start() > position:
+            ids += processor.encode(text[position : match.start()])
+        ids.append(added[match.group(0)])
+        position = match.end()
+    if position < len(text):
+        ids += processor.encode(text[position:])
+    return ids

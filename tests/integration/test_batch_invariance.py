@@ -182,5 +182,8 @@ def test_masked_and_sink_edited_answers_are_the_same_alone_and_in_a_padded_batch
         [alone] = _logits(demo, [sample], EDITS[name], means)
         assert torch.isfinite(alone).all(), sample.id
         ended = batched[: len(alone)]  # alone, generation stops where the sample ends
-        torch.testing.assert_close(ended, alone, rtol=0, atol=1e-4, msg=lambda m, s=sample: f"{s.id}: {m}")
+        # float32 rounds differently in padded and unpadded shapes, and more on some CPUs: up to 7e-6 of the logits'
+        # scale was measured on one Xeon (1.4e-4 at logits of 20); an edit that saw padding moves them by tenths
+        tolerance = 2e-5 * float(alone.abs().max())
+        torch.testing.assert_close(ended, alone, rtol=0, atol=tolerance, msg=lambda m, s=sample: f"{s.id}: {m}")
     assert max((e[0] - u[0]).abs().max() for e, u in zip(together, unedited, strict=True)) > 0.1  # the edit acts

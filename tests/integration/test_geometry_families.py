@@ -24,6 +24,7 @@ from .tiny_inputs import LOAD_DEVICE, on_test_device, render_block, tiny_adapter
 SIZES = {
     "internvl": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
     "internvl_chat": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
+    "internvl_paper": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
     "llava": [(56, 56), (56, 80), (80, 56), (100, 70), (70, 130), (300, 200)],
     "smolvlm": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
     "idefics3": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
@@ -35,12 +36,14 @@ SIZES = {
 def _adapter(family: str):
     """A tiny model of `family` on the test device; internvl_chat is a remote-code InternVL checkpoint converted to
     native (the original tiling and ImageNet normalisation), loaded by its adapter rather than load_adapter, which
-    the virtual mode places for the test that loads it only (the cached model outlives that test)."""
-    if family != "internvl_chat":
+    the virtual mode places for the test that loads it only (the cached model outlives that test); internvl_paper
+    is that checkpoint in the paper's prompt format (every page's tiles in one <img> block)."""
+    if family not in ("internvl_chat", "internvl_paper"):
         return tiny_adapter(family)
+    prompt_format = "paper" if family == "internvl_paper" else "chat"
     with tempfile.TemporaryDirectory(prefix="internvl-chat-") as root:
         native = convert(write_tiny_internvl_chat(Path(root) / "remote"), Path(root) / "native")
-        adapter = adapter_class(checkpoint_config(native)).load(native)
+        adapter = adapter_class(checkpoint_config(native)).load(native, prompt_format=prompt_format)
     on_test_device(adapter.model)
     return adapter
 
@@ -124,10 +127,20 @@ def test_checkpoint_folders_load_offline_with_their_processor_settings(family, t
     adapter = _adapter(family)
     adapter.model.save_pretrained(tmp_path)
     adapter.processor.save_pretrained(tmp_path)
-    loaded = load_adapter(tmp_path, dtype=torch.float32, device=LOAD_DEVICE)
+    loaded = load_adapter(tmp_path, dtype=torch.float32, device=LOAD_DEVICE, prompt_format=adapter.prompt_format)
     assert type(loaded) is type(adapter)
     page = Image.new("RGB", SIZES[family][3], "white")
     batch = loaded.encode([loaded.prompt("q", 1)], [[page]])
     assert torch.equal(batch["input_ids"], adapter.encode([adapter.prompt("q", 1)], [[page]])["input_ids"])
     with torch.no_grad():
         assert torch.equal(loaded.model(**batch).logits, adapter.model(**batch).logits)
+
+
+def test_internvl_tiles_as_its_processor_does_whatever_the_image_processor_config_says():
+    """InternVLProcessor asks for crops by default, over an image processor config whose crop_to_patches is off."""
+    adapter = tiny_adapter("internvl")
+    adapter.processor.image_processor.crop_to_patches = False
+    page = Image.new("RGB", (112, 56), "white")
+    batch = adapter.encode([adapter.prompt("q", 1)], [[page]])
+    [[tokens]] = adapter.image_tokens(batch, [[page.size]])
+    assert len(tokens.tiles) == len(_frames(batch)) == 3  # two crops and the thumbnail

@@ -3,7 +3,6 @@ forward of the remote layout computes, its tokenizer gives sentencepiece's ids, 
 original does, and its prompt is the one the original chat() writes."""
 
 import json
-import re
 
 import pytest
 import sentencepiece
@@ -23,7 +22,7 @@ from ocrheads.testing.tiny_internvl_chat import (
     write_tiny_internvl_chat,
 )
 
-from .internvl_reference import Reference, original_tiles
+from .internvl_reference import Reference, original_tiles, slow_tokenizer_ids
 from .tiny_inputs import page
 
 QUESTION = "What is the pass key?"
@@ -39,24 +38,6 @@ def converted(request, tmp_path_factory):
 
 def _eager(folder):
     return tf.InternVLForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
-
-
-def _chat_ids(folder, query: str) -> list[int]:
-    """The ids InternLM2's slow tokenizer gives: <s>, then sentencepiece's own encoding of each stretch of text
-    between added tokens, and the added tokens at their ids."""
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
-    added = {v["content"]: int(k) for k, v in json.loads((folder / "tokenizer_config.json").read_text())
-             ["added_tokens_decoder"].items()}  # fmt: skip
-    pattern = "|".join(re.escape(token) for token in sorted(added, key=len, reverse=True))
-    ids, position = [added["<s>"]], 0
-    for match in re.finditer(pattern, query):
-        if match.start() > position:
-            ids += processor.encode(query[position : match.start()])
-        ids.append(added[match.group(0)])
-        position = match.end()
-    if position < len(query):
-        ids += processor.encode(query[position:])
-    return ids
 
 
 def _chat_query(question: str, tiles: int, per_tile: int = 4, system: str = SYSTEM_MESSAGE) -> str:
@@ -138,8 +119,8 @@ def test_the_tokenizer_gives_sentencepiece_ids_with_added_tokens_at_their_ids(tm
                  "tabs\tand <ref>x</ref>", "<|im_end|> inside", "trailing space "]  # fmt: skip
     for question in questions:
         query = _chat_query(question, tiles=3)
-        assert tokenizer(query).input_ids == _chat_ids(remote, query), question
-        assert tokenizer(question, add_special_tokens=False).input_ids == _chat_ids(remote, question)[1:]
+        assert tokenizer(query).input_ids == slow_tokenizer_ids(remote, query), question
+        assert tokenizer(question, add_special_tokens=False).input_ids == slow_tokenizer_ids(remote, question)[1:]
         if "<" not in question:  # plain text: decoding is sentencepiece's too
             plain = pieces.encode(question)
             assert tokenizer.decode(plain) == pieces.decode(plain)
@@ -150,7 +131,7 @@ def test_the_prompt_is_the_one_chat_writes_token_for_token(converted):
     adapter = load_adapter(native)
     for size, tiles in (((112, 56), 3), ((56, 56), 1), ((300, 40), 7)):
         batch = adapter.encode([adapter.prompt(QUESTION, 1)], [[page(*size, "7")]])
-        assert batch["input_ids"][0].tolist() == _chat_ids(remote, _chat_query(QUESTION, tiles)), size
+        assert batch["input_ids"][0].tolist() == slow_tokenizer_ids(remote, _chat_query(QUESTION, tiles)), size
 
 
 @pytest.mark.parametrize("size", [(112, 56), (56, 112), (200, 120), (30, 300), (56, 56), (500, 90), (57, 55)])

@@ -25,6 +25,13 @@ def model_options(parser: argparse.ArgumentParser, *, required: bool = True) -> 
     group.add_argument("--dtype", choices=DTYPE_NAMES, default="auto", help="auto: the checkpoint's own")
     group.add_argument("--device-map", choices=("auto",), help="spread a model too big for one GPU over all GPUs")
     group.add_argument("--pixels", nargs="+", metavar="NAME=VALUE", help="processor bounds, e.g. max_pixels=200704")
+    text = "chat: prompts through the checkpoint's chat template (default); paper: the paper code's raw prompts "
+    text += "(InternVL: every page in one <img> block, no template)"
+    group.add_argument("--prompt-format", choices=("chat", "paper"), help=text)
+    text = "token ids that end an answer; eos: the checkpoint's end-of-sequence ids (default: eos)"
+    group.add_argument("--stop-tokens", nargs="+", metavar="ID", help=text)
+    text = "penalty on tokens already in the sequence (1: none; default: the checkpoint's generation config's)"
+    group.add_argument("--repetition-penalty", type=float, help=text)
     text = "folder for the native conversions of remote-code InternVL checkpoints (default: beside the hub cache)"
     group.add_argument("--convert-cache", type=Path, help=text)
 
@@ -39,12 +46,21 @@ def pixel_options(pairs: list[str] | None) -> dict:
     return options
 
 
+def load_options(args: argparse.Namespace) -> dict:
+    """How the command line asks a checkpoint to be loaded (ModelSpec's fields besides its name)."""
+    from ocrheads.models.decoding import parse_stop_tokens
+
+    decoding = {"stop_tokens": parse_stop_tokens(args.stop_tokens), "repetition_penalty": args.repetition_penalty}
+    return dict(device=args.device, dtype=args.dtype, device_map=args.device_map, pixels=pixel_options(args.pixels),
+                convert_cache=args.convert_cache, prompt_format=args.prompt_format,
+                decoding={name: value for name, value in decoding.items() if value is not None})  # fmt: skip
+
+
 def model_spec(args: argparse.Namespace):
     """The checkpoint and its load options, checked (config only) but not loaded."""
     from ocrheads.models import ModelSpec
 
-    pixels = pixel_options(args.pixels)
-    spec = ModelSpec(str(args.model), args.device, args.dtype, args.device_map, pixels, args.convert_cache)
+    spec = ModelSpec(str(args.model), **load_options(args))
     spec.grid  # noqa: B018 - reads the config: a missing checkpoint or a bad --pixels fails here, in one line
     return spec
 

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ocrheads.cli.common import model_options, pixel_options
+from ocrheads.cli.common import load_options, model_options
 from ocrheads.errors import OcrHeadsError
 
 
@@ -75,8 +75,7 @@ def _run_demo(args: argparse.Namespace) -> None:
     settings = DemoSettings(
         out=args.out, model=args.model or DemoSettings.model, score_samples=args.score_samples,
         eval_samples=args.eval_samples, k=tuple(args.k), random_seeds=args.random_seeds, batch_size=args.batch_size,
-        device=args.device, dtype=args.dtype, device_map=args.device_map, pixels=pixel_options(args.pixels),
-        convert_cache=args.convert_cache,
+        **load_options(args),
     )  # fmt: skip
     run_demo(settings)
 

@@ -4,6 +4,7 @@ and draw where heads look."""
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -25,9 +26,9 @@ def _add_score(score: argparse.ArgumentParser) -> None:
     score.add_argument("kind", choices=NAMES, help="; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()))
     score.add_argument("--data", required=True, type=Path, help="dataset folder (the samples the kind scores)")
     score.add_argument("--out", required=True, type=Path, help="run directory")
-    score.add_argument(
-        "--preset", choices=list(PRESETS), default="default", help="paper-code: the paper code's choices"
-    )
+    text = "paper-code: the paper code's scoring choices and, for the families it ran (Qwen2-VL, InternVL), its "
+    text += "prompts, pixels and decoding; options given beside it win"
+    score.add_argument("--preset", choices=list(PRESETS), default="default", help=text)
     score.add_argument("--batch-size", type=int, default=1)
     by_options: dict[type, list[str]] = {}
     for kind in KINDS.values():
@@ -121,15 +122,34 @@ COMMANDS = {
 
 def _run_score(args: argparse.Namespace) -> None:
     from ocrheads.scoring.kinds import scoring_kind
+    from ocrheads.scoring.options import PAPER_CODE
     from ocrheads.scoring.runner import score
 
     kind = scoring_kind(args.kind)
-    options = kind.make_options(args.preset, given_fields(args, kind.options))
+    spec, given = model_spec(args), given_fields(args, kind.options)
+    if args.preset == PAPER_CODE:
+        spec, given = _paper_code(spec, kind, given)
+    options = kind.make_options(args.preset, given)
     progress = not args.quiet
-    folder = score(args.kind, model_spec(args), args.data, args.out, options, model_name=args.model,
+    folder = score(args.kind, spec, args.data, args.out, options, model_name=args.model,
                    batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, progress=progress)  # fmt: skip
     if current_shard().leader:
         _report_outcomes(folder)
+
+
+def _paper_code(spec, kind, given: dict):
+    """The checkpoint and the kind's options as the paper's code ran the checkpoint's family, under what was given."""
+    from ocrheads.models import adapter_class
+    from ocrheads.scoring.options import PAPER_CODE
+
+    family = adapter_class(spec.config)
+    if family.paper_code is None:
+        print(f"note: the paper's code ran no {family.family} model; --preset {PAPER_CODE} sets its scoring choices "
+              "only", file=sys.stderr)  # fmt: skip
+        return spec, given
+    if "max_new_tokens" in kind.options.model_fields:
+        given = {"max_new_tokens": family.paper_code.max_new_tokens} | given
+    return spec.with_paper_code(), given
 
 
 def _report_outcomes(folder: Path) -> None:

@@ -73,8 +73,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
             ("eval-text", "text", settings.eval_samples, eval_seed),
         )
     }
-    load = (settings.device, settings.dtype, settings.device_map, settings.pixels, settings.convert_cache)
-    spec = ModelSpec(str(settings.model), *load)
+    load = ("device", "dtype", "device_map", "pixels", "convert_cache", "prompt_format", "decoding")
+    spec = ModelSpec(str(settings.model), **{name: getattr(settings, name) for name in load})
     adapter = spec.load()
     options = scoring_options()
     for kind, name in ((READING, "score-image"), (COPYING, "score-text")):

@@ -29,3 +29,5 @@ class DemoSettings:
     device_map: str | None = None
     pixels: dict = field(default_factory=dict)
     convert_cache: Path | None = None  # where a remote-code InternVL --model is converted (default: by the hub cache)
+    prompt_format: str | None = None  # "chat" (None), or the model family's "paper" format
+    decoding: dict = field(default_factory=dict)  # stop_tokens, repetition_penalty; else the checkpoint's own

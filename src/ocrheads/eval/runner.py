@@ -78,11 +78,10 @@ def edits_for(
 
 def _generate(adapter: ModelAdapter, samples: list[EvalSample], style: str, instruction: str, new: int, edits_of):
     batch = encode_questions(adapter, samples, style, instruction)
-    tokenizer = adapter.processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad(), attention_session(adapter.model, edits=edits_of(batch, new)):
-        sequences = adapter.model.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=pad)
-    return tokenizer.batch_decode(sequences[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        sequences = adapter.generate(batch, new)
+    written = sequences[:, batch["input_ids"].shape[1] :]
+    return adapter.processor.tokenizer.batch_decode(written, skip_special_tokens=True)
 
 
 def evaluate(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from ocrheads.devices import resolve_device, resolve_dtype
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models import convert
 from ocrheads.models.base import ModelAdapter, checkpoint_grid
+from ocrheads.models.decoding import check_decoding
 from ocrheads.models.gemma3 import Gemma3Adapter
 from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
 from ocrheads.models.internvl import InternVLAdapter
@@ -85,7 +86,8 @@ DOWNLOAD_AGAIN = "it looks like an interrupted download: download the checkpoint
 def load_adapter(name_or_path: str | Path, *, convert_cache: str | Path | None = None, **options) -> ModelAdapter:
     """Load a checkpoint (hub id or local folder; a remote-code InternVL one is converted once, into the cache)
     through its family's adapter; options as ModelAdapter.load."""
-    load = {key: options.pop(key) for key in ("device", "dtype", "device_map") if key in options}
+    named = ("device", "dtype", "device_map", "prompt_format", "decoding")
+    load = {key: options.pop(key) for key in named if key in options}
     spec = ModelSpec(str(name_or_path), **load, pixels=options, convert_cache=convert_cache)
     return spec.load()
 
@@ -101,6 +103,8 @@ class ModelSpec:
     device_map: str | None = None
     pixels: dict = field(default_factory=dict)
     convert_cache: str | Path | None = None  # where remote-code checkpoints are converted (default: by the hub cache)
+    prompt_format: str | None = None  # "chat" (None), or a family's "paper" format (ModelAdapter.prompt_formats)
+    decoding: dict = field(default_factory=dict)  # stop_tokens, repetition_penalty (models.decoding); else the model's
 
     @cached_property
     def config(self) -> PretrainedConfig:
@@ -108,8 +112,28 @@ class ModelSpec:
         resolve_device(self.device)
         resolve_dtype(self.dtype)
         config = _config(self.name, self.raw_config)
-        adapter_class(config).check_pixel_options(self.pixels)
+        adapter = adapter_class(config)
+        adapter.check_pixel_options(self.pixels)
+        adapter.check_prompt_format(self.format)
+        check_decoding(self.decoding, config.get_text_config().vocab_size)
         return config
+
+    @property
+    def format(self) -> str:
+        return self.prompt_format or "chat"
+
+    def with_paper_code(self) -> ModelSpec:
+        """This checkpoint as the paper's code ran its family (prompt format, pixels, stop tokens), under the
+        settings the user gave; unchanged for a family the paper did not run."""
+        code = adapter_class(self.config).paper_code
+        if code is None:
+            return self
+        return replace(
+            self,
+            prompt_format=self.prompt_format or code.prompt_format,
+            pixels=code.pixels | self.pixels,
+            decoding={"stop_tokens": list(code.stop_tokens)} | self.decoding,
+        )
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -127,7 +151,8 @@ class ModelSpec:
 
     def pinned(self) -> dict:
         """The part of a run's config known before loading (compared with an existing run before loading)."""
-        settings = {"pixels": dict(self.pixels)} | ({"dtype": self.dtype} if self.dtype != "auto" else {})
+        settings = {"pixels": dict(self.pixels), "prompt_format": self.format}
+        settings |= {"dtype": self.dtype} if self.dtype != "auto" else {}
         return {"model": self.name, "model_settings": settings}
 
     def check_weights(self) -> None:
@@ -152,7 +177,8 @@ class ModelSpec:
 
     def load(self) -> ModelAdapter:
         self.check_weights()
-        options = dict(device=self.device, dtype=self.dtype, device_map=self.device_map)
+        options = dict(device=self.device, dtype=self.dtype, device_map=self.device_map,
+                       prompt_format=self.format, decoding=self.decoding)  # fmt: skip
         folder = self.name
         if self.remote_layout:
             folder = convert.converted(convert.source_folder(self.name), self.name, self.convert_cache)

@@ -22,6 +22,8 @@ from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens
+from ocrheads.models.decoding import check_decoding, resolve_decoding
+from ocrheads.models.paper_code import PaperCode
 
 # Pages are resized and normalised by PIL on every machine. transformers picks its torchvision image processors
 # wherever torchvision is installed (most GPU machines), and they resize text otherwise: on a text page, up to 17
@@ -76,11 +78,25 @@ class ModelAdapter(ABC):
     model_class: ClassVar[type[PreTrainedModel]]
     processor_class: ClassVar[type[ProcessorMixin]]
     pixel_options: ClassVar[tuple[str, ...]] = ()  # processor bounds a user may set at load time
+    prompt_formats: ClassVar[tuple[str, ...]] = ("chat",)  # "chat": the chat template; "paper": the paper code's own
+    paper_questions: ClassVar[dict[str, str]] = {}  # task -> the question as the paper's code asked it ("paper")
+    paper_code: ClassVar[PaperCode | None] = None  # what --preset paper-code sets, for a family the paper ran
 
-    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, pixels: dict | None = None):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        pixels: dict | None = None,
+        prompt_format: str = "chat",
+        decoding: dict | None = None,
+    ):
+        self.check_prompt_format(prompt_format)
+        check_decoding(dict(decoding or {}), model.config.get_text_config().vocab_size)
         self.model = model
         self.processor = processor
         self.pixels = dict(pixels or {})  # the processor bounds the user set at load time
+        self.prompt_format = prompt_format
+        self.decoding = resolve_decoding(dict(decoding or {}), model.generation_config)
 
     @property
     def name(self) -> str:
@@ -99,6 +115,13 @@ class ModelAdapter(ABC):
             raise OcrHeadsError(f"{cls.family} has no pixel option(s) {', '.join(unknown)}; it takes: {allowed}")
 
     @classmethod
+    def check_prompt_format(cls, prompt_format: str) -> None:
+        if prompt_format not in cls.prompt_formats:
+            why = " (the paper's code wrote no raw prompts for it)" if prompt_format == "paper" else ""
+            raise OcrHeadsError(f"{cls.family} has no prompt format {prompt_format!r}{why}; it takes: "
+                                f"{', '.join(cls.prompt_formats)}")  # fmt: skip
+
+    @classmethod
     def load(
         cls,
         name_or_path: str | Path,
@@ -106,14 +129,19 @@ class ModelAdapter(ABC):
         dtype: str | torch.dtype = "auto",
         device: str = "cpu",
         device_map: str | None = None,
+        prompt_format: str = "chat",
+        decoding: dict | None = None,
         **pixels,
     ) -> ModelAdapter:
         """Model and processor from a hub id or a local folder; `pixels` are the family's processor bounds.
 
         dtype: "auto" (the checkpoint's), float32, bfloat16 or float16; device: cpu, cuda, cuda:N or auto;
-        device_map "auto" spreads a model too big for one GPU over all of them (accelerate), instead of `device`.
+        device_map "auto" spreads a model too big for one GPU over all of them (accelerate), instead of `device`;
+        prompt_format: one of the family's `prompt_formats`; decoding: stop_tokens and repetition_penalty
+        (ocrheads.models.decoding), the checkpoint's own where not given.
         """
         cls.check_pixel_options(pixels)
+        cls.check_prompt_format(prompt_format)
         warn_if_untested()
         dtype = resolve_dtype(dtype)
         if device_map is not None:
@@ -123,12 +151,12 @@ class ModelAdapter(ABC):
         processor = cls.processor_class.from_pretrained(name_or_path, backend=IMAGE_BACKEND)
         pixels = {k: v for k, v in pixels.items() if v is not None}
         cls.set_pixel_options(processor.image_processor, **pixels)
-        return cls(model, processor, pixels)
+        return cls(model, processor, pixels, prompt_format, decoding)
 
     def settings(self) -> dict:
-        """Everything about the loaded model that changes what it sees and computes, as plain YAML values: its
-        dtype, the pixel bounds the user gave, the image processor's backend (PIL and torchvision resize text
-        differently) and resolved settings, and the prompt template's hash."""
+        """Everything about the loaded model that changes what it sees, computes and writes, as plain YAML values:
+        its dtype, the pixel bounds the user gave, the image processor's backend (PIL and torchvision resize text
+        differently) and resolved settings, the prompt format and template's hash, and how it decodes."""
         image_processor = json.loads(self.processor.image_processor.to_json_string())
         image_processor.pop("image_processor_type", None)  # the class name: the backend says what matters in it
         image_processor.pop("processor_class", None)
@@ -137,7 +165,8 @@ class ModelAdapter(ABC):
         digest = hashlib.sha256(template.encode("utf-8")).hexdigest()[:16] if template else None
         return {"dtype": dtype, "pixels": json.loads(json.dumps(self.pixels)),
                 "image_backend": self.processor.image_processor.backend, "image_processor": image_processor,
-                "chat_template_sha256": digest}  # fmt: skip
+                "prompt_format": self.prompt_format, "chat_template_sha256": digest,
+                "decoding": self.decoding.settings()}  # fmt: skip
 
     def chat_template(self) -> str | None:
         """The template prompts are rendered with, if the checkpoint has one."""
@@ -160,8 +189,14 @@ class ModelAdapter(ABC):
         names = sorted({torch.cuda.get_device_name(d) for d in devices if d.startswith("cuda")})
         return {"devices": devices, "gpus": names}
 
+    def question(self, task: str, question: str) -> str:
+        """A sample's question as this run asks it: as the sample words it or, in the paper format, as the paper's
+        code worded it for the sample's task."""
+        return self.paper_questions.get(task, question) if self.prompt_format == "paper" else question
+
     def prompt(self, question: str, n_images: int) -> str:
-        """The user turn with n images then the question, through the chat template where there is one.
+        """The user turn with n images then the question, through the chat template where there is one (the
+        "chat" format; a family with a "paper" format overrides this for it).
 
         The template is rendered by the tokenizer: some processors' own renderers insist on a video processor.
         """
@@ -186,16 +221,39 @@ class ModelAdapter(ABC):
                     f"build it with adapter.prompt(question, n_images={len(pages)})"
                 )
         self.processor.tokenizer.padding_side = "left"
-        has_images = any(images)
-        batch = self.processor(
-            text=list(prompts),
-            images=[self.prepared_pages(p) for p in images] if has_images else None,
-            padding=True,
-            return_tensors="pt",
-        )
+        batch = self._tokenized(list(prompts), [self.prepared_pages(p) for p in images] if any(images) else None)
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         return to_device(batch, self.device)
+
+    def _tokenized(self, prompts: list[str], pages: list[list[Image.Image]] | None) -> BatchEncoding:
+        """Ids and pixels of a batch, on the CPU: the processor expands each placeholder into its image's tokens."""
+        return self.processor(text=prompts, images=pages, padding=True, return_tensors="pt")
+
+    def generate(self, batch: BatchEncoding, max_new_tokens: int, **options) -> torch.Tensor:
+        """Prompt and written tokens: greedy decoding as the run pins it (`self.decoding`), whatever sampling
+        settings the checkpoint's generation config holds."""
+        tokenizer = self.processor.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return self.model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=list(self.decoding.stop_tokens) or None,
+            repetition_penalty=self.decoding.repetition_penalty,
+            pad_token_id=pad,
+            **options,
+        )
+
+    def until_end(self, ids: list[int]) -> list[int]:
+        """Written tokens up to (not including) the first stop, end-of-sequence or padding token."""
+        tokenizer = self.processor.tokenizer
+        ends = set(self.decoding.stop_tokens) | {tokenizer.eos_token_id, tokenizer.pad_token_id}
+        for index, token in enumerate(ids):
+            if token in ends:
+                return ids[:index]
+        return ids
 
     def prepared_pages(self, pages: Sequence[Image.Image]) -> list[Image.Image]:
         """A prompt's pages as the family's usual pipeline hands them to its processor: as they are, unless the

@@ -17,10 +17,12 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens, Tile, whole_image
 from ocrheads.models.base import ModelAdapter, image_only, runs_of
+from ocrheads.models.paper_code import PaperCode
 
 # qwen-vl-utils 0.0.8's fetch_image (the model card's pipeline, which the paper's code used): every page is first
 # resized to multiples of a token's pixel size with an area of 4 to 16384 tokens, by PIL's bicubic filter.
 FETCH_IMAGE_TOKENS = (4, 16384)
+PAPER_PIXELS = 256 * 28 * 28  # the paper's min_pixels = max_pixels (METHOD.md 2.1)
 
 
 class QwenVLAdapter(ModelAdapter):
@@ -30,6 +32,13 @@ class QwenVLAdapter(ModelAdapter):
     model_class = tf.Qwen2VLForConditionalGeneration
     processor_class = image_only(tf.Qwen2VLProcessor)
     pixel_options = ("min_pixels", "max_pixels", "pre_resize")
+    # The chat template with its default system turn; qwen-vl-utils' resize, then 256 x 28 x 28 pixels a page;
+    # generate(max_new_tokens=128) under the checkpoint's generation config, whose top_k 1 makes its sampling greedy
+    # over logits under the checkpoint's repetition penalty: the "eos" stops and the checkpoint's own penalty
+    # (METHOD.md 2.1, 2.2).
+    paper_code = PaperCode(
+        "chat", {"min_pixels": PAPER_PIXELS, "max_pixels": PAPER_PIXELS, "pre_resize": True}, max_new_tokens=128
+    )
 
     @classmethod
     def check_pixel_options(cls, pixels: dict) -> None:
@@ -91,6 +100,7 @@ class Qwen2_5_VLAdapter(QwenVLAdapter):
     model_types = ("qwen2_5_vl",)
     model_class = tf.Qwen2_5_VLForConditionalGeneration
     processor_class = image_only(tf.Qwen2_5_VLProcessor)
+    paper_code = None  # the paper ran Qwen2-VL only
 
 
 class Qwen3VLAdapter(QwenVLAdapter):
@@ -98,3 +108,4 @@ class Qwen3VLAdapter(QwenVLAdapter):
     model_types = ("qwen3_vl",)
     model_class = tf.Qwen3VLForConditionalGeneration
     processor_class = image_only(tf.Qwen3VLProcessor)
+    paper_code = None

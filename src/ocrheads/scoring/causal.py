@@ -28,20 +28,16 @@ from ocrheads.scoring.answers import encode_samples, gold_ids
 from ocrheads.scoring.attribution import estimate, exact, largest_drops, teacher_forced
 from ocrheads.scoring.kind import Batch
 from ocrheads.scoring.options import MAX_BATCH_TOKENS, CausalOptions
-from ocrheads.scoring.passes import until_end
 from ocrheads.scoring.table import CausalTable, Outcome
 
 
 def _answers(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions):
-    tokenizer = adapter.processor.tokenizer
     if options.answers == "gold":
         return gold_ids(adapter, samples)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
-        written = adapter.model.generate(**batch, max_new_tokens=options.max_new_tokens, do_sample=False,
-                                         pad_token_id=pad)  # fmt: skip
+        written = adapter.generate(batch, options.max_new_tokens)
     prompt = batch["input_ids"].shape[1]
-    return [until_end(ids, adapter.model, tokenizer) for ids in written[:, prompt:].tolist()]
+    return [adapter.until_end(ids) for ids in written[:, prompt:].tolist()]
 
 
 def _outcome(adapter: ModelAdapter, sample: Sample, ids: list[int], options: CausalOptions) -> Outcome:

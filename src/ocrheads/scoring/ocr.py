@@ -12,7 +12,7 @@ from PIL import Image
 
 from ocrheads.data.manifest import Sample
 from ocrheads.models.base import ModelAdapter
-from ocrheads.scoring.answers import answer_tokens, gold_tokens
+from ocrheads.scoring.answers import answer_tokens, encode_samples, gold_tokens
 from ocrheads.scoring.evidence import answer_units, evidence
 from ocrheads.scoring.kind import Batch
 from ocrheads.scoring.options import ScoringOptions
@@ -28,8 +28,7 @@ def score_ocr_batch(
     table: EntryTable,
 ) -> list[Outcome]:
     """Score one batch of image samples into `table`; returns each sample's outcome."""
-    prompts = [adapter.prompt(sample.question, len(sample.pages)) for sample in samples]
-    batch = adapter.encode(prompts, pages)
+    batch = encode_samples(adapter, samples, pages)
     images = adapter.image_tokens(batch, [[page.size for page in item] for item in pages])
     units = [answer_units(sample, options) for sample in samples]
     evidences = [evidence(u, item, options) for u, item in zip(units, images, strict=True)]

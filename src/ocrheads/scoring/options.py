@@ -41,9 +41,10 @@ class ScoringOptions(BaseModel):
     )
 
 
+PAPER_CODE = "paper-code"  # the preset of the paper code's choices (per family, also its prompts and decoding)
 PRESETS = {
     "default": {},
-    "paper-code": {
+    PAPER_CODE: {
         "row": "consuming",
         "alignment": "position",
         "evidence_rule": "coverage",

@@ -17,6 +17,7 @@ from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.run.start import open_run
+from ocrheads.scoring.answers import sample_prompt
 from ocrheads.scoring.passes import append_tokens
 
 
@@ -31,7 +32,7 @@ def head_attention(
         raise OcrHeadsError(f"sample {sample.id}: an overlay needs at least one head and a non-empty answer")
     check_heads(heads, adapter.grid, "overlay heads")
     install(adapter.model)
-    batch = adapter.encode([adapter.prompt(sample.question, len(pages))], [pages])
+    batch = adapter.encode([sample_prompt(adapter, sample)], [pages])
     images = adapter.image_tokens(batch, [[page.size for page in pages]])[0]
     prompt_length = batch["input_ids"].shape[1]
     rows = torch.arange(prompt_length - 1, prompt_length - 1 + len(answer))[None]

@@ -60,7 +60,7 @@ def write_answers(
     Rows P - 1 .. P + n are captured (plus `extra_rows`, (batch, E) absolute, -1 padded, e.g. prompt rows);
     key_sets are (batch, S, P + n) masks whose attention mass is recorded.
     """
-    model, tokenizer = adapter.model, adapter.processor.tokenizer
+    model = adapter.model
     input_ids = batch["input_ids"]
     size, prompt_length = input_ids.shape
     new = max(len(ids) for ids in gold) if gold is not None else options.max_new_tokens
@@ -76,9 +76,8 @@ def write_answers(
     padding = (batch["attention_mask"].shape[1] - batch["attention_mask"].sum(1)).tolist()
     with torch.no_grad(), attention_session(model, capture=capture) as session:
         if gold is None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            sequences = model.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=pad)
-            written = [until_end(ids, model, tokenizer) for ids in sequences[:, prompt_length:].tolist()]
+            sequences = adapter.generate(batch, new)
+            written = [adapter.until_end(ids) for ids in sequences[:, prompt_length:].tolist()]
         else:
             tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
@@ -94,13 +93,3 @@ def write_answers(
         mass=torch.stack([c.mass for c in captured]) if key_sets is not None else None,
         positions=captured[0].positions,
     )
-
-
-def until_end(ids: list[int], model, tokenizer) -> list[int]:
-    """Written tokens up to (not including) the first end-of-sequence or padding token."""
-    ends = model.generation_config.eos_token_id
-    ends = set(ends if isinstance(ends, list) else [ends]) | {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    for index, token in enumerate(ids):
-        if token in ends:
-            return ids[:index]
-    return ids

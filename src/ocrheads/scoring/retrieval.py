@@ -14,7 +14,7 @@ from ocrheads.data.manifest import Sample
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.models.base import ModelAdapter
-from ocrheads.scoring.answers import answer_tokens, gold_ids, gold_tokens, text_prompt
+from ocrheads.scoring.answers import answer_tokens, gold_ids, gold_tokens, sample_prompt
 from ocrheads.scoring.kind import Batch
 from ocrheads.scoring.options import ScoringOptions
 from ocrheads.scoring.passes import write_answers
@@ -48,7 +48,7 @@ def copy_hits(ids: torch.Tensor, argmax: torch.Tensor, target: int, needle: torc
 def score_retrieval_batch(
     adapter: ModelAdapter, samples: list[Sample], options: ScoringOptions, table: EntryTable
 ) -> list[Outcome]:
-    prompts = [adapter.prompt(text_prompt(sample), 0) for sample in samples]
+    prompts = [sample_prompt(adapter, sample) for sample in samples]
     batch = adapter.encode(prompts, [[] for _ in samples])
     input_ids = to_cpu(batch["input_ids"])  # needles, repeats and hits are read on the CPU (devices.py)
     needles = needle_positions(adapter, prompts, samples, input_ids)

@@ -15,6 +15,7 @@ import transformers as tf
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from ocrheads.models.base import image_only
+from ocrheads.models.qwen_vl import PAPER_PIXELS
 from ocrheads.models.vocab import qwen_vision_ids
 from ocrheads.testing.tiny import MROPE, text_config
 
@@ -28,7 +29,10 @@ SPECIALS = [  # ids 151643 ... 151656, in this order
     "<|image_pad|>", "<|video_pad|>",
 ]  # fmt: skip
 VOCAB_SIZE = 151936
-PAPER_PIXELS = 256 * 28 * 28
+# generation_config.json of Qwen2-VL-2B/7B-Instruct: sampling with top_k 1 (greedy in effect) and a repetition penalty
+# (METHOD.md 2.1); its end-of-sequence ids are <|im_end|> then <|endoftext|> (not checked against the hub here).
+PUBLISHED_GENERATION = dict(bos_token_id=151643, pad_token_id=151643, eos_token_id=[151645, 151643], do_sample=True,
+                            top_k=1, top_p=0.001, temperature=0.1, repetition_penalty=1.05)  # fmt: skip
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"

@@ -17,7 +17,6 @@ from ocrheads.demo.task import DemoTask, Glyph, PageRenderer
 from ocrheads.geometry import ImageTokens, point_tokens
 from ocrheads.models.qwen_vl import QwenVLAdapter
 from ocrheads.scoring.answers import text_prompt
-from ocrheads.scoring.passes import until_end
 from ocrheads.training.architecture import END_OF_TURN
 
 HELD_OUT_FROM = 10**9  # sample indices from here on are never trained on
@@ -138,15 +137,15 @@ def _centre(box) -> tuple[float, float]:
 
 def exact_matches(adapter: QwenVLAdapter, examples: list[Example], batch_size: int = 16) -> list[bool]:
     """Greedy replies against the keys, through the same prompt path as scoring and evaluation."""
-    model, tokenizer = adapter.model, adapter.processor.tokenizer
+    tokenizer = adapter.processor.tokenizer
     hits = []
     for first in range(0, len(examples), batch_size):
         chunk = examples[first : first + batch_size]
         batch = adapter.encode([prompt_of(adapter, e) for e in chunk], [e.pages for e in chunk])
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=len(chunk[0].content.answer) + 2, do_sample=False)
+            out = adapter.generate(batch, len(chunk[0].content.answer) + 2)
         for example, ids in zip(chunk, out[:, batch["input_ids"].shape[1] :].tolist(), strict=True):
-            hits.append(tokenizer.decode(until_end(ids, model, tokenizer)).strip() == example.content.answer)
+            hits.append(tokenizer.decode(adapter.until_end(ids)).strip() == example.content.answer)
     return hits
 
 
