@@ -69,6 +69,7 @@ step tests env OCRHEADS_TEST_DEVICE="$tests_device" "$python" -m pytest -q -p no
     tests/integration/test_attention_edits.py tests/integration/test_causal.py tests/integration/test_score_causal.py \
     tests/integration/test_sinks.py tests/integration/test_report.py tests/integration/test_capture_syncs.py \
     tests/integration/test_decoding_steps.py tests/integration/test_load_settings.py \
+    tests/integration/test_paper_code.py \
     tests/integration/test_internvl_conversion.py::test_the_processor_tiles_as_the_original_and_the_geometry_follows
 for precision in "${precisions[@]}"; do
     step "verify bundled $precision" "${ocrheads[@]}" verify --model "$bundled" --device "$device" --dtype "$precision"

@@ -230,7 +230,7 @@ class ModelAdapter(ABC):
         """Ids and pixels of a batch, on the CPU: the processor expands each placeholder into its image's tokens."""
         return self.processor(text=prompts, images=pages, padding=True, return_tensors="pt")
 
-    def generate(self, batch: BatchEncoding, max_new_tokens: int, **options) -> torch.Tensor:
+    def generate(self, batch: BatchEncoding, max_new_tokens: int) -> torch.Tensor:
         """Prompt and written tokens: greedy decoding as the run pins it (`self.decoding`), whatever sampling
         settings the checkpoint's generation config holds."""
         tokenizer = self.processor.tokenizer
@@ -243,7 +243,6 @@ class ModelAdapter(ABC):
             eos_token_id=list(self.decoding.stop_tokens) or None,
             repetition_penalty=self.decoding.repetition_penalty,
             pad_token_id=pad,
-            **options,
         )
 
     def until_end(self, ids: list[int]) -> list[int]:
