@@ -17,6 +17,11 @@ from ocrheads.data.manifest import open_pages, read_manifest
 from ocrheads.data.samples import RenderStyle
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
+from ocrheads.eval.conditions import Condition
+from ocrheads.eval.datasets import synthetic
+from ocrheads.eval.prompts import encode_questions
+from ocrheads.eval.runner import Intervention, edits_for
+from ocrheads.heads import Head
 from ocrheads.models import ModelSpec, load_adapter
 from ocrheads.models.convert import convert
 from ocrheads.scoring.answers import answer_tokens, encode_samples, gold_ids, sample_prompt
@@ -140,9 +145,28 @@ def test_score_with_the_preset_sends_internvl2_the_paper_code_s_prompt_tiles_and
         tiles = torch.cat([original_tiles(page, TILE, 1, 1) for page in open_pages(passkeys, sample)])
         assert torch.allclose(call["pixel_values"], tiles, atol=1e-5)
         assert call["max_new_tokens"] == 32 and call["eos_token_id"] == [2, 281] and not call["do_sample"]
-    verify = ["verify", "--model", str(remote), "--convert-cache", str(tmp_path / "cache"), "--prompt-format", "paper"]
-    assert main([*verify, "--pixels", "max_patches=1"]) == 0
+    paper = ["--model", str(remote), "--convert-cache", str(tmp_path / "cache"), "--prompt-format", "paper"]
+    assert main(["verify", *paper, "--pixels", "max_patches=1"]) == 0
     assert "all checks passed" in capsys.readouterr().out
+    overlay = ["overlay", str(tmp_path / "run"), "--data", str(passkeys), "--sample", samples[0].id, "--top", "1"]
+    assert main([*overlay, *paper, "--pixels", "max_patches=1"]) == 0
+    overlays = yaml.safe_load((tmp_path / "run" / "overlays" / "config.yaml").read_text())
+    assert overlays["model_settings"]["prompt_format"] == "paper"
+    assert list((tmp_path / "run" / "overlays").glob(f"{samples[0].id}_*_page*.png"))
+
+
+def test_image_receivers_of_the_sink_edit_are_the_paper_block_s_tokens(internvl, passkeys):
+    _, native = internvl
+    adapter = load_adapter(native, prompt_format="paper", max_patches=1)
+    samples = [synthetic(str(passkeys)).read(0)]
+    batch = to_cpu(encode_questions(adapter, samples, "direct"))
+    condition = Condition("ocr-top1", "ocr", (Head(0, 1),))
+    edits = edits_for(Intervention("sink", receivers="image"), condition, adapter, samples, batch, 4)
+    ids = batch["input_ids"][0].tolist()
+    block = ids.index(adapter.processor.start_image_token_id) + 1
+    receivers = torch.nonzero(edits.sink.receivers[0]).flatten().tolist()
+    assert receivers == list(range(block, block + 3 * PER_TILE))
+    assert {ids[k] for k in receivers} == {adapter.model.config.image_token_id}
 
 
 def _qwen_paper_ids(tokenizer, pages: list[Image.Image]) -> list[int]:

@@ -17,7 +17,7 @@ from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.run.start import open_run
-from ocrheads.scoring.answers import sample_prompt
+from ocrheads.scoring.answers import answer_ids, sample_prompt
 from ocrheads.scoring.passes import append_tokens
 
 
@@ -66,11 +66,10 @@ def write_overlays(
     check_heads(heads, model.grid, "overlay heads")
     known = {"model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
     adapter = open_run(Path(out), model, known)
-    tokenizer = adapter.processor.tokenizer
     written = []
     for sample in samples:
         pages = [open_page(data, sample, page) for page in range(len(sample.pages))]
-        answer = tokenizer(sample.answer, add_special_tokens=False).input_ids
+        answer = answer_ids(adapter, sample.answer)
         maps = head_attention(adapter, sample, pages, heads, answer)
         for head, per_page in maps.items():
             for page in sample.evidence_pages or range(len(pages)):
