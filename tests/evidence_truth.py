@@ -69,8 +69,10 @@ def cells_by_pixels(box: tuple[float, ...], tile: Tile, min_share: float) -> lis
 
 
 def positions(image: ImageTokens, cells_of) -> list[int]:
-    """Token positions of the cells `cells_of(tile)` gives, tile by tile, row-major (the order box_tokens keeps)."""
-    return [tile.token_start + row * tile.cols + col for tile in image.tiles for row, col in cells_of(tile)]
+    """Token positions of the cells `cells_of(tile)` gives, tile by tile, row-major (the order box_tokens keeps);
+    rows `row_stride` tokens apart where the tile has one."""
+    return [tile.token_start + row * (tile.row_stride or tile.cols) + col
+            for tile in image.tiles for row, col in cells_of(tile)]  # fmt: skip
 
 
 def evidence_tokens(box: tuple[float, ...], image: ImageTokens, truncate: bool, min_share: float) -> set[int]:

@@ -3,13 +3,15 @@
 Every family reduces to tiles: a tile is a row-major grid of tokens that together see one rectangle of the
 original image (the whole image for Qwen-VL and Gemma 3; crops plus a thumbnail for InternVL and SmolVLM; the
 centre crop for LLaVA). Each token of a tile sees an equal cell of that rectangle, because processors resize
-a tile's region linearly onto the token grid.
+a tile's region linearly onto the token grid. Where tokens that see no pixels end each row (LLaVA-NeXT's
+newlines, Pixtral's breaks), a tile's rows are `row_stride` tokens apart; where features were interpolated onto
+another grid (LLaVA-OneVision), the cells are fractions of pixels.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -28,10 +30,21 @@ class Tile:
     cols: int
     region: Region  # the rectangle of the original image this tile sees
     pixels: tuple[int, int] | None = None  # (width, height) the processor resizes the region to, where known
+    row_stride: int | None = None  # tokens from one row's start to the next's (None: cols, rows touch)
 
     @property
     def token_count(self) -> int:
         return self.rows * self.cols
+
+    @property
+    def stride(self) -> int:
+        return self.cols if self.row_stride is None else self.row_stride
+
+    def position(self, row: int, col: int) -> int:
+        return self.token_start + row * self.stride + col
+
+    def positions(self) -> list[int]:
+        return [self.position(row, col) for row in range(self.rows) for col in range(self.cols)]
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,7 @@ class ImageTokens:
     tiles: tuple[Tile, ...]
 
     def positions(self) -> list[int]:
-        return [tile.token_start + k for tile in self.tiles for k in range(tile.token_count)]
+        return [position for tile in self.tiles for position in tile.positions()]
 
 
 def whole_image(size: tuple[int, int]) -> Region:
@@ -96,7 +109,7 @@ def truncated(box: tuple[float, float, float, float], tile: Tile) -> tuple[tuple
         math.trunc((box[2] - x0) * scale_x),
         math.trunc((box[3] - y0) * scale_y),
     )
-    return scaled, Tile(tile.token_start, tile.rows, tile.cols, (0.0, 0.0, float(width), float(height)), tile.pixels)
+    return scaled, replace(tile, region=(0.0, 0.0, float(width), float(height)))
 
 
 def box_tokens(
@@ -134,7 +147,7 @@ def box_tokens(
             hit = (overlap > 0) & (overlap / area >= threshold)
         else:
             hit = (overlap > 0) & (overlap / (area + cell - overlap) >= threshold)
-        positions += [tile.token_start + int(k) for k in np.flatnonzero(hit)]
+        positions += [tile.position(int(row), int(col)) for row, col in zip(*np.nonzero(hit), strict=True)]
     return positions
 
 
@@ -149,7 +162,7 @@ def point_tokens(point: tuple[float, float], image: ImageTokens) -> list[int]:
         col = math.floor((x - x0) / (x1 - x0) * tile.cols)
         row = math.floor((y - y0) / (y1 - y0) * tile.rows)
         if 0 <= col < tile.cols and 0 <= row < tile.rows:
-            positions.append(tile.token_start + row * tile.cols + col)
+            positions.append(tile.position(row, col))
     return positions
 
 
@@ -167,7 +180,6 @@ def spread_over_image(image: ImageTokens, mass: np.ndarray) -> np.ndarray:
         rows = np.floor((np.arange(height) + 0.5 - y0) / (y1 - y0) * tile.rows).astype(int)
         inside_x, inside_y = (cols >= 0) & (cols < tile.cols), (rows >= 0) & (rows < tile.rows)
         cell_area = (x1 - x0) * (y1 - y0) / tile.token_count
-        grid = np.asarray(mass[tile.token_start : tile.token_start + tile.token_count], dtype=np.float64)
-        grid = grid.reshape(tile.rows, tile.cols) / cell_area
+        grid = np.asarray(mass, dtype=np.float64)[tile.positions()].reshape(tile.rows, tile.cols) / cell_area
         density[np.ix_(inside_y, inside_x)] += grid[np.ix_(rows[inside_y], cols[inside_x])]
     return density

@@ -136,6 +136,15 @@ LAYOUTS = {
     "centre": ImageTokens(
         0, (448, 315), (Tile(0, 4, 4, (62.379746835443036, 0.0, 379.9493670886076, 315.0), (56, 56)),)
     ),
+    # LLaVA-NeXT-like: a base view, then an unpadded grid reaching past the page's sides, a newline after each row
+    "newlines": ImageTokens(
+        0,
+        (300, 120),
+        (
+            Tile(0, 2, 2, whole_image((300, 120)), (28, 28)),
+            Tile(4, 3, 7, (-3.5, 0.0, 303.5, 120.0), (98, 42), row_stride=8),
+        ),
+    ),
 }
 
 
@@ -231,3 +240,17 @@ def test_a_crop_spreads_its_mass_over_its_own_region_only():
     assert np.isclose(density[7, 20], mass[1 * 4 + 2] / 50 + mass[16] / 50)  # crop 1's cell (1, 0) and the centre
     thirds = spread_over_image(ImageTokens(0, size, (Tile(0, 1, 3, whole_image(size)),)), np.array([1.0, 2.0, 3.0]))
     assert np.isclose(thirds[0, 0], 1.0 / (800 / 3))  # a cell of a third of the image: 266.67 px
+
+
+def test_a_row_stride_leaves_out_the_tokens_that_end_each_row():
+    tile = Tile(10, 2, 3, (0.0, 0.0, 30.0, 20.0), row_stride=4)  # each row of 3 followed by a newline
+    image = ImageTokens(0, (30, 20), (tile,))
+    assert image.positions() == [10, 11, 12, 14, 15, 16]
+    assert box_tokens((12, 12, 25, 18), image) == [15, 16]
+    assert point_tokens((25, 5), image) == [12] and point_tokens((1, 19), image) == [14]
+    mass = np.zeros(18)
+    mass[[13, 17]] = 5.0  # the newlines: they see no pixels
+    mass[16] = 1.0
+    density = spread_over_image(image, mass)
+    assert density.sum() == pytest.approx(1.0)
+    assert density[15, 25] > 0 and density[5, 25] == 0
