@@ -44,7 +44,7 @@ def forced_batches(adapter, folder: Path, samples: list, batch: int):
         chunk = samples[start : start + batch]
         pages = [[open_page(folder, s, p) for p in range(len(s.pages))] for s in chunk]
         encoded = encode_samples(adapter, chunk, pages)
-        yield teacher_forced(encoded, gold_ids(adapter, chunk))
+        yield teacher_forced(encoded, gold_ids(adapter, chunk), adapter.written_token_types)
 
 
 def saturation(adapter, forced) -> torch.Tensor:

@@ -56,7 +56,9 @@ def kept_bytes(model, samples, pages) -> tuple[int, int]:
     batch's padded tokens."""
     install(model)
     adapter = adapter_class(model.config)(model, qwen2_vl_processor())
-    forced = teacher_forced(encode_samples(adapter, samples, pages), gold_ids(adapter, samples))
+    forced = teacher_forced(
+        encode_samples(adapter, samples, pages), gold_ids(adapter, samples), adapter.written_token_types
+    )
     weights = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
     kept: dict[int, int] = {}
 

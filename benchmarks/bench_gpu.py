@@ -158,7 +158,8 @@ def whole_run_table(adapter, samples, pages, device: str, shape: str) -> list[st
             tokens = torch.tensor([ids + [0] * (width - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in gold])
             with torch.no_grad():
-                adapter.model(**append_tokens(batch, tokens, mask), use_cache=False, logits_to_keep=1)
+                extended = append_tokens(batch, tokens, mask, adapter.written_token_types)
+                adapter.model(**extended, use_cache=False, logits_to_keep=1)
 
     def scoring(answers: str):
         def run():

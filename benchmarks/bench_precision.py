@@ -99,7 +99,7 @@ def measure(adapter, data: Path, samples, dtype) -> dict:
             "one token per digit"
         )
         tokens = torch.tensor(answers)
-        sequence = append_tokens(batch, tokens, torch.ones_like(tokens))
+        sequence = append_tokens(batch, tokens, torch.ones_like(tokens), adapter.written_token_types)
         prompt = batch["input_ids"].shape[1]
         rows = torch.arange(prompt - 1, prompt - 1 + tokens.shape[1]).expand(len(batch_samples), -1)
         images = adapter.image_tokens(batch, [[page.size for page in item] for item in pages])

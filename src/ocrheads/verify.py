@@ -124,7 +124,7 @@ def verify(
     checks.append(_check("answer tokens decode to the answer", read_back == sample.answer,
                          f"{len(answer)} tokens", f"{sample.answer!r} -> {read_back!r}"))  # fmt: skip
     tokens = torch.tensor([answer])
-    sequence = append_tokens(batch, tokens, torch.ones_like(tokens))
+    sequence = append_tokens(batch, tokens, torch.ones_like(tokens), adapter.written_token_types)
     length = sequence["input_ids"].shape[1]
     layers, heads = adapter.grid
     with torch.no_grad():
@@ -161,7 +161,8 @@ def _decoding_check(adapter: ModelAdapter, batch, new: int) -> tuple[torch.Tenso
         fed = to_cpu(written[:, prompt:-1])  # every written token but the last was fed back
         seen = 1 + fed.shape[1]
         with attention_session(model, capture=Capture(rows[:, :seen], keep_probs=True)) as forced:
-            model(**append_tokens(batch, fed, torch.ones_like(fed)), use_cache=False, logits_to_keep=1)
+            fed_batch = append_tokens(batch, fed, torch.ones_like(fed), adapter.written_token_types)
+            model(**fed_batch, use_cache=False, logits_to_keep=1)
     error, flips = 0.0, 0
     for layer in forced.layers:
         ours, reference = to_cpu(decoding.captured(layer).probs[:, :, :seen]), to_cpu(forced.captured(layer).probs)

@@ -21,7 +21,7 @@ def _forced(adapter, answers=("42", "7")):
     pages = [[page(112, 56, answers[0])], [page(56, 56, answers[1])]]
     batch = adapter.encode([adapter.prompt("What is it?", 1)] * 2, pages)
     answers = [adapter.processor.tokenizer(text, add_special_tokens=False).input_ids for text in answers]
-    return teacher_forced(batch, answers)
+    return teacher_forced(batch, answers, adapter.written_token_types)
 
 
 def _o_proj(model, layer: int):

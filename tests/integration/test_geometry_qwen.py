@@ -107,7 +107,7 @@ FETCH_IMAGE_SIZES = {(270, 180): (280, 168), (464, 315): (476, 308), (1000, 90):
 
 
 def _paper_pipeline(adapter):
-    adapter.set_pixel_options(adapter.processor.image_processor, min_pixels=PAPER_PIXELS, max_pixels=PAPER_PIXELS)
+    adapter.set_pixel_options(adapter.model, adapter.processor, min_pixels=PAPER_PIXELS, max_pixels=PAPER_PIXELS)
     adapter.pixels = {"min_pixels": PAPER_PIXELS, "max_pixels": PAPER_PIXELS, "pre_resize": True}
     return adapter
 

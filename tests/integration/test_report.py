@@ -27,7 +27,7 @@ from .tiny_inputs import extend_for, tiny_adapter
 
 def test_head_attention_maps_equal_eager_attention_spread_over_the_page(tmp_path):
     adapter = tiny_adapter("internvl")  # crops plus a thumbnail: the hardest geometry
-    adapter.set_pixel_options(adapter.processor.image_processor, max_patches=4)
+    adapter.set_pixel_options(adapter.model, adapter.processor, max_patches=4)
     [sample] = generate("passkey", tmp_path / "data", n=1, lengths=(300,), digits=4, seed=2)
     pages = [open_page(tmp_path / "data", sample, k) for k in range(len(sample.pages))]
     answer = adapter.processor.tokenizer(sample.answer, add_special_tokens=False).input_ids

@@ -37,7 +37,7 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
 
 def adapter_class(config: PretrainedConfig) -> type[ModelAdapter]:
     for adapter in ADAPTERS:
-        if config.model_type in adapter.model_types:
+        if adapter.claims(config):
             return adapter
     supported = ", ".join(t for adapter in ADAPTERS for t in adapter.model_types)
     raise OcrHeadsError(f"model type {config.model_type!r} is not supported; supported: {supported}")

@@ -81,6 +81,7 @@ class ModelAdapter(ABC):
     prompt_formats: ClassVar[tuple[str, ...]] = ("chat",)  # "chat": the chat template; "paper": the paper code's own
     paper_questions: ClassVar[dict[str, str]] = {}  # task -> the question as the paper's code asked it ("paper")
     paper_code: ClassVar[PaperCode | None] = None  # what --preset paper-code sets, for a family the paper ran
+    written_token_types: ClassVar[dict[str, int]] = {}  # token-type ids of written text where not 0 (PaliGemma's)
 
     def __init__(
         self,
@@ -106,6 +107,11 @@ class ModelAdapter(ABC):
     @property
     def grid(self) -> tuple[int, int]:
         return checkpoint_grid(self.model.config)
+
+    @classmethod
+    def claims(cls, config: PretrainedConfig) -> bool:
+        """Whether this adapter reads checkpoints of `config` (by model type; a family may look further)."""
+        return config.model_type in cls.model_types
 
     @classmethod
     def check_pixel_options(cls, pixels: dict) -> None:
@@ -150,7 +156,7 @@ class ModelAdapter(ABC):
             model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(resolve_device(device)).eval()
         processor = cls.processor_class.from_pretrained(name_or_path, backend=IMAGE_BACKEND)
         pixels = {k: v for k, v in pixels.items() if v is not None}
-        cls.set_pixel_options(processor.image_processor, **pixels)
+        cls.set_pixel_options(model, processor, **pixels)
         return cls(model, processor, pixels, prompt_format, decoding)
 
     def settings(self) -> dict:
@@ -173,10 +179,11 @@ class ModelAdapter(ABC):
         return getattr(self.processor, "chat_template", None) or self.processor.tokenizer.chat_template
 
     @classmethod
-    def set_pixel_options(cls, image_processor, **options) -> None:
-        """Apply the user's processor bounds (names from `pixel_options`) to a loaded image processor."""
+    def set_pixel_options(cls, model: PreTrainedModel, processor: ProcessorMixin, **options) -> None:
+        """Apply the user's pixel options (names from `pixel_options`) to a loaded model and processor: by default,
+        image processor settings."""
         for name, value in options.items():
-            setattr(image_processor, name, value)
+            setattr(processor.image_processor, name, value)
 
     @property
     def device(self) -> torch.device:
@@ -228,7 +235,21 @@ class ModelAdapter(ABC):
 
     def _tokenized(self, prompts: list[str], pages: list[list[Image.Image]] | None) -> BatchEncoding:
         """Ids and pixels of a batch, on the CPU: the processor expands each placeholder into its image's tokens."""
-        return self.processor(text=prompts, images=pages, padding=True, return_tensors="pt")
+        return self.processor(text=prompts, images=pages, padding=True, return_tensors="pt", **self.image_options())
+
+    def image_options(self) -> dict:
+        """Image processor settings passed with every processor call (pixel options the processor's own call defaults
+        would override if set on the image processor)."""
+        return {}
+
+    def image_settings(self, *names: str) -> dict:
+        """Image processor settings as the processor applies them on these calls: the adapter's image options, then
+        the processor's own call defaults, then the image processor's configuration (InternVLProcessor asks for
+        crops and Gemma3Processor for no pan-and-scan whatever a checkpoint's image processor config says)."""
+        processor = self.processor
+        init = processor.tokenizer.init_kwargs
+        merged = processor._merge_kwargs(tokenizer_init_kwargs=init, **self.image_options())["images_kwargs"]
+        return {name: merged.get(name, getattr(processor.image_processor, name)) for name in names}
 
     def generate(self, batch: BatchEncoding, max_new_tokens: int) -> torch.Tensor:
         """Prompt and written tokens: greedy decoding as the run pins it (`self.decoding`), whatever sampling

@@ -25,8 +25,9 @@ class Idefics3Adapter(ModelAdapter):
     pixel_options = ("longest_edge", "do_image_splitting")
 
     @classmethod
-    def set_pixel_options(cls, image_processor, longest_edge=None, do_image_splitting=None):
+    def set_pixel_options(cls, model, processor, longest_edge=None, do_image_splitting=None):
         """longest_edge: the image's longest side before splitting (more crops when larger)."""
+        image_processor = processor.image_processor
         if longest_edge is not None:
             image_processor.size = {"longest_edge": longest_edge}
         if do_image_splitting is not None:

@@ -104,7 +104,7 @@ class InternVLAdapter(ModelAdapter):
 
     def _regions(self, size: tuple[int, int]) -> list:
         """The original-image rectangle of each tile the processor makes of an image of `size`, in token order."""
-        tiling = self._tiling()
+        tiling = self.image_settings("crop_to_patches", "min_patches", "max_patches")
         if not (tiling["crop_to_patches"] and tiling["max_patches"] > 1):
             return [whole_image(size)]
         target = self.processor.image_processor.size
@@ -112,11 +112,3 @@ class InternVLAdapter(ModelAdapter):
         cols, rows = get_optimal_tiled_canvas((size[1], size[0]), tile, tiling["min_patches"], tiling["max_patches"])
         crops = crop_regions(size, rows, cols)
         return crops if len(crops) == 1 else [*crops, whole_image(size)]
-
-    def _tiling(self) -> dict:
-        """The tiling the processor applies: its own call defaults over the image processor's settings
-        (InternVLProcessor asks for crops whatever a checkpoint's image processor config says)."""
-        processor = self.processor
-        merged = processor._merge_kwargs(tokenizer_init_kwargs=processor.tokenizer.init_kwargs)["images_kwargs"]
-        names = ("crop_to_patches", "min_patches", "max_patches")
-        return {name: merged.get(name, getattr(processor.image_processor, name)) for name in names}

@@ -47,9 +47,10 @@ class QwenVLAdapter(ModelAdapter):
             raise OcrHeadsError(f"pre_resize takes true or false, got {pixels['pre_resize']!r}")
 
     @classmethod
-    def set_pixel_options(cls, image_processor, min_pixels=None, max_pixels=None, pre_resize=None):
+    def set_pixel_options(cls, model, processor, min_pixels=None, max_pixels=None, pre_resize=None):
         """min_pixels/max_pixels bound the resized image area (the paper fixed both at 256 * 28 * 28); pre_resize
         is not the processor's: `prepared_pages` reads it."""
+        image_processor = processor.image_processor
         size = dict(image_processor.size)
         if min_pixels is not None:
             size["shortest_edge"] = min_pixels

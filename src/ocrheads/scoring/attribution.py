@@ -40,13 +40,13 @@ class TeacherForced:
     valid: torch.Tensor  # (batch, A) bool
 
 
-def teacher_forced(batch: BatchEncoding, answers: list[list[int]]) -> TeacherForced:
+def teacher_forced(batch: BatchEncoding, answers: list[list[int]], types: dict | None = None) -> TeacherForced:
     size, prompt = batch["input_ids"].shape
     longest = max(len(ids) for ids in answers)
     targets = torch.tensor([ids + [0] * (longest - len(ids)) for ids in answers])
     valid = torch.tensor([[True] * len(ids) + [False] * (longest - len(ids)) for ids in answers])
     rows = torch.arange(prompt - 1, prompt - 1 + longest).expand(size, -1)
-    return TeacherForced(append_tokens(batch, targets, valid.long()), rows, targets, valid)
+    return TeacherForced(append_tokens(batch, targets, valid.long(), types), rows, targets, valid)
 
 
 def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -> torch.Tensor:

@@ -96,7 +96,7 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
     outcomes = [_outcome(adapter, s, ids, options) for s, ids in zip(samples, answers, strict=True)]
     if not any(answers):
         return [(outcome, None, None) for outcome in outcomes]
-    forced = teacher_forced(batch, answers)
+    forced = teacher_forced(batch, answers, adapter.written_token_types)
     try:
         estimates = estimate(adapter, forced, options.ablation, means, options.metric, options.per_token,
                              options.path_steps)  # fmt: skip

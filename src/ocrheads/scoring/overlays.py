@@ -39,7 +39,8 @@ def head_attention(
     capture = Capture(rows, keep_probs=True, layers=frozenset(head.layer for head in heads))
     tokens = torch.tensor([answer])
     with torch.no_grad(), attention_session(adapter.model, capture=capture) as session:
-        adapter.model(**append_tokens(batch, tokens, torch.ones_like(tokens)), use_cache=False, logits_to_keep=1)
+        extended = append_tokens(batch, tokens, torch.ones_like(tokens), adapter.written_token_types)
+        adapter.model(**extended, use_cache=False, logits_to_keep=1)
     maps = {}
     for head in heads:
         mean_row = to_cpu(session.captured(head.layer).probs[0, head.head]).float().mean(0).numpy()

@@ -35,13 +35,15 @@ class Written:
         return int(found[0]) if len(found) else None
 
 
-def append_tokens(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
-    """The batch with tokens appended (text tokens: attended where `mask`, type 0)."""
+def append_tokens(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor, types: dict | None = None) -> dict:
+    """The batch with written tokens appended as generate appends them: attended where `mask`, of token type 0 but
+    where `types` (the adapter's written_token_types) says otherwise."""
     tokens, mask = to_device((tokens, mask), batch["input_ids"].device)
     extended = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
     for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
         if name in batch:
-            extra = mask.to(batch[name].dtype) if name == "attention_mask" else torch.zeros_like(tokens)
+            fill = torch.full_like(tokens, (types or {}).get(name, 0))
+            extra = mask if name == "attention_mask" else fill
             extended[name] = torch.cat([batch[name], extra.to(batch[name].dtype)], 1)
     return extended
 
@@ -81,7 +83,8 @@ def write_answers(
         else:
             tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
-            model(**append_tokens(batch, tokens, mask), use_cache=False, logits_to_keep=1)  # only the rows are read
+            extended = append_tokens(batch, tokens, mask, adapter.written_token_types)
+            model(**extended, use_cache=False, logits_to_keep=1)  # only the rows are read
             written = [list(ids) for ids in gold]
     captured = to_cpu([session.captured(layer) for layer in session.layers])
     return Written(
