@@ -65,6 +65,8 @@ def float64_rows(inputs: AttentionInputs) -> torch.Tensor:
     query, key = inputs.query_rows.double(), inputs.key.double()
     key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
     logits = query @ key.transpose(-1, -2) * inputs.scaling
+    if inputs.softcap is not None:
+        logits = inputs.softcap * torch.tanh(logits / inputs.softcap)
     k_len = key.shape[2]
     if inputs.mask_rows is None:  # causal, queries aligned to the last keys
         last_key = inputs.local_rows + (k_len - inputs.q_len)
@@ -127,8 +129,9 @@ def verify(
     sequence = append_tokens(batch, tokens, torch.ones_like(tokens), adapter.written_token_types)
     length = sequence["input_ids"].shape[1]
     layers, heads = adapter.grid
-    with torch.no_grad():
-        sdpa_logits = use_text_attention(model, "sdpa")(**sequence, use_cache=False).logits.float()
+    own = "eager" if getattr(model.config.get_text_config(), "attn_logit_softcapping", None) else "sdpa"
+    with torch.no_grad():  # the model's own attention: SDPA, or eager where it softcaps (SDPA cannot)
+        own_logits = use_text_attention(model, own)(**sequence, use_cache=False).logits.float()
         eager = None
         element = torch.finfo(model.dtype).bits // 8
         if layers * heads * length * length * element <= eager_budget:
@@ -137,9 +140,10 @@ def verify(
         capture = Capture(torch.arange(length)[None], keep_probs=True, keep_inputs=True)
         with attention_session(model, capture=capture) as session:
             logits = model(**sequence, use_cache=False).logits.float()
-    difference = float((logits - sdpa_logits).abs().max())
-    checks.append(_check("logits: ocrheads vs SDPA", difference <= LOGIT_TOLERANCE, f"{difference:.1e}",
-                         f"max |difference| over {length} positions (at most {LOGIT_TOLERANCE:g})"))  # fmt: skip
+    difference = float((logits - own_logits).abs().max())
+    checks.append(_check("logits: ocrheads vs the model's attention", difference <= LOGIT_TOLERANCE,
+                         f"{difference:.1e}", f"{own.upper() if own == 'sdpa' else own}: max |difference| over "
+                         f"{length} positions (at most {LOGIT_TOLERANCE:g})"))  # fmt: skip
     checks += _row_checks(session, eager, model.dtype, (layers, heads, length))
     written, check = _decoding_check(adapter, batch, len(answer) + 8)
     checks.append(check)

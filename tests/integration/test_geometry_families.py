@@ -10,6 +10,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,9 +18,10 @@ from PIL import Image
 from ocrheads.geometry import box_tokens
 from ocrheads.models import adapter_class, checkpoint_config, load_adapter
 from ocrheads.models.convert import convert
+from ocrheads.models.gemma3 import pan_and_scan_crops
 from ocrheads.testing.tiny_internvl_chat import write_tiny_internvl_chat
 
-from .tiny_inputs import LOAD_DEVICE, on_test_device, render_block, tiny_adapter
+from .tiny_inputs import LOAD_DEVICE, on_test_device, render_block, tiny_adapter, tiny_model
 
 SIZES = {
     "internvl": [(56, 56), (112, 56), (168, 112), (200, 90), (90, 250), (333, 77)],
@@ -29,6 +31,13 @@ SIZES = {
     "smolvlm": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
     "idefics3": [(128, 128), (128, 64), (64, 128), (200, 90), (90, 250), (333, 77)],
     "gemma3": [(64, 64), (100, 70), (70, 130), (300, 200)],
+    "gemma3_pan_and_scan": [(64, 64), (300, 64), (64, 250), (40, 40), (129, 32), (100, 64), (500, 120)],
+    "paligemma": [(64, 64), (200, 64), (64, 200), (30, 30), (300, 200)],
+    "pixtral": [(64, 64), (48, 32), (100, 40), (40, 100), (20, 20), (300, 200)],
+    "mistral3": [(128, 128), (96, 64), (200, 80), (80, 200), (20, 20), (500, 300)],
+}
+VARIANTS = {  # a family with pixel options that change its geometry: (family, pixel options)
+    "gemma3_pan_and_scan": ("gemma3", {"do_pan_and_scan": True, "pan_and_scan_min_crop_size": 32}),
 }
 
 
@@ -38,6 +47,10 @@ def _adapter(family: str):
     native (the original tiling and ImageNet normalisation), loaded by its adapter rather than load_adapter, which
     the virtual mode places for the test that loads it only (the cached model outlives that test); internvl_paper
     is that checkpoint in the paper's prompt format (every page's tiles in one <img> block)."""
+    if family in VARIANTS:
+        base, pixels = VARIANTS[family]
+        tiny = tiny_model(base)
+        return adapter_class(tiny.model.config)(tiny.model, tiny.processor, pixels)
     if family not in ("internvl_chat", "internvl_paper"):
         return tiny_adapter(family)
     prompt_format = "paper" if family == "internvl_paper" else "chat"
@@ -83,11 +96,18 @@ def test_box_tokens_equal_the_tokens_whose_pixels_hold_ink(family):
             frames = _frames(batch)
             assert len(frames) == len(tokens.tiles)
             found = set(box_tokens(box, tokens))
+            # each tile's cells are the next image tokens of input_ids, row-major: the truth never reads the adapter's
+            # token positions, only its tiles' grids
+            ids = batch["input_ids"][0].cpu()
+            image_positions = torch.nonzero(ids == adapter.model.config.image_token_id).flatten().tolist()
+            assert found <= set(image_positions), "a token that is not an image token (a newline, a break) was found"
+            image_tokens = iter(image_positions)
             for tile, frame in zip(tokens.tiles, frames, strict=True):
+                cells = [next(image_tokens) for _ in range(tile.token_count)]
                 darkness = _darkness(adapter, frame, tile.rows, tile.cols)
-                any_ink = {tile.token_start + int(k) for k in torch.nonzero(darkness > 1e-3).flatten()}
-                mostly_ink = {tile.token_start + int(k) for k in torch.nonzero(darkness >= 0.5).flatten()}
-                in_tile = found & set(range(tile.token_start, tile.token_start + tile.token_count))
+                any_ink = {cells[int(k)] for k in torch.nonzero(darkness > 1e-3).flatten()}
+                mostly_ink = {cells[int(k)] for k in torch.nonzero(darkness >= 0.5).flatten()}
+                in_tile = found & set(cells)
                 where = (width, height, trial, tile)
                 if _unresampled(tile, frame):
                     assert in_tile == any_ink, where
@@ -127,7 +147,8 @@ def test_checkpoint_folders_load_offline_with_their_processor_settings(family, t
     adapter = _adapter(family)
     adapter.model.save_pretrained(tmp_path)
     adapter.processor.save_pretrained(tmp_path)
-    loaded = load_adapter(tmp_path, dtype=torch.float32, device=LOAD_DEVICE, prompt_format=adapter.prompt_format)
+    loaded = load_adapter(tmp_path, dtype=torch.float32, device=LOAD_DEVICE, prompt_format=adapter.prompt_format,
+                          **adapter.pixels)  # fmt: skip
     assert type(loaded) is type(adapter)
     page = Image.new("RGB", SIZES[family][3], "white")
     batch = loaded.encode([loaded.prompt("q", 1)], [[page]])
@@ -144,3 +165,24 @@ def test_internvl_tiles_as_its_processor_does_whatever_the_image_processor_confi
     batch = adapter.encode([adapter.prompt("q", 1)], [[page]])
     [[tokens]] = adapter.image_tokens(batch, [[page.size]])
     assert len(tokens.tiles) == len(_frames(batch)) == 3  # two crops and the thumbnail
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"pan_and_scan_min_crop_size": 32, "pan_and_scan_max_num_crops": 4, "pan_and_scan_min_ratio_to_activate": 1.2},
+        {"pan_and_scan_min_crop_size": 256, "pan_and_scan_max_num_crops": 3, "pan_and_scan_min_ratio_to_activate": 1.5},
+    ],
+)
+def test_pan_and_scan_crops_are_the_ones_the_image_processor_cuts(settings):
+    """The image processor's own pan_and_scan, on pages whose pixels hold their own coordinates."""
+    image_processor = tiny_adapter("gemma3").processor.image_processor
+    sizes = [(129, 32), (97, 32), (300, 64), (64, 250), (1000, 300), (300, 1001), (777, 256), (640, 480), (300, 280)]
+    cropped = 0
+    for width, height in sizes:
+        coded = np.stack(np.indices((height, width)))  # channel 0: the row, channel 1: the column
+        crops = image_processor.pan_and_scan(coded, **settings)
+        cut = [(int(c[1, 0, 0]), int(c[0, 0, 0]), int(c[1, 0, -1]) + 1, int(c[0, -1, 0]) + 1) for c in crops]
+        assert pan_and_scan_crops((width, height), settings | {"do_pan_and_scan": True}) == cut, (width, height)
+        cropped += bool(cut)
+    assert 3 <= cropped < len(sizes)

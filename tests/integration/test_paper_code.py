@@ -275,7 +275,7 @@ def test_a_repetition_penalty_picks_tokens_as_hand_decoding_does_and_rows_stay_t
     with torch.no_grad():
         for _ in range(options.max_new_tokens):
             sequence = torch.tensor([ids], device=batch["input_ids"].device)
-            logits = adapter.model(**extend_for(batch, sequence)).logits[0, -1].clone()
+            logits = adapter.model(**extend_for(batch, sequence, adapter.model.config.model_type)).logits[0, -1].clone()
             seen = torch.tensor(sorted(set(ids)), device=logits.device)
             logits[seen] = torch.where(logits[seen] < 0, logits[seen] * 4.0, logits[seen] / 4.0)
             ids.append(int(logits.argmax()))
@@ -285,7 +285,9 @@ def test_a_repetition_penalty_picks_tokens_as_hand_decoding_does_and_rows_stay_t
     sequence = torch.tensor([ids[: written.prompt_length + len(written.tokens[0])]], device=batch["input_ids"].device)
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():
-        attentions = adapter.model(**extend_for(batch, sequence), output_attentions=True).attentions
+        attentions = adapter.model(
+            **extend_for(batch, sequence, adapter.model.config.model_type), output_attentions=True
+        ).attentions
     install(adapter.model)
     eager = to_cpu(torch.stack([layer[0] for layer in attentions]).argmax(-1))  # (layers, heads, rows)
     for n in range(len(written.tokens[0])):

@@ -43,7 +43,8 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
         if char.box is not None:
             evidence |= evidence_tokens(char.box, images[char.page], truncate, options.evidence_threshold)
     ids = batch["input_ids"]
-    extended = extend_for(batch, torch.cat([ids, torch.tensor([written], device=ids.device)], 1))
+    sequence = torch.cat([ids, torch.tensor([written], device=ids.device)], 1)
+    extended = extend_for(batch, sequence, adapter.model.config.model_type)
     adapter.model.set_attn_implementation("eager")
     with torch.no_grad():
         attentions = adapter.model(**extended, output_attentions=True).attentions

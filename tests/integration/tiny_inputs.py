@@ -30,22 +30,31 @@ def page(width: int, height: int, text: str) -> Image.Image:
 
 
 def padded_batch(tiny: Tiny) -> dict[str, torch.Tensor]:
-    """Two prompts of different lengths, left-padded as for generation, each with one page image."""
+    """Two prompts of different lengths, left-padded as for generation, each with one page image (without the
+    training labels PaliGemma's processor adds)."""
     tiny.processor.tokenizer.padding_side = "left"
     texts = [f"{tiny.image_placeholder}What is the pass key?", f"{tiny.image_placeholder}Key?"]
     images = [[page(120, 80, "12345")], [page(96, 64, "678")]]
     batch = tiny.processor(text=texts, images=images, padding=True, return_tensors="pt")
+    batch.pop("labels", None)
     return to_device(dict(batch), model_device(tiny.model))
 
 
-def extend_for(batch: dict[str, torch.Tensor], sequences: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The same batch with generated tokens appended (text tokens: type 0, attended)."""
+# PaliGemma's written tokens are its causal suffix, token type 1 (its generate appends ones); every other family's
+# written text is type 0.
+WRITTEN_TOKEN_TYPE = {"paligemma": 1}
+
+
+def extend_for(
+    batch: dict[str, torch.Tensor], sequences: torch.Tensor, model_type: str = ""
+) -> dict[str, torch.Tensor]:
+    """The same batch with generated tokens appended: attended, of the type written text has in `model_type`."""
     extra = sequences.shape[1] - batch["input_ids"].shape[1]
     extended = dict(batch, input_ids=sequences)
-    for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
+    values = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": WRITTEN_TOKEN_TYPE.get(model_type, 0)}
+    for name, value in values.items():
         if name in batch:
-            fill = torch.ones if name == "attention_mask" else torch.zeros
-            added = fill(batch[name].shape[0], extra, dtype=batch[name].dtype, device=batch[name].device)
+            added = torch.full((batch[name].shape[0], extra), value, dtype=batch[name].dtype, device=batch[name].device)
             extended[name] = torch.cat([batch[name], added], 1)
     return extended
 

@@ -18,11 +18,14 @@ Decoding: a step's captured row waits, as its query and mask row only, until a l
 all of its keys; the rows of all steps are then computed at once (DeferredRows). A decoding step's GPU time is
 kernel launches, and computing its row at once would launch some thirty more in every layer of every step.
 
-Attention-logit softcapping (Gemma 2's) is not supported: the output is SDPA's, and transformers' SDPA refuses it.
+Attention-logit softcapping (Gemma 2's, so PaliGemma 2's): SDPA cannot apply it, so where a layer asks for it the
+output is the layer's own eager attention's (the full weights of one call, as eager always builds them), and every
+probability recomputed here applies it too: softcap * tanh(logits / softcap), before the mask, as eager does.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -68,8 +71,9 @@ class _Masking:
 class _Call:
     """One attention call's tensors and the geometry shared by captures and edits."""
 
-    def __init__(self, query, key, value, attention_mask, scaling, end):
+    def __init__(self, query, key, value, attention_mask, scaling, end, softcap=None):
         self.query, self.key, self.value = query, key, value
+        self.softcap = softcap
         self.batch, self.heads, self.q_len, _ = query.shape
         self.kv_heads, self.k_len = key.shape[1], key.shape[2]
         self.group = self.heads // self.kv_heads
@@ -101,6 +105,8 @@ class _Call:
             logits = (grouped @ self.key_in(dtype).transpose(-1, -2)).unflatten(2, (self.group, rows)).flatten(1, 2)
         else:
             logits = query_rows.to(dtype) @ head_keys.transpose(-1, -2)
+        if self.softcap is not None:
+            return bias + self.softcap * torch.tanh(logits * (self.scaling / self.softcap))
         return torch.add(bias, logits, alpha=self.scaling)
 
 
@@ -160,7 +166,9 @@ def _capture(
     inputs = None
     if capture.keep_inputs:
         mask_rows = call.masking.rows(shared.local)
-        inputs = AttentionInputs(query_rows, call.key, mask_rows, shared.local, columns, call.q_len, call.scaling)
+        inputs = AttentionInputs(
+            query_rows, call.key, mask_rows, shared.local, columns, call.q_len, call.scaling, call.softcap
+        )
     return CapturedRows(
         layer=layer,
         positions=shared.positions,
@@ -282,33 +290,39 @@ def _redistribute_sink(logits: torch.Tensor, sink: SinkRedistribution, keys: sli
     return torch.where(receivers.any(-1, keepdim=True), edited, probs)
 
 
-def _edited_heads(call: _Call, heads: torch.Tensor, sink: SinkRedistribution | None) -> torch.Tensor:
-    """Outputs (batch, Q, h, D) of `heads` (an index on the layer's device) with their attention replaced: uniform,
-    or sink-redistributed."""
+def _head_outputs(call: _Call, heads: torch.Tensor, attention: str, sink: SinkRedistribution | None = None):
+    """Outputs (batch, Q, h, D) in float32 of `heads` (an index on the layer's device) with their attention replaced,
+    chunk by chunk: "uniform" over the keys each row sees, or "sink"-redistributed."""
     device = call.query.device
-    head_index = heads
-    kv_index = head_index // call.group
+    kv_index = heads // call.group
     value = call.value.float()[:, kv_index]
-    head_keys = call.key_in(torch.float32)[:, kv_index] if sink is not None else None
+    head_keys = call.key_in(torch.float32)[:, kv_index] if attention != "uniform" else None
     keys = slice(call.key_offset, call.key_offset + call.k_len)
     outputs = []
     for start in range(0, call.q_len, EDIT_CHUNK_ROWS):
         local = torch.arange(start, min(start + EDIT_CHUNK_ROWS, call.q_len), device=device).expand(call.batch, -1)
         bias = call.masking.bias(local)
-        if sink is None:
-            probs = bias.expand(-1, len(head_index), -1, -1).softmax(-1)
+        if attention == "uniform":
+            probs = bias.expand(-1, len(heads), -1, -1).softmax(-1)
         else:
-            query_rows = call.query[:, head_index, start : start + local.shape[1]]
-            probs = _redistribute_sink(call.scores(query_rows, bias, head_keys), sink, keys)
+            logits = call.scores(call.query[:, heads, start : start + local.shape[1]], bias, head_keys)
+            probs = _redistribute_sink(logits, sink, keys)
         outputs.append((probs @ value).transpose(1, 2))
     return torch.cat(outputs, dim=1)
 
 
 def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Registered under ATTENTION_NAME; identical to SDPA unless a session asks for captures or edits."""
-    output, _ = sdpa_attention_forward(
-        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-    )
+    """Registered under ATTENTION_NAME; identical to SDPA (to the model's eager attention where it softcaps) unless a
+    session asks for captures or edits."""
+    softcap = kwargs.get("softcap")
+    if softcap is None:
+        output, _ = sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    else:
+        output = _eager_output(
+            module, _Call(query, key, value, attention_mask, scaling, key.shape[2], softcap), dropout
+        )
     session = current_session()
     if session is None:
         return output, None
@@ -324,13 +338,15 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         return _kept(session, layer, output), None
     if attention_mask is None and 1 < query.shape[2] < key.shape[2]:
         raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
-    call = _Call(query, key, value, attention_mask, scaling, end)
+    call = _Call(query, key, value, attention_mask, scaling, end, softcap)
     if wants_capture:
         _capture_call(session, call, capture, layer)
-    for heads, sink in ((edits.uniform.get(layer), None), (edits.sink and edits.sink.heads.get(layer), edits.sink)):
+    replacements = ((edits.uniform.get(layer), "uniform"), (edits.sink and edits.sink.heads.get(layer), "sink"))
+    for heads, attention in replacements:
         if heads:
             index = session.index(heads, output.device)
-            output = output.index_copy(2, index, _edited_heads(call, index, sink).to(output.dtype))
+            replaced = _head_outputs(call, index, attention, edits.sink).to(output.dtype)
+            output = output.index_copy(2, index, replaced)
     if layer in edits.mean:
         heads, means = edits.mean[layer]
         replaced = means.to(output.device, output.dtype).expand(output.shape[0], output.shape[1], -1, -1)
@@ -342,6 +358,20 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         replacement = 0.0 if means is None else means.to(output.device, output.dtype)[None, None]
         output = torch.where(mask.to(output.device)[:, None, :, None], replacement, output)
     return _kept(session, layer, output), None
+
+
+def _eager_output(module, call: _Call, dropout: float) -> torch.Tensor:
+    """The layer's own eager attention output (batch, Q, heads, D), handed the mask as the additive mask in the
+    model's dtype it expects (transformers gives this function SDPA's masks)."""
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise OcrHeadsError(f"{type(module).__name__} softcaps its attention logits, which SDPA cannot, and has no "
+                            "eager attention function to compute them with")  # fmt: skip
+    rows = torch.arange(call.q_len, device=call.query.device).expand(call.batch, -1)
+    bias = call.masking.bias(rows).clamp(min=torch.finfo(call.query.dtype).min).to(call.query.dtype)
+    output, _ = eager(module, call.query, call.key, call.value, bias, dropout=dropout, scaling=call.scaling,
+                      softcap=call.softcap)  # fmt: skip
+    return output
 
 
 def _kept(session, layer: int, output: torch.Tensor) -> torch.Tensor:

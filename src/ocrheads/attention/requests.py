@@ -123,6 +123,7 @@ class AttentionInputs:
     columns: torch.Tensor  # (C,) which of the capture's rows these are (the others were not in this call)
     q_len: int
     scaling: float
+    softcap: float | None = None  # attention-logit softcapping (Gemma 2's), applied before the mask
 
 
 @dataclass

@@ -21,6 +21,8 @@ from ocrheads.models.gemma3 import Gemma3Adapter
 from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
 from ocrheads.models.internvl import InternVLAdapter
 from ocrheads.models.llava import LlavaAdapter
+from ocrheads.models.paligemma import PaliGemmaAdapter
+from ocrheads.models.pixtral import Mistral3Adapter, PixtralAdapter
 from ocrheads.models.qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter, QwenVLAdapter
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (
@@ -32,6 +34,9 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     Idefics3Adapter,
     SmolVLMAdapter,
     Gemma3Adapter,
+    PaliGemmaAdapter,
+    PixtralAdapter,
+    Mistral3Adapter,
 )
 
 

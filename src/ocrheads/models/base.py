@@ -237,6 +237,10 @@ class ModelAdapter(ABC):
         """Ids and pixels of a batch, on the CPU: the processor expands each placeholder into its image's tokens."""
         return self.processor(text=prompts, images=pages, padding=True, return_tensors="pt", **self.image_options())
 
+    def tokenized_text(self, prompt: str) -> str:
+        """The text the tokenizer reads for a prompt without images: the prompt, where the processor adds nothing."""
+        return prompt
+
     def image_options(self) -> dict:
         """Image processor settings passed with every processor call (pixel options the processor's own call defaults
         would override if set on the image processor)."""

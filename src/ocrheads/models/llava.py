@@ -14,6 +14,7 @@ from transformers import BatchEncoding
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens, Region, Tile, square_side
 from ocrheads.models.base import ModelAdapter
+from ocrheads.models.pixtral import has_pixtral_tower
 
 
 def view_region(image_processor, size: tuple[int, int]) -> tuple[Region, tuple[int, int]]:
@@ -53,6 +54,11 @@ class LlavaAdapter(ModelAdapter):
     image_placeholder = "<image>"
     model_class = tf.LlavaForConditionalGeneration
     processor_class = tf.LlavaProcessor
+
+    @classmethod
+    def claims(cls, config) -> bool:
+        """A LLaVA checkpoint with a Pixtral tower is Pixtral's (rows of variable length between break tokens)."""
+        return super().claims(config) and not has_pixtral_tower(config)
 
     def _image_tokens(self, batch: BatchEncoding, item: int, sizes: list[tuple[int, int]]) -> list[ImageTokens]:
         """Consecutive images' tokens touch, so the image tokens are split evenly, in order, between the images."""

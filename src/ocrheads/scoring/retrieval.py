@@ -24,12 +24,13 @@ from ocrheads.scoring.table import EntryTable, Outcome
 def needle_positions(adapter: ModelAdapter, prompts: list[str], samples: list[Sample], input_ids) -> list[list[int]]:
     """Token positions (in the padded batch) whose text overlaps each sample's answer span in its context."""
     tokenizer = adapter.processor.tokenizer
-    encoded = tokenizer(prompts, return_offsets_mapping=True, padding=True, return_tensors="pt")
+    texts = [adapter.tokenized_text(prompt) for prompt in prompts]
+    encoded = tokenizer(texts, return_offsets_mapping=True, padding=True, return_tensors="pt")
     if not torch.equal(encoded["input_ids"], input_ids):
         raise OcrHeadsError("the tokenizer's ids differ from the processor's for a text prompt; cannot find the needle")
     needles = []
-    for prompt, sample, offsets in zip(prompts, samples, encoded["offset_mapping"].tolist(), strict=True):
-        start = prompt.find(sample.context)
+    for text, sample, offsets in zip(texts, samples, encoded["offset_mapping"].tolist(), strict=True):
+        start = text.find(sample.context)
         if start < 0:
             raise OcrHeadsError(f"sample {sample.id}: the chat template changed the context text; cannot find it")
         low, high = start + sample.answer_span[0], start + sample.answer_span[1]

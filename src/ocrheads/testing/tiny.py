@@ -13,9 +13,11 @@ import torch
 import transformers as tf
 
 from ocrheads.models.base import image_only
+from ocrheads.models.pixtral import transformers_processor
 from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
+            "paligemma2", "pixtral", "mistral3")  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
@@ -206,6 +208,77 @@ def gemma3() -> Tiny:
     return Tiny(tf.Gemma3ForConditionalGeneration(config).eval(), processor, "<start_of_image>")
 
 
+def _paligemma(text: dict) -> Tiny:
+    tokenizer = byte_tokenizer(["<image>"])
+    tokenizer.add_special_tokens({"bos_token": "<bos>"})
+    config = tf.PaliGemmaConfig(
+        vision_config=vision_tower(64, 16, model_type="siglip_vision_model"),
+        text_config=text_config(len(tokenizer), **text),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        projection_dim=64,
+        hidden_size=64,
+        vocab_size=len(tokenizer),
+    )
+    image_processor = tf.SiglipImageProcessorPil(size={"height": 64, "width": 64})
+    image_processor.image_seq_length = 16  # what PaliGemma checkpoints' preprocessor configs carry
+    processor = tf.PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return Tiny(tf.PaliGemmaForConditionalGeneration(config).eval(), processor, "<image>")
+
+
+def paligemma() -> Tiny:
+    """PaliGemma 1: a Gemma text model."""
+    return _paligemma(dict(model_type="gemma", head_dim=16))
+
+
+def paligemma2() -> Tiny:
+    """PaliGemma 2: a Gemma 2 text model, with sliding-window layers and attention-logit softcapping. The cap is 5
+    (published models: 50) and the weights ten times the default scale, so that the cap bites, and a head's output
+    moves the logits through Gemma 2's post-attention norms."""
+    extra = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=8, attn_logit_softcapping=5.0,
+                 final_logit_softcapping=30.0, layer_types=["sliding_attention", "full_attention"],
+                 initializer_range=0.2)  # fmt: skip
+    return _paligemma(dict(model_type="gemma2", **extra))
+
+
+PIXTRAL_SPECIALS = ["[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+
+
+def _pixtral_tower() -> dict:
+    return vision_tower(128, 16, model_type="pixtral", head_dim=16)
+
+
+def _pixtral_processor(tokenizer, merge: int) -> tf.PixtralProcessor:
+    image_processor = tf.PixtralImageProcessorPil(size={"longest_edge": 64 * merge}, patch_size=16)
+    return transformers_processor()(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
+                                    spatial_merge_size=merge)  # fmt: skip
+
+
+def pixtral() -> Tiny:
+    """A LLaVA checkpoint with a Pixtral tower (Pixtral-12B's layout): every patch a token, no CLS."""
+    tokenizer = byte_tokenizer(PIXTRAL_SPECIALS)
+    config = tf.LlavaConfig(
+        vision_config=_pixtral_tower(),
+        text_config=dict(model_type="mistral", **text_config(len(tokenizer), head_dim=16)),
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    return Tiny(tf.LlavaForConditionalGeneration(config).eval(), _pixtral_processor(tokenizer, 1), "[IMG]")
+
+
+def mistral3() -> Tiny:
+    """Mistral 3: a Pixtral tower whose 2 x 2 patch blocks are merged into one token."""
+    tokenizer = byte_tokenizer(PIXTRAL_SPECIALS)
+    config = tf.Mistral3Config(
+        vision_config=_pixtral_tower(),
+        text_config=dict(model_type="mistral", **text_config(len(tokenizer), head_dim=16)),
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=2,
+        vision_feature_layer=-1,
+    )
+    return Tiny(tf.Mistral3ForConditionalGeneration(config).eval(), _pixtral_processor(tokenizer, 2), "[IMG]")
+
+
 BUILDERS: dict[str, Callable[[], Tiny]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
@@ -215,6 +288,10 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "smolvlm": smolvlm,
     "idefics3": idefics3,
     "gemma3": gemma3,
+    "paligemma": paligemma,
+    "paligemma2": paligemma2,
+    "pixtral": pixtral,
+    "mistral3": mistral3,
 }
 
 
