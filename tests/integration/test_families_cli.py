@@ -15,6 +15,8 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "pixtral": [],
     "mistral3": [],
     "gemma3": ["do_pan_and_scan=true", "pan_and_scan_min_crop_size=32"],
+    "llava_next": [],
+    "llava_onevision": ["vision_aspect_ratio=anyres_max_2"],
 }
 
 

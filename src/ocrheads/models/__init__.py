@@ -21,6 +21,7 @@ from ocrheads.models.gemma3 import Gemma3Adapter
 from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
 from ocrheads.models.internvl import InternVLAdapter
 from ocrheads.models.llava import LlavaAdapter
+from ocrheads.models.llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from ocrheads.models.paligemma import PaliGemmaAdapter
 from ocrheads.models.pixtral import Mistral3Adapter, PixtralAdapter
 from ocrheads.models.qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter, QwenVLAdapter
@@ -37,6 +38,8 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     PaliGemmaAdapter,
     PixtralAdapter,
     Mistral3Adapter,
+    LlavaNextAdapter,
+    LlavaOnevisionAdapter,
 )
 
 

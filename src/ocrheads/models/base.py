@@ -98,6 +98,7 @@ class ModelAdapter(ABC):
         self.pixels = dict(pixels or {})  # the processor bounds the user set at load time
         self.prompt_format = prompt_format
         self.decoding = resolve_decoding(dict(decoding or {}), model.generation_config)
+        self.check_agreement()
 
     @property
     def name(self) -> str:
@@ -119,6 +120,10 @@ class ModelAdapter(ABC):
         if unknown:
             allowed = ", ".join(cls.pixel_options) or "none"
             raise OcrHeadsError(f"{cls.family} has no pixel option(s) {', '.join(unknown)}; it takes: {allowed}")
+
+    def check_agreement(self) -> None:  # noqa: B027 - a hook: most families have nothing to check
+        """Refuse, in one line, a checkpoint whose processor and model settings disagree where the geometry needs
+        them to agree (a family that has such settings says which)."""
 
     @classmethod
     def check_prompt_format(cls, prompt_format: str) -> None:

@@ -17,7 +17,7 @@ from ocrheads.models.pixtral import transformers_processor
 from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
-            "paligemma2", "pixtral", "mistral3")  # fmt: skip
+            "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision")  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
@@ -279,6 +279,53 @@ def mistral3() -> Tiny:
     return Tiny(tf.Mistral3ForConditionalGeneration(config).eval(), _pixtral_processor(tokenizer, 2), "[IMG]")
 
 
+def llava_next() -> Tiny:
+    """LLaVA-NeXT at a quarter of llava-v1.6's sizes: 56-px tiles of 4 x 4 features (CLIP, CLS dropped), the
+    published pinpoints scaled alike."""
+    tokenizer = byte_tokenizer(["<image>"])
+    pinpoints = [[56, 112], [112, 56], [112, 112], [168, 56], [56, 168]]
+    config = tf.LlavaNextConfig(
+        vision_config=vision_tower(56, 14, model_type="clip_vision_model"),
+        text_config=dict(model_type="llama", **text_config(len(tokenizer))),
+        image_grid_pinpoints=pinpoints,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    image_processor = tf.LlavaNextImageProcessorPil(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=pinpoints
+    )
+    processor = tf.LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )  # fmt: skip
+    return Tiny(tf.LlavaNextForConditionalGeneration(config).eval(), processor, "<image>")
+
+
+def llava_onevision() -> Tiny:
+    """LLaVA-OneVision with 64-px tiles of 4 x 4 features (SigLIP, no CLS), canvases of up to 3 x 3 tiles and
+    anyres_max_4, so that large pages' grids are interpolated down."""
+    tokenizer = byte_tokenizer(["<image>", "<video>"])
+    pinpoints = [[64 * rows, 64 * cols] for rows in range(1, 4) for cols in range(1, 4)]
+    config = tf.LlavaOnevisionConfig(
+        vision_config=vision_tower(64, 16, model_type="siglip_vision_model"),
+        text_config=dict(model_type="qwen2", **text_config(len(tokenizer))),
+        image_grid_pinpoints=pinpoints,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_4",
+    )
+    image_processor = tf.LlavaOnevisionImageProcessorPil(
+        size={"height": 64, "width": 64}, image_grid_pinpoints=pinpoints
+    )
+    processor = image_only(tf.LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=16,
+        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_4",
+    )  # fmt: skip
+    return Tiny(tf.LlavaOnevisionForConditionalGeneration(config).eval(), processor, "<image>")
+
+
 BUILDERS: dict[str, Callable[[], Tiny]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
@@ -292,6 +339,8 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "paligemma2": paligemma2,
     "pixtral": pixtral,
     "mistral3": mistral3,
+    "llava_next": llava_next,
+    "llava_onevision": llava_onevision,
 }
 
 
