@@ -29,12 +29,13 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_score_mask_and_sink_run_from_the_command_line(family, data, tmp_path, capsys):
+def test_score_mask_sink_and_verify_run_from_the_command_line(family, data, tmp_path, capsys):
     tiny = build_tiny(family)
     checkpoint, run = tmp_path / "model", tmp_path / "run"
     tiny.model.save_pretrained(checkpoint)
     tiny.processor.save_pretrained(checkpoint)
-    model = ["--model", str(checkpoint), "--quiet", *(["--pixels", *FAMILIES[family]] if FAMILIES[family] else [])]
+    load = ["--model", str(checkpoint), *(["--pixels", *FAMILIES[family]] if FAMILIES[family] else [])]
+    model = [*load, "--quiet"]
     images, texts = str(data / "image"), str(data / "text")
     assert main(["score", "ocr", "--data", images, "--out", str(run), "--answers", "gold", *model]) == 0
     assert main(["score", "retrieval", "--data", texts, "--out", str(run), "--answers", "gold", *model]) == 0
@@ -48,3 +49,6 @@ def test_score_mask_and_sink_run_from_the_command_line(family, data, tmp_path, c
     for experiment in ("mask", "sink"):
         predictions = (run / experiment / "predictions.jsonl").read_text().splitlines()
         assert predictions and all("reply" in json.loads(line) for line in predictions)
+    capsys.readouterr()
+    assert main(["verify", *load]) == 0
+    assert "all checks passed" in capsys.readouterr().out

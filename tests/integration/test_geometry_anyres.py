@@ -14,7 +14,7 @@ from transformers.models.llava_next.modeling_llava_next import image_size_to_num
 
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import box_tokens
-from ocrheads.models import load_adapter
+from ocrheads.models import llava_next, load_adapter
 
 from .tiny_inputs import render_block, tiny_adapter
 
@@ -115,8 +115,9 @@ def test_several_onevision_images_are_each_a_padded_base_view():
             assert sum(_check(adapter, pages, glyph, box).values()) == 1  # the one base view
 
 
-def test_pinpoints_and_the_feature_budget_are_load_options_the_processor_and_the_model_share(tmp_path):
+def test_pinpoints_and_the_feature_budget_are_load_options_the_processor_and_the_model_share(tmp_path, caplog):
     big = Image.new("RGB", (400, 400), "white")
+    llava_next._warn_coarse_interpolation.cache_clear()  # once a process: other tests may have set it off
     counts = {}
     runs = [("llava_next", {}), ("llava_next", {"image_grid_pinpoints": [[56, 112]]}), ("llava_onevision", {}),
             ("llava_onevision", {"vision_aspect_ratio": "anyres_max_1"})]  # fmt: skip
@@ -135,6 +136,8 @@ def test_pinpoints_and_the_feature_budget_are_load_options_the_processor_and_the
     assert counts["llava_next", "{'image_grid_pinpoints': [[56, 112]]}"] == [(4, 4), (4, 4)]
     assert counts["llava_onevision", "{}"] == [(4, 4), (8, 8)]  # 12 x 12 features over budget 4: interpolated
     assert counts["llava_onevision", "{'vision_aspect_ratio': 'anyres_max_1'}"] == [(4, 4), (4, 4)]
+    coarse = [r.message for r in caplog.records if "interpolated down more than twice" in r.message]
+    assert len(coarse) == 1  # 12 x 12 features to 4 x 4 (anyres_max_4: to 8 x 8, no warning)
 
 
 def test_a_processor_and_a_model_that_tile_differently_are_refused_in_one_line(tmp_path):

@@ -14,8 +14,10 @@ several images each image is only its base view (padded to a square first) and o
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -29,6 +31,8 @@ from transformers.models.llava_onevision import modeling_llava_onevision
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens, Region, Tile, whole_image
 from ocrheads.models.base import ModelAdapter, image_only
+
+log = logging.getLogger("ocrheads")
 
 
 @dataclass(frozen=True)
@@ -191,5 +195,16 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
         most = anyres_max(self.model.config.vision_aspect_ratio)
         ratio = math.sqrt(rows * cols / (most * side**2))
         if ratio > 1.1:
+            if rows > 2 * int(rows // ratio) or cols > 2 * int(cols // ratio):
+                _warn_coarse_interpolation()
             rows, cols, resized = int(rows // ratio), int(cols // ratio), None
         return View(rows, cols, region, resized, cols + 1, rows * (cols + 1))
+
+
+@cache
+def _warn_coarse_interpolation() -> None:
+    """Once a process: where a grid shrinks more than twice, a token's cell holds features its bilinear sample does not
+    read, so a box may be named for tokens that do not see all of it."""
+    log.warning("llava_onevision: a page's feature grid was interpolated down more than twice (a small "
+                "vision_aspect_ratio, or a canvas past anyres_max_N); its tokens are mapped to their whole cells, of "
+                "which bilinear sampling reads only the features nearest their centres")  # fmt: skip
