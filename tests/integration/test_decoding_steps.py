@@ -46,7 +46,7 @@ def traced(request):
     prompts = [adapter.prompt("What is the pass key?", 2), adapter.prompt("Key?", 1)]
     pages = [[page(120, 80, "12345"), page(96, 64, "99")], [page(96, 64, "678")]]
     batch = adapter.encode(prompts, pages)
-    rope = request.param.startswith("qwen")
+    rope = hasattr(inner, "get_rope_index")  # the Qwen and GLM families' 3D rope index
     return adapter, batch, counts, widths, rope
 
 

@@ -17,6 +17,10 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "gemma3": ["do_pan_and_scan=true", "pan_and_scan_min_crop_size=32"],
     "llava_next": [],
     "llava_onevision": ["vision_aspect_ratio=anyres_max_2"],
+    "qwen3_vl_moe": [],
+    "glm4v": [],
+    "glm4v_moe": [],
+    "glm46v": [],
 }
 
 

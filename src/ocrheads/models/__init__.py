@@ -24,12 +24,24 @@ from ocrheads.models.llava import LlavaAdapter
 from ocrheads.models.llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from ocrheads.models.paligemma import PaliGemmaAdapter
 from ocrheads.models.pixtral import Mistral3Adapter, PixtralAdapter
-from ocrheads.models.qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter, QwenVLAdapter
+from ocrheads.models.qwen_vl import (
+    Glm4vAdapter,
+    Glm4vMoeAdapter,
+    Glm46vAdapter,
+    Qwen2_5_VLAdapter,
+    Qwen3VLAdapter,
+    Qwen3VLMoeAdapter,
+    QwenVLAdapter,
+)
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (
     QwenVLAdapter,
     Qwen2_5_VLAdapter,
     Qwen3VLAdapter,
+    Qwen3VLMoeAdapter,
+    Glm4vAdapter,
+    Glm4vMoeAdapter,
+    Glm46vAdapter,
     InternVLAdapter,
     LlavaAdapter,
     Idefics3Adapter,

@@ -1,8 +1,10 @@
-"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL: one token per (merge x patch)^2 pixels of a resized whole image.
+"""Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and its mixture-of-experts text model), and GLM-4.1V / 4.5V / 4.6V: one token
+per (merge x patch)^2 pixels of a resized whole image.
 
 `image_grid_thw` gives each image's patch grid; after the 2x2 merge the tokens form a row-major
 (h/2) x (w/2) grid over the whole (uniformly resized) image. Each image is
-`<|vision_start|> <|image_pad|> x N <|vision_end|>` in input_ids.
+`<|vision_start|> <|image_pad|> x N <|vision_end|>` in input_ids (GLM: `<|begin_of_image|> <|image|> x N
+<|end_of_image|>`); the GLM vision towers merge each 2 x 2 group of the processor's patches as Qwen's do.
 """
 
 from __future__ import annotations
@@ -110,3 +112,34 @@ class Qwen3VLAdapter(QwenVLAdapter):
     model_class = tf.Qwen3VLForConditionalGeneration
     processor_class = image_only(tf.Qwen3VLProcessor)
     paper_code = None
+
+
+class Qwen3VLMoeAdapter(Qwen3VLAdapter):
+    family = "qwen3_vl_moe"
+    model_types = ("qwen3_vl_moe",)
+    model_class = tf.Qwen3VLMoeForConditionalGeneration
+
+
+class Glm4vAdapter(QwenVLAdapter):
+    """GLM-4.1V: its own resize (pixel bounds as Qwen's), not qwen-vl-utils' pipeline."""
+
+    family = "glm4v"
+    model_types = ("glm4v",)
+    image_placeholder = "<|begin_of_image|><|image|><|end_of_image|>"
+    model_class = tf.Glm4vForConditionalGeneration
+    processor_class = image_only(tf.Glm4vProcessor)
+    pixel_options = ("min_pixels", "max_pixels")
+    paper_code = None
+
+
+class Glm4vMoeAdapter(Glm4vAdapter):
+    family = "glm4v_moe"
+    model_types = ("glm4v_moe",)
+    model_class = tf.Glm4vMoeForConditionalGeneration
+
+
+class Glm46vAdapter(Glm4vAdapter):
+    family = "glm46v"
+    model_types = ("glm46v",)
+    model_class = tf.Glm46VForConditionalGeneration
+    processor_class = image_only(tf.Glm46VProcessor)

@@ -17,7 +17,8 @@ from ocrheads.models.pixtral import transformers_processor
 from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
-            "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision")  # fmt: skip
+            "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
+            "glm4v_moe", "glm46v")  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
@@ -101,16 +102,59 @@ def qwen2_5_vl() -> Tiny:
     )
 
 
+QWEN3_VISION = dict(num_position_embeddings=64, deepstack_visual_indexes=[0], patch_size=16)
+QWEN3_TEXT = {"rope_parameters": {**MROPE, "mrope_interleaved": True}, "head_dim": 16}
+
+
 def qwen3_vl() -> Tiny:
-    vision = _qwen_vision(num_position_embeddings=64, deepstack_visual_indexes=[0], patch_size=16)
-    return _qwen(
-        tf.Qwen3VLForConditionalGeneration,
-        tf.Qwen3VLConfig,
-        tf.Qwen3VLProcessor,
-        vision,
-        {"rope_parameters": {**MROPE, "mrope_interleaved": True}, "head_dim": 16},
-        16,
+    vision = _qwen_vision(**QWEN3_VISION)
+    return _qwen(tf.Qwen3VLForConditionalGeneration, tf.Qwen3VLConfig, tf.Qwen3VLProcessor, vision, QWEN3_TEXT, 16)
+
+
+def qwen3_vl_moe() -> Tiny:
+    """Qwen3-VL on a mixture-of-experts text model: four experts, two a token."""
+    moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+    return _qwen(tf.Qwen3VLMoeForConditionalGeneration, tf.Qwen3VLMoeConfig, tf.Qwen3VLProcessor,
+                 _qwen_vision(**QWEN3_VISION), QWEN3_TEXT | moe, 16)  # fmt: skip
+
+
+GLM_SPECIALS = ["<|image|>", "<|begin_of_image|>", "<|end_of_image|>", "<|video|>", "<|begin_of_video|>",
+                "<|end_of_video|>"]  # fmt: skip
+
+
+def _glm(model_class, config_class, processor_class, text_extra: dict) -> Tiny:
+    """GLM-4.1V's layout at toy sizes: half of each head rotated (M-RoPE), a 2 x 2 patch merge."""
+    tokenizer = byte_tokenizer(GLM_SPECIALS)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in GLM_SPECIALS}
+    rope = {"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e4, "partial_rotary_factor": 0.5}
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, image_size=56,
+                  patch_size=14, spatial_merge_size=2)  # fmt: skip
+    config = config_class(
+        text_config=text_config(len(tokenizer), rope_parameters=rope, **text_extra), vision_config=vision,
+        image_token_id=ids["<|image|>"], video_token_id=ids["<|video|>"],
+        image_start_token_id=ids["<|begin_of_image|>"], image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"], video_end_token_id=ids["<|end_of_video|>"],
+    )  # fmt: skip
+    image_processor = tf.Glm4vImageProcessorPil(
+        size={"shortest_edge": 4 * 28**2, "longest_edge": 256 * 28**2}, patch_size=14, merge_size=2
     )
+    processor = image_only(processor_class)(image_processor=image_processor, tokenizer=tokenizer)
+    return Tiny(model_class(config).eval(), processor, "<|begin_of_image|><|image|><|end_of_image|>")
+
+
+def glm4v() -> Tiny:
+    return _glm(tf.Glm4vForConditionalGeneration, tf.Glm4vConfig, tf.Glm4vProcessor, {})
+
+
+def glm4v_moe() -> Tiny:
+    """GLM-4.5V's layout: a mixture-of-experts text model, its first layer dense."""
+    moe = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1,
+               n_shared_experts=1, n_group=1, topk_group=1)  # fmt: skip
+    return _glm(tf.Glm4vMoeForConditionalGeneration, tf.Glm4vMoeConfig, tf.Glm4vProcessor, moe)
+
+
+def glm46v() -> Tiny:
+    return _glm(tf.Glm46VForConditionalGeneration, tf.Glm46VConfig, tf.Glm46VProcessor, {})
 
 
 def internvl() -> Tiny:
@@ -341,6 +385,10 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "mistral3": mistral3,
     "llava_next": llava_next,
     "llava_onevision": llava_onevision,
+    "qwen3_vl_moe": qwen3_vl_moe,
+    "glm4v": glm4v,
+    "glm4v_moe": glm4v_moe,
+    "glm46v": glm46v,
 }
 
 

@@ -179,7 +179,17 @@ def _grad(func, args, kwargs):
     return grad if grad is None else _set(grad, device_of(args[0]))
 
 
+def _histc(func, args, kwargs):
+    """CUDA counts integer inputs (transformers' mixture-of-experts routing does on a GPU); the host refuses them, so
+    they are counted in float there and returned in the input's dtype, on its device."""
+    values = args[0]
+    counts = func(values if values.is_floating_point() else values.float(), *args[1:], **kwargs)
+    return _label(counts.to(values.dtype), device_of(values))
+
+
 _SPECIAL = {
+    torch.histc: _histc,
+    torch.Tensor.histc: _histc,
     torch.Tensor.to: _to,
     torch.Tensor.cuda: _cuda,
     torch.Tensor.cpu: _cpu,
@@ -369,5 +379,7 @@ def virtual_gpus(layout: Layout, model: torch.nn.Module | None = None) -> Iterat
             stack.enter_context(placed(model, layout))
         stack.enter_context(mock.patch.object(ModelSpec, "load", load_placed))
         stack.enter_context(mock.patch("torch.cuda.get_device_name", lambda device=None: "virtual GPU"))
+        # kernels chosen by compute capability (mixture-of-experts grouped matmuls): an H100's, as the GPUs lent are
+        stack.enter_context(mock.patch("torch.cuda.get_device_capability", lambda device=None: (9, 0)))
         stack.enter_context(mock.patch("torch.vmap", _labelled_vmap))
         yield stack.enter_context(VirtualDeviceMode())
