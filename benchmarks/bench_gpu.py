@@ -43,9 +43,9 @@ from ocrheads.devices import to_device
 from ocrheads.models import adapter_class
 from ocrheads.scoring.answers import encode_samples, gold_ids
 from ocrheads.scoring.causal import score_causal_batch
+from ocrheads.scoring.kinds import CAUSAL, OCR
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import CausalOptions, scoring_options
-from ocrheads.scoring.table import CausalTable, EntryTable
 from ocrheads.testing.qwen2_vl_shapes import qwen2_vl_shaped
 from ocrheads.testing.virtual_devices import virtual_gpus
 
@@ -140,7 +140,6 @@ def whole_run_table(adapter, samples, pages, device: str, shape: str) -> list[st
     """Samples per second of scoring against plain generate (generated answers) and plain forward (gold)."""
     batches = [(samples[i : i + BATCH], pages[i : i + BATCH]) for i in range(0, len(samples), BATCH)]
     pad = adapter.processor.tokenizer.pad_token_id
-    grid = adapter.grid
 
     def plain_generate():
         for chosen, images in batches:
@@ -164,7 +163,7 @@ def whole_run_table(adapter, samples, pages, device: str, shape: str) -> list[st
     def scoring(answers: str):
         def run():
             for chosen, images in batches:
-                score_ocr_batch(adapter, chosen, images, scoring_options(answers=answers), EntryTable(*grid))
+                score_ocr_batch(adapter, chosen, images, scoring_options(answers=answers), OCR.table_for(adapter))
 
         return run
 
@@ -190,7 +189,7 @@ def causal_line(adapter, samples, pages, device: str, shape: str) -> str:
             adapter.model(**batch, use_cache=False, logits_to_keep=1)
 
     def estimate():
-        score_causal_batch(adapter, chosen, images, options, CausalTable(*adapter.grid), None)
+        score_causal_batch(adapter, chosen, images, options, CAUSAL.table_for(adapter), None)
 
     install(adapter.model)
     base = _measured(forward, device)

@@ -52,9 +52,9 @@ def worker(method: str, length: int) -> dict:
     from ocrheads.data.generate import generate
     from ocrheads.data.manifest import open_page
     from ocrheads.models import adapter_class
+    from ocrheads.scoring.kinds import OCR
     from ocrheads.scoring.ocr import score_ocr_batch
     from ocrheads.scoring.options import scoring_options
-    from ocrheads.scoring.table import EntryTable
 
     model, processor = mid_qwen2_vl(56 * 56, 4096 * 28 * 28)
     adapter = adapter_class(model.config)(model, processor)
@@ -78,7 +78,7 @@ def worker(method: str, length: int) -> dict:
         if method == "paper":
             paper_method(adapter, sample, pages, options)
         else:
-            score_ocr_batch(adapter, [sample], [pages], options, EntryTable(*adapter.grid))
+            score_ocr_batch(adapter, [sample], [pages], options, OCR.table_for(adapter))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tokens = batch["input_ids"].shape[1]

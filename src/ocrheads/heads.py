@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,20 @@ from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 
 _NAME = re.compile(r"l(\d+)_h(\d+)")
+
+# What a text layer is, for the scores and edits that apply to it: softmax self-attention (an argmax, captured rows,
+# edits), attention without softmax weights to read (linear attention, state-space or convolution layers: nothing
+# to capture or edit), or cross-attention to an image (Llama 3.2 Vision).
+ATTENTION, LINEAR, CROSS = "attention", "linear", "cross"
+SOFTMAX_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")  # transformers' `layer_types`
+
+
+def layer_kinds_of(config) -> tuple[str, ...]:
+    """Each text layer's kind (ATTENTION or LINEAR) from a model config's `layer_types`, where it has them: a layer
+    of another type than softmax attention (Qwen3.5's linear attention) has no attention weights."""
+    text = config.get_text_config()
+    types = getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers
+    return tuple(ATTENTION if kind in SOFTMAX_LAYER_TYPES else LINEAR for kind in types)
 
 
 @dataclass(frozen=True, order=True)
@@ -38,8 +53,9 @@ class Head:
         return cls(int(match[1]), int(match[2]))
 
 
-def check_heads(heads: list[Head], grid: tuple[int, int], what: str) -> None:
-    """Refuse heads that the model does not have (a head list made for another model, or a typo)."""
+def check_heads(heads: list[Head], grid: tuple[int, int], what: str, layer_kinds: Sequence[str] = ()) -> None:
+    """Refuse heads that the model does not have (a head list made for another model, or a typo), and, given the
+    layers' kinds, heads of layers without attention weights, which nothing ocrheads does can reach."""
     layers, per_layer = grid
     outside = [head.name for head in heads if not (0 <= head.layer < layers and 0 <= head.head < per_layer)]
     if outside:
@@ -47,37 +63,63 @@ def check_heads(heads: list[Head], grid: tuple[int, int], what: str) -> None:
             f"{what}: {', '.join(outside[:5])} outside the model's {layers}x{per_layer} heads "
             f"(layers 0..{layers - 1}, heads 0..{per_layer - 1}); was the list made for another model?"
         )
+    linear = [head.name for head in heads if layer_kinds and layer_kinds[head.layer] == LINEAR]
+    if linear:
+        raise OcrHeadsError(f"{what}: {', '.join(linear[:5])} lie in linear-attention layers, which have no attention "
+                            "weights to capture or edit")  # fmt: skip
 
 
 class HeadScores:
-    """Per-head score lists over a full layers x heads grid."""
+    """Per-head score lists over a layers x heads grid. A kind of score may apply to some layers only (no argmax in a
+    linear-attention layer): `scored_layers` are those (default: every layer), each with every head's list, and the
+    other layers' heads have none; statistics are NaN there, and `order` leaves them out."""
 
-    def __init__(self, lists: dict[Head, np.ndarray], layers: int, heads: int):
+    def __init__(
+        self, lists: dict[Head, np.ndarray], layers: int, heads: int, scored_layers: Sequence[int] | None = None
+    ):
         outside = [head.name for head in lists if not (head.layer < layers and head.head < heads)]
         if outside:
             raise OcrHeadsError(f"head(s) {', '.join(outside[:5])} lie outside the {layers}x{heads} grid")
-        if len(lists) < layers * heads:  # counted first: a stray l100000_h100000 must not mean 10^10 lookups
-            first = next(Head(layer, h) for layer in range(layers) for h in range(heads) if Head(layer, h) not in lists)
-            raise OcrHeadsError(
-                f"no scores for {layers * heads - len(lists)} head(s) of the {layers}x{heads} grid, e.g. {first.name}"
-            )
         self.layers, self.heads = layers, heads
+        self.scored_layers = range(layers) if scored_layers is None else tuple(sorted(set(scored_layers)))
+        unscored = [head.name for head in lists if head.layer not in self.scored_layers]
+        if unscored:
+            raise OcrHeadsError(f"head(s) {', '.join(unscored[:5])} have scores, but their layers are not scored")
+        if len(lists) < len(self.scored_layers) * heads:  # counted first: a stray l100000_h100000 must not mean 10^10
+            every = (Head(layer, h) for layer in self.scored_layers for h in range(heads))
+            first = next(head for head in every if head not in lists)
+            missing = len(self.scored_layers) * heads - len(lists)
+            raise OcrHeadsError(f"no scores for {missing} head(s) of the {layers}x{heads} grid, e.g. {first.name}")
         self.lists = {head: np.asarray(lists[head], dtype=np.float64) for head in sorted(lists)}
 
     @property
     def grid(self) -> tuple[int, int]:
         return self.layers, self.heads
 
+    @property
+    def scored(self) -> np.ndarray:
+        """(layers, heads) bool: the heads this kind of score applies to."""
+        mask = np.zeros(self.grid, dtype=bool)
+        mask[list(self.scored_layers)] = True
+        return mask
+
     def order(self) -> list[Head]:
-        """Every head, layer-major: the order ties are broken in."""
-        return [Head(layer, h) for layer in range(self.layers) for h in range(self.heads)]
+        """Every scored head, layer-major: the order ties are broken in."""
+        return [Head(layer, h) for layer in self.scored_layers for h in range(self.heads)]
+
+    def flat(self, values: np.ndarray) -> np.ndarray:
+        """A (layers, heads) array's values at the scored heads, in `order`."""
+        return np.asarray(values)[self.scored]
 
     def _per_head(self, statistic) -> np.ndarray:
-        values = [statistic(self.lists[head]) if len(self.lists[head]) else 0.0 for head in self.order()]
-        return np.array(values, dtype=np.float64).reshape(self.grid)
+        found = np.full(self.grid, np.nan)
+        for head in self.order():
+            values = self.lists[head]
+            found[head.layer, head.head] = statistic(values) if len(values) else 0.0
+        return found
 
     def means(self) -> np.ndarray:
-        """(layers, heads) mean score; a head without entries scores 0."""
+        """(layers, heads) mean score; a head without entries scores 0, a head not scored is NaN."""
         return self._per_head(np.mean)
 
     def frequency_above(self, threshold: float) -> np.ndarray:
@@ -96,8 +138,11 @@ class HeadScores:
             )
 
     @classmethod
-    def from_reference(cls, path: str | Path, grid: tuple[int, int] | None = None) -> HeadScores:
-        """Read a `{"l{L}_h{H}": [values...]}` file; the grid is the smallest that holds every head unless given."""
+    def from_reference(
+        cls, path: str | Path, grid: tuple[int, int] | None = None, scored_layers: Sequence[int] | None = None
+    ) -> HeadScores:
+        """Read a `{"l{L}_h{H}": [values...]}` file; the grid is the smallest that holds every head unless given, and
+        every layer is scored unless `scored_layers` says which are."""
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -111,7 +156,7 @@ class HeadScores:
                 raise OcrHeadsError(f"{path}: head {name} must map to a list of finite numbers")
             lists[head] = np.array(values, dtype=np.float64)
         layers, heads = grid or (max(h.layer for h in lists) + 1, max(h.head for h in lists) + 1)
-        return cls(lists, layers, heads)
+        return cls(lists, layers, heads, scored_layers)
 
     def to_reference(self, path: str | Path) -> None:
         lists = {head.name: [_plain(v) for v in values] for head, values in self.lists.items()}

@@ -50,7 +50,9 @@ TIE = 1e-9  # a mean this close to a threshold or to another mean is equal to it
 
 def tie_groups(values: np.ndarray) -> np.ndarray:
     """Integer ranks along the last axis (0 = smallest) of finite values, one rank for each run of values within TIE of
-    their neighbour: what heads are ordered and rank-correlated by."""
+    their neighbour: what heads are ordered and rank-correlated by. NaN (a head a score does not apply to) ranks
+    below every value."""
+    values = np.where(np.isnan(values), -np.inf, values)
     order = np.argsort(values, axis=-1, kind="stable")
     steps = np.diff(np.take_along_axis(values, order, axis=-1), axis=-1) > TIE
     ascending = np.concatenate([np.zeros_like(steps[..., :1], dtype=np.int64), np.cumsum(steps, axis=-1)], axis=-1)
@@ -78,16 +80,19 @@ def selected(scores: HeadScores, rule: SelectionRule) -> np.ndarray:
 
 
 def ranked(scores: HeadScores, rule: SelectionRule) -> list[Head]:
-    """Every head, best first; equal scores (within TIE) keep layer-major order."""
-    order = np.argsort(-tie_groups(ranking_scores(scores, rule).flatten()), kind="stable")
+    """Every scored head, best first; equal scores (within TIE) keep layer-major order."""
+    order = np.argsort(-tie_groups(scores.flat(ranking_scores(scores, rule))), kind="stable")
     heads = scores.order()
     return [heads[i] for i in order]
 
 
 def top_k(scores: HeadScores, k: int, rule: SelectionRule) -> list[Head]:
-    total = scores.layers * scores.heads
+    total = len(scores.order())
     if not 0 < k <= total:
-        raise OcrHeadsError(f"k={k} heads asked for, but the model has {total} ({scores.layers}x{scores.heads})")
+        where = f"{scores.layers}x{scores.heads}"
+        if total < scores.layers * scores.heads:
+            where = f"{len(scores.scored_layers)} scored layers of {scores.heads}"
+        raise OcrHeadsError(f"k={k} heads asked for, but the model has {total} ({where})")
     return ranked(scores, rule)[:k]
 
 

@@ -25,6 +25,7 @@ from ocrheads.data.generate import generate
 from ocrheads.data.manifest import Sample, open_pages, read_manifest
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import ATTENTION, CROSS
 from ocrheads.models import ModelSpec
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import sample_prompt
@@ -128,14 +129,15 @@ def verify(
     tokens = torch.tensor([answer])
     sequence = append_tokens(batch, tokens, torch.ones_like(tokens), adapter.written_token_types)
     length = sequence["input_ids"].shape[1]
-    layers, heads = adapter.grid
+    layers, heads = len(adapter.layers_of((ATTENTION, CROSS))), adapter.grid[1]  # the layers with attention weights
     own = "eager" if getattr(model.config.get_text_config(), "attn_logit_softcapping", None) else "sdpa"
     with torch.no_grad():  # the model's own attention: SDPA, or eager where it softcaps (SDPA cannot)
         own_logits = use_text_attention(model, own)(**sequence, use_cache=False).logits.float()
         eager = None
         element = torch.finfo(model.dtype).bits // 8
-        if layers * heads * length * length * element <= eager_budget:
-            eager = use_text_attention(model, "eager")(**sequence, use_cache=False, output_attentions=True).attentions
+        if layers * heads * length * length * element <= eager_budget:  # a row per layer with attention weights
+            attentions = use_text_attention(model, "eager")(**sequence, use_cache=False, output_attentions=True)
+            eager = dict(zip(adapter.layers_of((ATTENTION, CROSS)), attentions.attentions, strict=True))
         install(model)
         capture = Capture(torch.arange(length)[None], keep_probs=True, keep_inputs=True)
         with attention_session(model, capture=capture) as session:
@@ -173,7 +175,7 @@ def _decoding_check(adapter: ModelAdapter, batch, new: int) -> tuple[torch.Tenso
         keys = min(ours.shape[-1], reference.shape[-1])  # the keys past a row's own are 0 in both
         error = max(error, float((ours[..., :keys] - reference[..., :keys]).abs().max()))
         flips += int((ours.argmax(-1) != reference.argmax(-1)).sum())
-    layers, heads = adapter.grid
+    layers, heads = len(forced.layers), adapter.grid[1]
     detail = f"{layers} layers x {heads} heads x {seen} rows; argmax moved in {flips} (head, row) pairs"
     return written, _against_another_pass("decoding rows vs a teacher-forced pass", error, model.dtype, detail)
 

@@ -6,11 +6,18 @@ import torch
 from ocrheads.attention import Capture, attention_session, install
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import LINEAR, layer_kinds_of
 from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import extend_for, padded_batch, tiny_model
 
 TOLERANCE = 1e-5
+
+
+def attention_layers(model) -> list[int]:
+    """The layers with attention weights, whose rows eager attention returns, in order (a hybrid's linear-attention
+    layers return none)."""
+    return [layer for layer, kind in enumerate(layer_kinds_of(model.config)) if kind != LINEAR]
 
 
 def softcaps(model) -> bool:
@@ -46,8 +53,8 @@ def test_prefill_rows_equal_eager_rows_and_logits_are_unchanged(family):
     assert (logits - sdpa_logits).abs().max() < TOLERANCE
     # Padding rows differ between eager and SDPA themselves (fully masked rows); compare the real ones.
     assert (logits - eager_logits)[real].abs().max() < 1e-4
-    assert s.layers == list(range(len(eager)))
-    for layer, reference in enumerate(eager):
+    assert s.layers == attention_layers(model)
+    for layer, reference in zip(s.layers, eager, strict=True):
         captured = to_cpu(s.captured(layer))
         assert torch.equal(captured.positions, rows)
         for item in range(2):
@@ -72,7 +79,7 @@ def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
         sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
     _, eager = _eager_attentions(model, extend_for(batch, sequences, model.config.model_type))
-    for layer, reference in enumerate(eager):
+    for layer, reference in zip(attention_layers(model), eager, strict=True):
         captured = to_cpu(s.captured(layer))
         keys = captured.probs.shape[-1]
         want = reference[:, :, rows[0], :keys]
@@ -93,7 +100,7 @@ def test_ragged_decoding_rows_equal_eager_rows(family):
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
         sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
     _, eager = _eager_attentions(model, extend_for(batch, sequences, model.config.model_type))
-    for layer, reference in enumerate(eager):
+    for layer, reference in zip(attention_layers(model), eager, strict=True):
         captured = to_cpu(s.captured(layer))
         assert torch.equal(captured.positions, rows)
         keys = captured.probs.shape[-1]

@@ -16,9 +16,36 @@ TOLERANCE = 1e-5
 
 
 def text_attention_modules(model):
-    """The text model's attention modules by layer (vision attention has no layer_idx)."""
+    """The text model's softmax attention modules by layer (vision attention has no layer_idx; a linear-attention
+    layer's has no o_proj)."""
     found = {m.layer_idx: m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "o_proj")}
     return [found[i] for i in sorted(found)]
+
+
+def gated(attention) -> bool:
+    """Qwen3.5's attention: q_proj also writes a gate per head (each head's query, then its gate), and the attention
+    output is scaled by sigmoid(gate) before o_proj; the registered function's output is the one before the gate."""
+    return attention.q_proj.out_features == 2 * attention.config.num_attention_heads * attention.head_dim
+
+
+def query_columns(attention, head: int) -> slice:
+    """Where head `head`'s query lies in q_proj's output."""
+    width = attention.head_dim * (2 if gated(attention) else 1)
+    return slice(head * width, head * width + attention.head_dim)
+
+
+def recording_gates(attention, found: list):
+    """A q_proj hook appending each call's output gates sigmoid(gate), (..., heads * head_dim); ones where the
+    attention has no gate."""
+
+    def hook(module, args, out):
+        if not gated(attention):
+            found.append(torch.ones(*out.shape[:-1], attention.o_proj.in_features, device=out.device))
+            return
+        per_head = out.view(*out.shape[:-1], -1, 2 * attention.head_dim)
+        found.append(torch.sigmoid(per_head[..., attention.head_dim :]).flatten(-2))
+
+    return attention.q_proj.register_forward_hook(hook)
 
 
 def logits(model, batch):
@@ -46,7 +73,7 @@ def test_zeroing_every_head_of_a_layer_removes_its_attention_output(tiny_batch):
     model, batch, real = tiny_batch
     attention = text_attention_modules(model)[1]
     heads = model.config.get_text_config().num_attention_heads
-    with attention_session(model, edits=Edits(zero={1: tuple(range(heads))})):
+    with attention_session(model, edits=Edits(zero={attention.layer_idx: tuple(range(heads))})):
         edited = logits(model, batch)
 
     def remove_output(module, args, out):
@@ -67,7 +94,7 @@ def test_zeroing_one_head_equals_zeroing_its_slice_before_o_proj(tiny_batch):
         hidden[..., head * dim : (head + 1) * dim] = 0
         return (hidden,)
 
-    with attention_session(model, edits=Edits(zero={0: (head,)})):
+    with attention_session(model, edits=Edits(zero={attention.layer_idx: (head,)})):
         edited = logits(model, batch)
     reference = hooked_logits(model, batch, lambda: attention.o_proj.register_forward_pre_hook(zero_slice))
     assert (edited - reference)[real].abs().max() < TOLERANCE
@@ -78,14 +105,14 @@ def test_uniform_head_equals_a_zeroed_query(tiny_batch):
     """A head whose query is 0 scores every key equally: uniform attention over what the mask allows."""
     model, batch, real = tiny_batch
     attention = text_attention_modules(model)[1]
-    head, dim = 2, attention.head_dim
+    head = 2
 
     def zero_query(module, args, out):
         out = out.clone()
-        out[..., head * dim : (head + 1) * dim] = 0
+        out[..., query_columns(attention, head)] = 0
         return out
 
-    with attention_session(model, edits=Edits(uniform={1: (head,)})):
+    with attention_session(model, edits=Edits(uniform={attention.layer_idx: (head,)})):
         edited = logits(model, batch)
     reference = hooked_logits(model, batch, lambda: attention.q_proj.register_forward_hook(zero_query))
     assert (edited - reference)[real].abs().max() < TOLERANCE
@@ -95,23 +122,25 @@ def test_uniform_head_equals_a_zeroed_query(tiny_batch):
 def test_output_sums_equal_the_slices_before_o_proj_over_real_tokens(tiny_batch):
     model, batch, real = tiny_batch
     attention = text_attention_modules(model)[1]
-    seen = []
-    hook = attention.o_proj.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    seen, gates = [], []
+    hooks = [attention.o_proj.register_forward_pre_hook(lambda _module, args: seen.append(args[0])),
+             recording_gates(attention, gates)]  # fmt: skip
     try:
         with attention_session(model, output_sums=OutputSums(real)) as session:
             logits(model, batch)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     heads = model.config.get_text_config().num_attention_heads
-    expected = seen[0][real].unflatten(-1, (heads, -1)).sum(0)
+    expected = (seen[0] / gates[0])[real].unflatten(-1, (heads, -1)).sum(0)  # the outputs before any gate
     assert session.summed_tokens == int(real.sum())
     tolerance = TOLERANCE * max(1.0, float(expected.abs().max()))  # float32 sums of outputs up to ~100 (paligemma2)
-    assert (session.sums[1] - expected).abs().max() < tolerance
-    assert sorted(session.sums) == list(range(model.config.get_text_config().num_hidden_layers))
+    assert (session.sums[attention.layer_idx] - expected).abs().max() < tolerance
+    assert sorted(session.sums) == [module.layer_idx for module in text_attention_modules(model)]
     with torch.no_grad(), attention_session(model, output_sums=OutputSums(real)) as generating:
         model.generate(**batch, max_new_tokens=2, do_sample=False)
     assert generating.summed_tokens == int(real.sum())  # the written tokens lie past the mask: left out
-    assert (generating.sums[1] - expected).abs().max() < tolerance
+    assert (generating.sums[attention.layer_idx] - expected).abs().max() < tolerance
 
 
 def test_mean_edit_equals_setting_the_slice_before_o_proj(tiny_batch):
@@ -119,15 +148,21 @@ def test_mean_edit_equals_setting_the_slice_before_o_proj(tiny_batch):
     attention = text_attention_modules(model)[1]
     head, dim = 2, attention.head_dim
     vector = torch.linspace(-1, 1, dim)
+    gates = []
 
-    def set_slice(module, args):
+    def set_slice(module, args):  # the head's output, scaled by its gate where the attention has one
         hidden = args[0].clone()
-        hidden[..., head * dim : (head + 1) * dim] = vector
+        columns = slice(head * dim, (head + 1) * dim)
+        hidden[..., columns] = vector.to(hidden.device) * gates[-1][..., columns]
         return (hidden,)
 
-    with attention_session(model, edits=Edits(mean={1: ((head,), vector[None])})):
+    with attention_session(model, edits=Edits(mean={attention.layer_idx: ((head,), vector[None])})):
         edited = logits(model, batch)
-    reference = hooked_logits(model, batch, lambda: attention.o_proj.register_forward_pre_hook(set_slice))
+    gate = recording_gates(attention, gates)
+    try:
+        reference = hooked_logits(model, batch, lambda: attention.o_proj.register_forward_pre_hook(set_slice))
+    finally:
+        gate.remove()
     assert (edited - reference)[real].abs().max() < TOLERANCE
     assert (edited - logits(model, batch))[real].abs().max() > 1e-4
 
@@ -162,7 +197,8 @@ def _paper_sink_reference(heads, beta, sink_index):
 @pytest.mark.parametrize("beta", [0.0, 0.4])
 def test_sink_redistribution_equals_the_papers_formula_computed_eagerly(tiny_batch, beta):
     model, batch, real = tiny_batch
-    heads = {0: (0, 3), 1: (1,)}
+    first, second = (module.layer_idx for module in text_attention_modules(model)[:2])
+    heads = {first: (0, 3), second: (1,)}
     first_real = real.int().argmax(-1)
     sinks = torch.zeros_like(real)
     sinks[torch.arange(2), first_real] = True

@@ -20,10 +20,10 @@ from ocrheads.eval.runner import Intervention, edits_for
 from ocrheads.heads import Head
 from ocrheads.models import load_adapter
 from ocrheads.scoring.causal import score_causal_batch
+from ocrheads.scoring.kinds import CAUSAL, OCR
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
-from ocrheads.scoring.table import CausalTable, EntryTable
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,10 @@ def test_ocr_scores_are_the_same_alone_and_in_a_padded_batch(demo, images, answe
     samples, pages = images
     options = scoring_options(answers=answers)
     alone, together = _alone_and_together(
-        lambda s, p, table: score_ocr_batch(demo, s, p, options, table), samples, pages, lambda: EntryTable(*demo.grid)
+        lambda s, p, table: score_ocr_batch(demo, s, p, options, table),
+        samples,
+        pages,
+        lambda: OCR.table_for(demo),
     )
     _assert_same(alone, together, floats=("mass",))
     rows = {name: np.concatenate([found[name] for found in together.values()]) for name in ("hit", "c", "value")}
@@ -118,7 +121,7 @@ def test_retrieval_scores_are_the_same_alone_and_in_a_padded_batch(demo, tmp_pat
         lambda s, _, table: score_retrieval_batch(demo, s, options, table),
         samples,
         [[] for _ in samples],
-        lambda: EntryTable(*demo.grid),
+        lambda: OCR.table_for(demo),
     )
     _assert_same(alone, together, floats=("mass",))
     hits = np.concatenate([found["hit"] for found in together.values()])
@@ -132,7 +135,7 @@ def test_causal_scores_are_the_same_alone_and_in_a_padded_batch(demo_float64, im
         lambda s, p, table: score_causal_batch(demo_float64, s, p, options, table, None),
         samples,
         pages,
-        lambda: CausalTable(*demo_float64.grid),
+        lambda: CAUSAL.table_for(demo_float64),
     )
     _assert_same(alone, together, floats=("estimate", "exact", "value"), tolerance=1e-6)
     measured = np.concatenate([found["exact"] for found in together.values()])

@@ -10,10 +10,10 @@ import torch
 from transformers import AttentionInterface
 
 from ocrheads.attention import function, install
+from ocrheads.scoring.kinds import OCR, RETRIEVAL
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
-from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.virtual_devices import LAYOUTS, virtual_gpus
 
 from .tiny_inputs import mixed_passkeys, on_the_cpu, tiny_adapter
@@ -55,8 +55,8 @@ def _captures(adapter, images, pages, texts):
     """OCR scores from generated and from gold answers (prefill and decoding steps), and retrieval scores with the
     paper code's extra prompt rows."""
     for answers in ("generated", "gold"):
-        score_ocr_batch(adapter, images, pages, scoring_options(answers=answers), EntryTable(*adapter.grid))
-    score_retrieval_batch(adapter, texts, scoring_options("paper-code", answers="gold"), EntryTable(*adapter.grid))
+        score_ocr_batch(adapter, images, pages, scoring_options(answers=answers), OCR.table_for(adapter))
+    score_retrieval_batch(adapter, texts, scoring_options("paper-code", answers="gold"), RETRIEVAL.table_for(adapter))
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from ocrheads.models import adapter_class, load_adapter
 
 from .tiny_inputs import LOAD_DEVICE, render_block, tiny_adapter, tiny_model
 
-QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v", "glm4v_moe", "glm46v")
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "glm4v", "glm4v_moe", "glm46v")
 
 
 def _darkness_per_token(adapter, batch):

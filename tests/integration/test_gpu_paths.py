@@ -12,10 +12,10 @@ from ocrheads.cli import main
 from ocrheads.demo.run import run_demo
 from ocrheads.demo.settings import DemoSettings
 from ocrheads.scoring.causal import score_causal_batch
+from ocrheads.scoring.kinds import CAUSAL, OCR
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
-from ocrheads.scoring.table import CausalTable, EntryTable
 from ocrheads.testing.tiny import FAMILIES
 from ocrheads.testing.virtual_devices import LAYOUTS, virtual_gpus
 
@@ -38,21 +38,21 @@ def _tables(adapter, images, pages, texts):
 
     found = {}
     for answers in ("generated", "gold"):
-        table = EntryTable(*adapter.grid)
+        table = OCR.table_for(adapter)
         score_ocr_batch(adapter, images, pages, scoring_options(answers=answers), table)
         found[f"ocr-{answers}"] = table.arrays()
     for preset in ("default", "paper-code"):
-        table = EntryTable(*adapter.grid)
+        table = OCR.table_for(adapter)
         score_retrieval_batch(adapter, texts, scoring_options(preset, answers="gold"), table)
         found[f"retrieval-{preset}"] = table.arrays()
-    table = CausalTable(*adapter.grid)
+    table = CAUSAL.table_for(adapter)
     score_causal_batch(adapter, images, pages, CausalOptions(exact=True), table, None)
     found["causal-zero"] = table.arrays()
     means = prompt_means(adapter, [encode_samples(adapter, texts, [[] for _ in texts])])
-    table = CausalTable(*adapter.grid)
+    table = CAUSAL.table_for(adapter)
     score_causal_batch(adapter, texts, [[] for _ in texts], CausalOptions(exact=True, ablation="mean"), table, means)
     found["causal-mean"] = table.arrays()
-    table = CausalTable(*adapter.grid)
+    table = CAUSAL.table_for(adapter)
     options = CausalOptions(method="ig", steps=2, exact_top=3, ablation="mean")
     score_causal_batch(adapter, texts, [[] for _ in texts], options, table, means)
     found["causal-ig-top"] = table.arrays()

@@ -17,8 +17,8 @@ from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
 from ocrheads.scoring.answers import encode_samples
 from ocrheads.scoring.causal import score_causal_batch
+from ocrheads.scoring.kinds import CAUSAL
 from ocrheads.scoring.options import CausalOptions
-from ocrheads.scoring.table import CausalTable
 from ocrheads.select import SelectionRule
 
 from .tiny_inputs import tiny_adapter
@@ -84,7 +84,7 @@ def test_a_sample_whose_answer_gives_no_tokens_is_not_scored(datasets):
     install(adapter.model)
     samples = read_manifest(datasets / "txt")[:2]
     samples[1] = samples[1].model_copy(update={"answer": ""})
-    table = CausalTable(*adapter.grid)
+    table = CAUSAL.table_for(adapter)
     outcomes = score_causal_batch(adapter, samples, [[], []], CausalOptions(), table, None)
     assert [o.scored for o in outcomes] == [True, False]
     assert outcomes[1].reason == "no answer tokens (the gold answer '')"
@@ -101,7 +101,7 @@ def test_a_model_that_gives_no_gradients_is_refused_by_name(datasets, monkeypatc
 
     monkeypatch.setattr(torch.autograd, "grad", no_gradients)
     with pytest.raises(OcrHeadsError, match="the model gives no gradients"):
-        score_causal_batch(adapter, samples, [[]], CausalOptions(), CausalTable(*adapter.grid), None)
+        score_causal_batch(adapter, samples, [[]], CausalOptions(), CAUSAL.table_for(adapter), None)
 
 
 def test_a_mixed_dataset_is_refused_before_loading(datasets, checkpoint, tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_the_whole_answer_estimate_is_the_sum_of_the_per_token_ones(datasets):
     adapter = tiny_adapter("llava")
     install(adapter.model)
     samples = read_manifest(datasets / "txt")
-    whole, per_token = CausalTable(*adapter.grid), CausalTable(*adapter.grid)
+    whole, per_token = CAUSAL.table_for(adapter), CAUSAL.table_for(adapter)
     for table, option in ((whole, False), (per_token, True)):
         score_causal_batch(adapter, samples, [[]] * 3, CausalOptions(per_token=option, exact=True), table, None)
     whole, per_token = whole.to_arrow().to_pandas(), per_token.to_arrow().to_pandas()
@@ -134,7 +134,7 @@ def test_generated_answers_are_what_the_model_writes_greedily(datasets):
     adapter = tiny_adapter("qwen2_vl")
     install(adapter.model)
     samples = read_manifest(datasets / "txt")[:2]
-    table = CausalTable(*adapter.grid)
+    table = CAUSAL.table_for(adapter)
     options = CausalOptions(answers="generated", max_new_tokens=3)
     outcomes = score_causal_batch(adapter, samples, [[], []], options, table, None)
     batch = encode_samples(adapter, samples, [[], []])
@@ -178,7 +178,7 @@ def test_a_batch_split_into_micro_batches_scores_as_one_pass(datasets, ablation)
     hook = adapter.model.register_forward_pre_hook(record, with_kwargs=True)
     tables = []
     for budget, sizes in ((10**6, [len(samples)]), (1, [1] * len(samples))):  # one pass, then every item alone
-        table = CausalTable(*adapter.grid)
+        table = CAUSAL.table_for(adapter)
         outcomes = score_causal_batch(adapter, samples, pages, options, table, means, max_batch_tokens=budget)
         assert all(outcome.scored for outcome in outcomes)
         assert passes == sizes

@@ -13,7 +13,6 @@ from ocrheads.heads import Head
 from ocrheads.scoring.kinds import OCR
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import scoring_options
-from ocrheads.scoring.table import EntryTable
 from ocrheads.testing.tiny import FAMILIES
 
 from ..evidence_truth import evidence_tokens
@@ -57,7 +56,7 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
 
 
 def _check_against_reference(adapter, sample, pages, options):
-    table = EntryTable(*_grid(adapter))
+    table = OCR.table_for(adapter)
     [outcome] = score_ocr_batch(adapter, [sample], [pages], options, table)
     assert outcome.scored and outcome.reason == "", outcome.reason
     rows = table.arrays()
@@ -77,11 +76,6 @@ def _check_against_reference(adapter, sample, pages, options):
         checked += 1
     assert outcome.entries == checked
     return checked, rows
-
-
-def _grid(adapter):
-    text = adapter.model.config.get_text_config()
-    return text.num_hidden_layers, text.num_attention_heads
 
 
 def _written_ids(adapter, sample, pages, options):
@@ -108,8 +102,9 @@ def test_teacher_forced_answers_score_like_eager_attention(family, passkeys):
     sample, pages = passkeys[0]
     checked, rows = _check_against_reference(adapter, sample, pages, scoring_options(answers="gold"))
     assert checked >= 2
-    layers, heads = _grid(adapter)
-    assert len(rows["sample"]) == checked * layers * heads
+    layers, heads = OCR.scored_layers(adapter.layer_kinds), adapter.grid[1]  # layers with attention weights
+    assert len(rows["sample"]) == checked * len(layers) * heads
+    assert sorted(set(rows["layer"].tolist())) == layers
     assert set(rows["c"]) == {1.0}
 
 
@@ -156,7 +151,7 @@ def test_an_answer_the_model_does_not_write_scores_nothing_and_says_what_it_wrot
         _written_ids(adapter, sample, pages, options), skip_special_tokens=True
     )
     assert len(written) > 80 and sample.answer not in written  # a random model: long, and not the key
-    table = EntryTable(*_grid(adapter))
+    table = OCR.table_for(adapter)
     [outcome] = score_ocr_batch(adapter, [sample], [pages], options, table)
     assert (outcome.scored, outcome.entries, len(table.arrays()["sample"])) == (False, 0, 0)
     answer, shown = sample.answer, written[:80]
@@ -179,5 +174,5 @@ def test_a_one_digit_answer_scores_and_a_sample_without_boxes_is_refused_by_name
 def test_ocr_head_scores_keep_one_entry_per_answer_token():
     """METHOD.md 2.3: an OCR head's list has an entry per written answer token, not per sample."""
     columns = {"sample": np.array(["a", "a", "a", "a", "b", "b"]), "value": np.array([1.0, 0, 0, 1, 1, 1])}
-    scores = OCR.head_scores(columns, (1, 2))
+    scores = OCR.head_scores(columns, (1, 2), [0])
     assert scores.lists[Head(0, 0)].tolist() == [1.0, 0.0, 1.0] and scores.lists[Head(0, 1)].tolist() == [0.0, 1.0, 1.0]

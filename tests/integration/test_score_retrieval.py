@@ -118,7 +118,7 @@ def test_a_bos_token_is_no_part_of_the_needle_or_the_repeats(preset):
 def _check_against_eager(adapter, texts, options) -> dict:
     """Every entry (rows, answer tokens, top keys, hits, values, needle mass) against eager attention; the entries."""
     producing = options.row == "producing"
-    table = EntryTable(2, 4)
+    table = EntryTable(range(2), 4)
     outcomes = score_retrieval_batch(adapter, texts, options, table)
     assert all(o.scored and o.reason == "" for o in outcomes), outcomes
     rows = table.arrays()
@@ -164,7 +164,7 @@ def test_a_sample_below_the_minimum_c_scores_nothing_and_says_what_it_wrote(text
     sample = texts[0] if key == "generated" else _repeated(key)
     adapter = tiny_adapter("qwen2_vl")
     install(adapter.model)
-    table = EntryTable(2, 4)
+    table = EntryTable(range(2), 4)
     options = scoring_options(min_correct=minimum, max_new_tokens=200)
     [outcome] = score_retrieval_batch(adapter, [sample], options, table)
     assert len(outcome.written) > 80 and outcome.c == (1 / 3 if key == "generated" else 0)
@@ -177,7 +177,7 @@ def test_a_refused_sample_leaves_the_rest_of_its_batch_scored(texts):
     adapter = tiny_adapter("qwen2_vl")
     install(adapter.model)
     batch = [_repeated("4444"), texts[0]]  # the random model writes none of 4444, and some of the other key
-    outcomes = score_retrieval_batch(adapter, batch, scoring_options(max_new_tokens=200), EntryTable(2, 4))
+    outcomes = score_retrieval_batch(adapter, batch, scoring_options(max_new_tokens=200), EntryTable(range(2), 4))
     assert [(outcome.sample, outcome.scored) for outcome in outcomes] == [(batch[0].id, False), (batch[1].id, True)]
 
 
@@ -189,7 +189,7 @@ def test_a_written_token_is_read_back_by_the_next_row_only(tmp_path, tokens):
     install(adapter.model)
     [sample] = generate("passkey", tmp_path / "data", n=1, seed=1, modality="text", lengths=(160,), digits=5,
                         intro=False, progress=False)  # fmt: skip
-    table = EntryTable(*adapter.grid)
+    table = RETRIEVAL.table_for(adapter)
     options = scoring_options(row="consuming", max_new_tokens=tokens)
     [outcome] = score_retrieval_batch(adapter, [sample], options, table)
     assert (outcome.written, outcome.c) == (sample.answer[:tokens], tokens / 5)
@@ -202,13 +202,13 @@ def test_a_template_that_changes_the_context_is_refused_by_sample(texts):
     adapter = _rewriting_questions(tiny_adapter("qwen2_vl"), lambda question: question.replace("pass key", "PASS KEY"))
     install(adapter.model)
     with pytest.raises(OcrHeadsError, match=f"sample {texts[0].id}: the chat template changed the context text"):
-        score_retrieval_batch(adapter, texts, scoring_options(answers="gold"), EntryTable(2, 4))
+        score_retrieval_batch(adapter, texts, scoring_options(answers="gold"), EntryTable(range(2), 4))
 
 
 def test_a_retrieval_heads_list_holds_one_sum_per_sample_and_an_ocr_heads_one_value_per_entry():
     """A sample's retrieval score is its hits over its needle's tokens (Wu et al.), so a head's list holds each
     sample's entries summed, in the order the samples were scored; an OCR head's holds every entry."""
     columns = {"sample": np.repeat(["b", "a", "b"], 2), "value": np.array([0.25, 0.0, 0.5, 0.5, 0.25, 0.0])}
-    retrieval = RETRIEVAL.head_scores(columns, (1, 2)).lists
+    retrieval = RETRIEVAL.head_scores(columns, (1, 2), [0]).lists
     assert retrieval[Head(0, 0)].tolist() == [0.5, 0.5] and retrieval[Head(0, 1)].tolist() == [0.0, 0.5]
-    assert OCR.head_scores(columns, (1, 2)).lists[Head(0, 0)].tolist() == [0.25, 0.5, 0.25]
+    assert OCR.head_scores(columns, (1, 2), [0]).lists[Head(0, 0)].tolist() == [0.25, 0.5, 0.25]

@@ -30,10 +30,11 @@ def character_heads(
         if not rows.any():
             continue
         sums = np.bincount(flat[rows], weights=value[rows], minlength=layers * heads)
-        means = sums / np.bincount(flat[rows], minlength=layers * heads).clip(min=1)
-        order = np.argsort(-means, kind="stable")[:top]
+        counts = np.bincount(flat[rows], minlength=layers * heads)
+        means = np.where(counts > 0, sums / counts.clip(min=1), -np.inf)  # heads of unscored layers never rank
+        order = np.argsort(-means, kind="stable")[: min(top, int((counts > 0).sum()))]
         found[char] = {
-            "entries": int(rows.sum()) // (layers * heads),
+            "entries": int(rows.sum()) // int((counts > 0).sum()),
             "samples": len(np.unique(sample_of_row[rows])),
             "top": [[Head(int(i) // heads, int(i) % heads).name, round(float(means[i]), 4)] for i in order],
         }

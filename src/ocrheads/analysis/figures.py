@@ -42,9 +42,11 @@ def save(figure: Figure, path: str | Path) -> Path:
 
 
 def _score_map(ax, grid: np.ndarray):
-    """A layer x head map, layer 0 at the bottom, on the paper's colour bounds."""
+    """A layer x head map, layer 0 at the bottom, on the paper's colour bounds; layers a score does not apply to
+    (linear attention) grey."""
     norm = BoundaryNorm(SCORE_BOUNDS, colormaps["Blues"].N, extend="max")
-    return ax.imshow(grid, cmap="Blues", norm=norm, aspect="auto", interpolation="nearest", origin="lower")
+    colours = colormaps["Blues"].with_extremes(bad="#dddddd")
+    return ax.imshow(grid, cmap=colours, norm=norm, aspect="auto", interpolation="nearest", origin="lower")
 
 
 def donuts(bins: dict[str, dict[str, int]]) -> Figure:

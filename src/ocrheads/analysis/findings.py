@@ -88,12 +88,13 @@ def distinct(selected: dict[str, np.ndarray], boots: dict[str, Bootstrap], top_o
 
 
 def statically_activated(frequency: np.ndarray, mean: np.ndarray, boot: Bootstrap | None, binary: bool) -> Finding:
+    """From each scored OCR head's activation frequency and mean (flat, `HeadScores.order`) and their replicates."""
     measure = "Pearson of activation frequency (entries > 0.1) and mean score over all OCR heads"
     rule = f"shown when the interval's lower end is at least {STATIC_MIN_PEARSON}"
     if boot is None:
         return _not_measured("statically activated", measure, rule, "needs OCR scores")
-    value = float(row_pearson(frequency.ravel(), mean.ravel()))
-    low, high = percentile_interval(row_pearson(boot.frequency, boot.mean))
+    value = float(row_pearson(frequency, mean))
+    low, high = percentile_interval(row_pearson(boot.frequency[:, boot.columns], boot.mean[:, boot.columns]))
     verdict = "shown" if low >= STATIC_MIN_PEARSON else "not shown"
     note = (
         "entries are 0/1, so the frequency of entries above 0.1 equals the mean by construction (the paper's "

@@ -11,7 +11,7 @@ from scipy import stats
 from ocrheads.analysis import figures, findings
 from ocrheads.analysis.case_study import character_heads, top_head_counts
 from ocrheads.analysis.stability import CONFIDENCE, Bootstrap, RunEntries, settling_curve, split_half
-from ocrheads.analysis.stats import activation, correlation, score_bins, similarity
+from ocrheads.analysis.stats import activation, both_scored, correlation, score_bins, similarity
 from ocrheads.data.manifest import read_manifest
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
@@ -29,9 +29,9 @@ def _run_entries(folder: KindRun, scores: HeadScores, activation: float) -> RunE
     entries = len(next(iter(scores.lists.values())))
     if scoring_kind(config["kind"]).per_sample:
         return RunEntries.from_scores(scores, activation, np.arange(entries))
-    column = columns["sample"]
-    names = column[:: scores.layers * scores.heads]
-    grouped = len(names) == entries and len(column) == entries * scores.layers * scores.heads
+    column, heads = columns["sample"], len(scores.order())  # one row per scored head and entry
+    names = column[::heads]
+    grouped = len(names) == entries and len(column) == entries * heads
     return RunEntries.from_scores(scores, activation, np.unique(names, return_inverse=True)[1] if grouped else None)
 
 
@@ -101,7 +101,8 @@ def _relation(causal: np.ndarray, other: np.ndarray, causal_order, other_order, 
     """How a kind's scores relate to the causal ones: Spearman over heads, and how many of its top k are top-k
     causal heads."""
     shared = len(set(causal_order[:k]) & set(other_order[:k]))
-    return {"spearman": correlation(stats.spearmanr, causal.ravel(), other.ravel()), "top_k": k, "top_k_shared": shared}
+    rho = correlation(stats.spearmanr, *both_scored(causal, other))
+    return {"spearman": rho, "top_k": k, "top_k_shared": shared}
 
 
 def _causal_method(folder: KindRun, top_k: int) -> dict:
@@ -156,7 +157,8 @@ def _kind_summary(
 
     intervals = {name: {"score": score, "low": lo, "high": hi} for name, score, lo, hi in map(row, scores.order())}
     summary = {
-        "heads": scores.layers * scores.heads,
+        "heads": len(scores.order()),
+        "scored_layers": list(scores.scored_layers),
         "selected": int(kept.sum()),
         "robust": boot.robust(kept, rule),
         "bins": score_bins(values),
@@ -185,8 +187,8 @@ def _findings(run: RunDir, scores, orders, kept, boots, rule: SelectionRule) -> 
     experiments = findings.experiment_rows(run)
     reading = scores.get(READING)
     static = findings.statically_activated(
-        reading.frequency_above(rule.activation) if reading else np.zeros(0),
-        reading.means() if reading else np.zeros(0),
+        reading.flat(reading.frequency_above(rule.activation)) if reading else np.zeros(0),
+        reading.flat(reading.means()) if reading else np.zeros(0),
         boots.get(READING),
         bool(reading) and all(np.isin(values, (0.0, 1.0)).all() for values in reading.lists.values()),
     )

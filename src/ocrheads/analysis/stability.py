@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ocrheads.heads import HeadScores
+from ocrheads.heads import Head, HeadScores
 from ocrheads.select import SelectionRule, rule_keeps, rule_ranking, tie_groups
 
 CONFIDENCE = 0.95
@@ -55,7 +55,8 @@ class SampleSums:
 
 @dataclass(frozen=True)
 class RunEntries:
-    """A kind's scores as blocks of per-sample sums, covering every head of the grid once."""
+    """A kind's scores as blocks of per-sample sums, covering every scored head of the grid once. Heads are flat
+    indices into the grid (layer * heads + head); those a kind does not score are NaN in every statistic."""
 
     grid: tuple[int, int]
     blocks: tuple[SampleSums, ...]
@@ -65,27 +66,32 @@ class RunEntries:
     def from_scores(cls, scores: HeadScores, activation: float, samples: np.ndarray | None = None) -> RunEntries:
         """Heads with equally long lists share entries (the normal case); the paper's files also hold heads whose
         lists are longer (entries lost part-way), and those are resampled as a block of their own."""
-        lengths: dict[int, list[int]] = {}
-        order = scores.order()
-        for index, head in enumerate(order):
-            lengths.setdefault(len(scores.lists[head]), []).append(index)
+        lengths: dict[int, list[Head]] = {}
+        for head in scores.order():
+            lengths.setdefault(len(scores.lists[head]), []).append(head)
         blocks = []
-        for length, indices in lengths.items():
-            values = np.stack([scores.lists[order[i]] for i in indices], axis=1)
+        for length, heads in lengths.items():
+            values = np.stack([scores.lists[head] for head in heads], axis=1)
             ids = samples if samples is not None and len(samples) == length else np.arange(length)
-            blocks.append(SampleSums.of(np.array(indices), values, ids, activation))
+            flat = np.array([head.layer * scores.heads + head.head for head in heads])
+            blocks.append(SampleSums.of(flat, values, ids, activation))
         return cls(scores.grid, tuple(blocks), samples is not None)
 
     @property
     def heads(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def columns(self) -> np.ndarray:
+        """The scored heads' flat indices, layer-major."""
+        return np.sort(np.concatenate([block.heads for block in self.blocks]))
+
     def statistics(self, weights_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, active fraction, zero fraction), each (replicates, heads), with each block's per-sample weights
         from `weights_of(samples)`."""
         parts = [block.weighted(weights_of(block.samples)) for block in self.blocks]
         replicates = parts[0][0].shape[0]
-        out = [np.zeros((replicates, self.heads)) for _ in range(3)]
+        out = [np.full((replicates, self.heads), np.nan) for _ in range(3)]
         for block, found in zip(self.blocks, parts, strict=True):
             for target, values in zip(out, found, strict=True):
                 target[:, block.heads] = values
@@ -115,13 +121,14 @@ class Bootstrap:
     frequency: np.ndarray
     ranking: np.ndarray
     keeps: np.ndarray  # bool
+    columns: np.ndarray  # the scored heads (flat indices): the others are NaN, and never kept
 
     @classmethod
     def of(cls, entries: RunEntries, rule: SelectionRule, replicates: int = 1000, seed: int = 0) -> Bootstrap:
         rng = np.random.default_rng(seed)
         mean, frequency, zero = entries.statistics(_bootstrap_weights(rng, replicates))
         ranking = rule_ranking(rule, mean, zero)
-        return cls(mean, frequency, ranking, rule_keeps(rule, ranking, frequency))
+        return cls(mean, frequency, ranking, rule_keeps(rule, ranking, frequency), entries.columns)
 
     def interval(self, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-head percentile interval of the ranking score (or of `values`, replicates x heads)."""
@@ -182,8 +189,8 @@ def split_half(entries: RunEntries, rule: SelectionRule, k: int, repeats: int = 
             halves[samples] = first.astype(float)
         return halves[samples]
 
-    first = entries.ranking(rule, half)
-    second = entries.ranking(rule, lambda samples: 1.0 - half(samples))
+    first = entries.ranking(rule, half)[:, entries.columns]
+    second = entries.ranking(rule, lambda samples: 1.0 - half(samples))[:, entries.columns]
     overlap = (top_k_mask(first, k) & top_k_mask(second, k)).sum(1) / k
     return {
         "k": k,

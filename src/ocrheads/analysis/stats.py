@@ -31,9 +31,10 @@ def jaccard(a: set[Head], b: set[Head]) -> float:
 def similarity(
     selected_a: set[Head], selected_b: set[Head], ranked_a: list[Head], ranked_b: list[Head], scores_a, scores_b, k: int
 ) -> dict[str, float]:
-    """How alike two head sets are: Jaccard of the selections, top-k overlap, Spearman of all head scores."""
+    """How alike two head sets are: Jaccard of the selections, top-k overlap, Spearman of the scores of every head
+    both kinds score."""
     overlap = len(set(ranked_a[:k]) & set(ranked_b[:k]))
-    rho = correlation(stats.spearmanr, np.ravel(scores_a), np.ravel(scores_b))
+    rho = correlation(stats.spearmanr, *both_scored(scores_a, scores_b))
     return {
         "jaccard": jaccard(selected_a, selected_b),
         "selected_a": len(selected_a),
@@ -50,7 +51,7 @@ def activation(scores: HeadScores, threshold: float = 0.1) -> dict:
 
     With 0/1 entries the two are equal by construction, so a correlation of 1 there says nothing on its own.
     """
-    frequency, means = scores.frequency_above(threshold).ravel(), scores.means().ravel()
+    frequency, means = scores.flat(scores.frequency_above(threshold)), scores.flat(scores.means())
     order = np.argsort(-frequency, kind="stable")
     heads = scores.order()
     return {
@@ -60,6 +61,12 @@ def activation(scores: HeadScores, threshold: float = 0.1) -> dict:
         "frequency": frequency[order].tolist(),
         "mean": means[order].tolist(),
     }
+
+
+def both_scored(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (layers, heads) score arrays at the heads both score (NaN where a kind does not apply), flat."""
+    kept = ~(np.isnan(a) | np.isnan(b))
+    return np.asarray(a)[kept], np.asarray(b)[kept]
 
 
 def correlation(test, a: np.ndarray, b: np.ndarray) -> float:

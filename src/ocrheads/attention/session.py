@@ -26,6 +26,7 @@ from ocrheads.attention.requests import (
 )
 from ocrheads.devices import model_device, to_device
 from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import LINEAR, layer_kinds_of
 
 
 class AttentionSession:
@@ -180,15 +181,19 @@ class AttentionSession:
             )
 
 
-def _text_shape(model: PreTrainedModel) -> tuple[int, int]:
+def _text_shape(model: PreTrainedModel) -> tuple[int, int, frozenset[int]]:
+    """Layers, heads, and the layers without attention weights (linear attention), which no request can reach."""
     text = model.config.get_text_config()
-    return text.num_hidden_layers, text.num_attention_heads
+    linear = frozenset(layer for layer, kind in enumerate(layer_kinds_of(model.config)) if kind == LINEAR)
+    return text.num_hidden_layers, text.num_attention_heads, linear
 
 
-def _check_heads(heads: HeadMap, n_layers: int, n_heads: int, what: str) -> None:
+def _check_heads(heads: HeadMap, n_layers: int, n_heads: int, what: str, linear: frozenset[int] = frozenset()) -> None:
     for layer, hs in heads.items():
         if not 0 <= layer < n_layers:
             raise OcrHeadsError(f"{what}: layer {layer} is outside the model (layers 0..{n_layers - 1})")
+        if layer in linear:
+            raise OcrHeadsError(f"{what}: layer {layer} is a linear-attention layer, with no attention weights to edit")
         bad = [h for h in hs if not 0 <= h < n_heads]
         if bad:
             raise OcrHeadsError(f"{what}: head(s) {bad} of layer {layer} outside the model (heads 0..{n_heads - 1})")
@@ -206,17 +211,18 @@ def attention_session(
     """Capture and/or edit attention (and/or sum or keep head outputs) in every forward pass of `model` in the
     block."""
     check_installed(model)
-    n_layers, n_heads = _text_shape(model)
+    n_layers, n_heads, linear = _text_shape(model)
     edits = edits or Edits()
-    _check_heads(edits.zero, n_layers, n_heads, "zeroed heads")
-    _check_heads(edits.uniform, n_layers, n_heads, "uniform heads")
-    _check_heads({layer: heads for layer, (heads, _) in edits.mean.items()}, n_layers, n_heads, "mean-ablated heads")
+    _check_heads(edits.zero, n_layers, n_heads, "zeroed heads", linear)
+    _check_heads(edits.uniform, n_layers, n_heads, "uniform heads", linear)
+    means = {layer: heads for layer, (heads, _) in edits.mean.items()}
+    _check_heads(means, n_layers, n_heads, "mean-ablated heads", linear)
     for layer, (mask, _) in edits.per_item.items():
-        _check_heads({layer: ()}, n_layers, n_heads, "per-item ablations")
+        _check_heads({layer: ()}, n_layers, n_heads, "per-item ablations", linear)
         if mask.dim() != 2 or mask.shape[1] != n_heads:
             raise OcrHeadsError(f"per-item ablation of layer {layer}: the mask must be (batch, {n_heads})")
     if edits.sink is not None:
-        _check_heads(edits.sink.heads, n_layers, n_heads, "sink heads")
+        _check_heads(edits.sink.heads, n_layers, n_heads, "sink heads", linear)
         if not 0.0 <= edits.sink.beta <= 1.0:
             raise OcrHeadsError(f"sink beta must lie in [0, 1], got {edits.sink.beta}")
     if capture is not None:

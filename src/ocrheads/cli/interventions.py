@@ -77,12 +77,12 @@ def _run_intervention(args: argparse.Namespace) -> None:
     seeds = range(args.random_seeds)
     if args.experiment == "mask":
         conditions = masking_conditions(
-            args.run_dir, model.grid, args.k, seeds,
-            exclude_selected=args.exclude_selected, layer_matched=args.layer_matched,
+            args.run_dir, model.grid, args.k, seeds, exclude_selected=args.exclude_selected,
+            layer_matched=args.layer_matched, layer_kinds=model.layer_kinds,
         )  # fmt: skip
         intervention = Intervention("mask", mode=args.mode, mean_samples=args.mean_samples)
     else:
-        conditions = sink_conditions(args.run_dir, model.grid, args.top, seeds)
+        conditions = sink_conditions(args.run_dir, model.grid, args.top, seeds, model.layer_kinds)
         intervention = Intervention(
             "sink", beta=args.beta, sinks=args.sinks, sink_tokens=args.sink_tokens,
             sink_threshold=args.sink_threshold, receivers=args.receivers,

@@ -99,12 +99,12 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> Path:
     common = dict(max_new_tokens=task.digits + 2, batch_size=settings.batch_size,
                   config={"model": str(settings.model), "demo": _recorded(settings)})  # fmt: skip
     say("masking top-k OCR vs retrieval vs random heads")
-    conditions = masking_conditions(out, adapter.grid, settings.k, seeds)
+    conditions = masking_conditions(out, adapter.grid, settings.k, seeds, layer_kinds=adapter.layer_kinds)
     evaluate("mask", adapter, conditions, eval_sets, out, intervention=Intervention("mask"), **common)
     console.print(run.experiment("mask").summary())
 
     say(f"sink redistribution in the top-{settings.sink_top} heads (beta {settings.beta})")
-    conditions = sink_conditions(out, adapter.grid, settings.sink_top, seeds)
+    conditions = sink_conditions(out, adapter.grid, settings.sink_top, seeds, adapter.layer_kinds)
     sink = Intervention("sink", beta=settings.beta)
     evaluate("sink", adapter, conditions, eval_sets, out, intervention=sink, **common)
     console.print(run.experiment("sink").summary())

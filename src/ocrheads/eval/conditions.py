@@ -1,5 +1,6 @@
 """The arms of an intervention experiment: no edit, the top-k OCR heads, the top-k retrieval heads, and k random
-heads per seed, drawn from the model's real layer x head grid."""
+heads per seed, drawn from the model's real layer x head grid (from its layers with attention weights: an edit of a
+linear-attention layer's head would do nothing, and a random arm of such heads would be no control)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.heads import Head
+from ocrheads.heads import LINEAR, Head
 from ocrheads.run import RunDir
 from ocrheads.scoring.kinds import NAMES, READING
 from ocrheads.select import select, top_k
@@ -32,15 +33,23 @@ class Condition:
 
 
 def random_heads(
-    grid: tuple[int, int], k: int, seed: int, *, exclude: Iterable[Head] = (), like: Sequence[Head] | None = None
+    grid: tuple[int, int],
+    k: int,
+    seed: int,
+    *,
+    exclude: Iterable[Head] = (),
+    like: Sequence[Head] | None = None,
+    layer_kinds: Sequence[str] = (),
 ) -> tuple[Head, ...]:
-    """k distinct heads drawn uniformly from the grid minus `exclude`, reproducible from `seed`.
+    """k distinct heads drawn uniformly from the grid minus `exclude` (and, given the layers' kinds, minus the heads
+    of linear-attention layers), reproducible from `seed`.
 
     With `like`, the draw is layer-matched: as many heads from each layer as `like` has there.
     """
     layers, per_layer = grid
     excluded = set(exclude)
-    candidates = [Head(layer, h) for layer in range(layers) for h in range(per_layer) if Head(layer, h) not in excluded]
+    editable = [layer for layer in range(layers) if not layer_kinds or layer_kinds[layer] != LINEAR]
+    candidates = [Head(layer, h) for layer in editable for h in range(per_layer) if Head(layer, h) not in excluded]
     rng = random.Random(seed)
     if like is None:
         if k > len(candidates):
@@ -63,6 +72,7 @@ def masking_conditions(
     *,
     exclude_selected: bool = False,
     layer_matched: bool = False,
+    layer_kinds: Sequence[str] = (),
 ) -> list[Condition]:
     """Baseline, then per k: top-k OCR, top-k retrieval (each when the run has those scores), random per seed.
 
@@ -82,15 +92,18 @@ def masking_conditions(
         if layer_matched and like is None:
             raise OcrHeadsError(f"{run} has no OCR scores to match layers with; drop --layer-matched")
         for seed in seeds:
-            heads = random_heads(grid, k, seed, exclude=exclude, like=like)
+            heads = random_heads(grid, k, seed, exclude=exclude, like=like, layer_kinds=layer_kinds)
             conditions.append(Condition(f"random-top{k}-seed{seed}", "random", heads, seed))
     return conditions
 
 
-def sink_conditions(run: str | Path, grid: tuple[int, int], n: int, seeds: Sequence[int]) -> list[Condition]:
+def sink_conditions(
+    run: str | Path, grid: tuple[int, int], n: int, seeds: Sequence[int], layer_kinds: Sequence[str] = ()
+) -> list[Condition]:
     """Baseline, sink redistribution in the top-n OCR heads, the top-n retrieval heads, and n random heads per seed."""
     scores, rule = RunDir(run).scores_for_model(NAMES, grid), RunDir(run).last_rule(NAMES)
     conditions = [Condition("baseline", "baseline")]
     conditions += [Condition(f"{kind}-top{n}", kind, tuple(top_k(s, n, rule))) for kind, s in scores.items()]
-    conditions += [Condition(f"random-top{n}-seed{s}", "random", random_heads(grid, n, s), s) for s in seeds]
+    conditions += [Condition(f"random-top{n}-seed{s}", "random", random_heads(grid, n, s, layer_kinds=layer_kinds), s)
+                   for s in seeds]  # fmt: skip
     return conditions

@@ -29,6 +29,8 @@ from ocrheads.models.qwen_vl import (
     Glm4vMoeAdapter,
     Glm46vAdapter,
     Qwen2_5_VLAdapter,
+    Qwen3_5Adapter,
+    Qwen3_5MoeAdapter,
     Qwen3VLAdapter,
     Qwen3VLMoeAdapter,
     QwenVLAdapter,
@@ -39,6 +41,8 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     Qwen2_5_VLAdapter,
     Qwen3VLAdapter,
     Qwen3VLMoeAdapter,
+    Qwen3_5Adapter,
+    Qwen3_5MoeAdapter,
     Glm4vAdapter,
     Glm4vMoeAdapter,
     Glm46vAdapter,
@@ -158,6 +162,10 @@ class ModelSpec:
     @property
     def grid(self) -> tuple[int, int]:
         return checkpoint_grid(self.config)
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        return adapter_class(self.config).layer_kinds_of(self.config)
 
     @cached_property
     def raw_config(self) -> dict | None:

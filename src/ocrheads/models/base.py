@@ -22,6 +22,7 @@ from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens
+from ocrheads.heads import layer_kinds_of
 from ocrheads.models.decoding import check_decoding, resolve_decoding
 from ocrheads.models.paper_code import PaperCode
 
@@ -108,6 +109,19 @@ class ModelAdapter(ABC):
     @property
     def grid(self) -> tuple[int, int]:
         return checkpoint_grid(self.model.config)
+
+    @classmethod
+    def layer_kinds_of(cls, config: PretrainedConfig) -> tuple[str, ...]:
+        """Each text layer's kind, from the config alone (a family with cross-attention layers says which)."""
+        return layer_kinds_of(config)
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        return self.layer_kinds_of(self.model.config)
+
+    def layers_of(self, kinds: tuple[str, ...]) -> list[int]:
+        """The text layers of the given kinds, in order."""
+        return [layer for layer, kind in enumerate(self.layer_kinds) if kind in kinds]
 
     @classmethod
     def claims(cls, config: PretrainedConfig) -> bool:

@@ -120,6 +120,21 @@ class Qwen3VLMoeAdapter(Qwen3VLAdapter):
     model_class = tf.Qwen3VLMoeForConditionalGeneration
 
 
+class Qwen3_5Adapter(Qwen3VLAdapter):
+    """Qwen3.5: Qwen3-VL's pages on a hybrid text model, three layers in four linear attention (no attention weights:
+    its `layer_types` say which, and no score applies to them)."""
+
+    family = "qwen3_5"
+    model_types = ("qwen3_5",)
+    model_class = tf.Qwen3_5ForConditionalGeneration
+
+
+class Qwen3_5MoeAdapter(Qwen3_5Adapter):
+    family = "qwen3_5_moe"
+    model_types = ("qwen3_5_moe",)
+    model_class = tf.Qwen3_5MoeForConditionalGeneration
+
+
 class Glm4vAdapter(QwenVLAdapter):
     """GLM-4.1V: its own resize (pixel bounds as Qwen's), not qwen-vl-utils' pipeline."""
 

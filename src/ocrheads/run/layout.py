@@ -29,6 +29,7 @@ import yaml
 from ocrheads.atomic import atomic_write_text
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import Head, HeadScores
+from ocrheads.scoring.kinds import scoring_kind
 from ocrheads.select import HeadSelection, SelectionRule, top_k
 
 CONFIG = "config.yaml"
@@ -97,7 +98,14 @@ class KindRun:
         return self.scores_path.is_file()
 
     def scores(self) -> HeadScores:
-        return HeadScores.from_reference(self.scores_path)
+        """The per-head lists, over the layers the kind scored (every layer for runs of models whose layers all have
+        attention weights, and for imported files)."""
+        config = self.config()
+        scored = None
+        if config.get("layer_kinds") and config.get("kind"):
+            scored = scoring_kind(config["kind"]).scored_layers(tuple(config["layer_kinds"]))
+        grid = tuple(config["grid"]) if "grid" in config else None
+        return HeadScores.from_reference(self.scores_path, grid, scored)
 
     def write_imported(self, scores: HeadScores) -> None:
         scores.to_reference(self.scores_path)

@@ -22,7 +22,8 @@ def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: 
         model.check_weights()
         preflight(folder, model.pinned() | known, shard)
     adapter = resolve(model)
-    recorded = {"family": adapter.family, "grid": list(adapter.grid), "model_settings": adapter.settings()}
+    recorded = {"family": adapter.family, "grid": list(adapter.grid), "layer_kinds": list(adapter.layer_kinds),
+                "model_settings": adapter.settings()}  # fmt: skip
     unpinned = {"hardware": adapter.hardware(), "versions": versions("ocrheads", "torch", "transformers")}
     if trained := made_by(adapter.model.name_or_path):
         unpinned["trained_by"] = trained

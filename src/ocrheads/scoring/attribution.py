@@ -25,6 +25,7 @@ from transformers import BatchEncoding
 
 from ocrheads.attention import Edits, HeadOutputs, attention_session
 from ocrheads.devices import to_cpu
+from ocrheads.heads import ATTENTION, CROSS
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.options import Ablation, Metric
 from ocrheads.scoring.passes import append_tokens
@@ -76,12 +77,14 @@ def estimate(
     metric: Metric = "logprob",
     per_token: bool = True,
     steps: int = 1,
+    layers: list[int] | None = None,
 ) -> torch.Tensor:
-    """(batch, A, layers, heads): estimated change of each answer token's metric when each head is ablated; with
-    `per_token` False, (batch, 1, layers, heads) for the whole answer's metric (one backward pass a step instead of
-    one per answer token). `steps` > 1: integrated gradients along the ablation path, a forward and backward pass
-    per step, and every layer's (ablated - clean) kept from the first step (the hidden size a token and layer)."""
-    layers, _ = adapter.grid
+    """(batch, A, layers, heads): estimated change of each answer token's metric when each head of `layers` (default:
+    every layer with attention weights) is ablated; with `per_token` False, (batch, 1, layers, heads) for the whole
+    answer's metric (one backward pass a step instead of one per answer token). `steps` > 1: integrated gradients
+    along the ablation path, a forward and backward pass per step, and every layer's (ablated - clean) kept from the
+    first step (the hidden size a token and layer)."""
+    layers = adapter.layers_of((ATTENTION, CROSS)) if layers is None else layers
     sums: dict[tuple[int, int], torch.Tensor] = {}  # (token, layer) -> (batch, heads), on the layer's device
     directions: dict[int, torch.Tensor] = {}  # layer -> the clean pass's ablated - clean, when steps > 1
     current: dict[str, int] = {}  # the answer token whose backward pass is running
@@ -104,13 +107,12 @@ def estimate(
                 values = _forward_metric(adapter, forced, metric)
                 if not per_token:
                     values = values.sum(1, keepdim=True)
-                anchors = [session.head_outputs[layer].anchor for layer in range(layers)]
+                anchors = [session.head_outputs[layer].anchor for layer in layers]
                 for token in range(values.shape[1]):
                     current["token"] = token
                     torch.autograd.grad(values[:, token].sum(), anchors, retain_graph=token < values.shape[1] - 1)
     found = torch.stack(
-        [torch.stack([to_cpu(sums[token, layer]) for layer in range(layers)], 1) for token in range(values.shape[1])],
-        1,
+        [torch.stack([to_cpu(sums[token, layer]) for layer in layers], 1) for token in range(values.shape[1])], 1
     )
     return found / steps  # 0 past an item's answer: its metric is a constant 0 there
 
@@ -144,32 +146,35 @@ def exact(
     metric: Metric = "logprob",
     heads_per_pass: int | None = None,
     chosen: torch.Tensor | None = None,
+    layers: list[int] | None = None,
 ) -> torch.Tensor:
-    """(batch, A, layers, heads): each answer token's metric with each head ablated, minus the clean metric.
+    """(batch, A, layers, heads): each answer token's metric with each head of `layers` (default: every layer with
+    attention weights) ablated, minus the clean metric.
 
-    `chosen` (batch, N): only these heads of each item (flat indices, layer * heads + head), NaN for the others;
-    default every head. Each pass holds `heads_per_pass` copies of the batch (default: a layer's heads), copy i
-    ablating each item's i-th head of the pass."""
-    layers, heads = adapter.grid
+    `chosen` (batch, N): only these heads of each item (flat indices, index in `layers` * heads + head), NaN for the
+    others; default every head. Each pass holds `heads_per_pass` copies of the batch (default: a layer's heads),
+    copy i ablating each item's i-th head of the pass."""
+    layers = adapter.layers_of((ATTENTION, CROSS)) if layers is None else layers
+    heads = adapter.grid[1]
     size = forced.targets.shape[0]
-    chosen = torch.arange(layers * heads).expand(size, -1) if chosen is None else chosen.cpu()
+    chosen = torch.arange(len(layers) * heads).expand(size, -1) if chosen is None else chosen.cpu()
     per_pass = heads_per_pass or heads
     with torch.no_grad():
         with attention_session(adapter.model):
             clean = _forward_metric(adapter, forced, metric)
-        found = torch.full((*clean.shape, layers, heads), torch.nan)
+        found = torch.full((*clean.shape, len(layers), heads), torch.nan)
         for first in range(0, chosen.shape[1], per_pass):
             block = [divmod(int(flat), heads) for flat in chosen[:, first : first + per_pass].T.flatten()]
             copies = len(block) // size
             masks: dict[int, torch.Tensor] = {}
-            for row, (layer, head) in enumerate(block):  # row = copy * size + item
-                masks.setdefault(layer, torch.zeros(len(block), heads, dtype=torch.bool))[row, head] = True
+            for row, (index, head) in enumerate(block):  # row = copy * size + item
+                masks.setdefault(layers[index], torch.zeros(len(block), heads, dtype=torch.bool))[row, head] = True
             per_item = {layer: (mask, means[layer] if ablation == "mean" else None) for layer, mask in masks.items()}
             with attention_session(adapter.model, edits=Edits(per_item=per_item)):
                 ablated = _forward_metric(adapter, _repeat(forced, copies), metric).view(copies * size, -1)
             change = (ablated - clean.repeat(copies, 1)).cpu()
-            for row, (layer, head) in enumerate(block):
-                found[row % size, :, layer, head] = change[row]
+            for row, (index, head) in enumerate(block):
+                found[row % size, :, index, head] = change[row]
     return torch.where(forced.valid[..., None, None], found, 0.0)
 
 

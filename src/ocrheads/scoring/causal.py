@@ -82,7 +82,7 @@ def score_causal_batch(
     for group in groups:
         chosen = [samples[i] for i in group]
         encoded = batch if len(groups) == 1 else encode_samples(adapter, chosen, [pages[i] for i in group])
-        scored.update(zip(group, _score_group(adapter, encoded, chosen, options, means), strict=True))
+        scored.update(zip(group, _score_group(adapter, encoded, chosen, options, means, table.layers), strict=True))
     for item in range(len(samples)):
         _, estimates, measured = scored[item]
         if estimates is not None:
@@ -90,8 +90,11 @@ def score_causal_batch(
     return [scored[item][0] for item in range(len(samples))]
 
 
-def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions, means):
-    """(outcome, estimates, exact changes or None) per item of one micro-batch; estimates None where not scored."""
+def _score_group(
+    adapter: ModelAdapter, batch: BatchEncoding, samples: list[Sample], options: CausalOptions, means, layers: list[int]
+):
+    """(outcome, estimates, exact changes or None) per item of one micro-batch, over the heads of `layers`; estimates
+    None where not scored."""
     answers = _answers(adapter, batch, samples, options)
     outcomes = [_outcome(adapter, s, ids, options) for s, ids in zip(samples, answers, strict=True)]
     if not any(answers):
@@ -99,7 +102,7 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
     forced = teacher_forced(batch, answers, adapter.written_token_types)
     try:
         estimates = estimate(adapter, forced, options.ablation, means, options.metric, options.per_token,
-                             options.path_steps)  # fmt: skip
+                             options.path_steps, layers)  # fmt: skip
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as err:
@@ -109,7 +112,8 @@ def _score_group(adapter: ModelAdapter, batch: BatchEncoding, samples: list[Samp
     measured = None
     if options.exact or options.exact_top:
         chosen = None if options.exact else largest_drops(estimates, options.exact_top)
-        measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass, chosen)
+        measured = exact(adapter, forced, options.ablation, means, options.metric, options.heads_per_pass, chosen,
+                         layers)  # fmt: skip
         measured = measured if options.per_token else measured.sum(1, keepdim=True)
     results = []
     for item, (outcome, ids) in enumerate(zip(outcomes, answers, strict=True)):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from ocrheads.data.manifest import Sample
 from ocrheads.errors import DataError, OcrHeadsError
-from ocrheads.heads import Head, HeadScores
+from ocrheads.heads import ATTENTION, Head, HeadScores
 from ocrheads.scoring.table import Outcome
 
 if TYPE_CHECKING:
@@ -45,10 +45,11 @@ class ScoringKind:
     needs_boxes: bool  # its samples must carry character boxes
     options: type[BaseModel]
     schema: pa.Schema  # of its tidy table
-    new_table: Callable[[int, int], object]  # (layers, heads) -> a table with .add(...) and .to_arrow()
+    new_table: Callable[[list[int], int], object]  # (scored layers, heads) -> a table with .add(...), .to_arrow()
     score_batch: Callable[[ModelAdapter, Batch, BaseModel, object], list[Outcome]]
     per_sample: bool  # per-head lists hold one value per sample (its entries summed), else one per entry
     out_of_memory: str  # what to lower when a batch runs out of GPU memory
+    layer_kinds: tuple[str, ...] = (ATTENTION,)  # the kinds of layer it scores (no argmax without attention weights)
     prepare: Callable[[ModelAdapter, Path, list[Sample], BaseModel, int], object] = field(
         default=lambda adapter, data, samples, options, batch_size: None
     )
@@ -82,15 +83,25 @@ class ScoringKind:
             )
         return samples
 
-    def head_scores(self, columns: dict[str, np.ndarray], grid: tuple[int, int]) -> HeadScores:
-        """Per-head lists from the table's sample and value columns: one value per scored entry, or per sample
-        summed over its entries (in the order the samples were scored)."""
-        layers, heads = grid
-        values = np.asarray(columns["value"], dtype=np.float64).reshape(-1, layers * heads)
+    def scored_layers(self, layer_kinds: tuple[str, ...]) -> list[int]:
+        """The layers (of a model whose layers are of `layer_kinds`) this kind scores."""
+        return [layer for layer, kind in enumerate(layer_kinds) if kind in self.layer_kinds]
+
+    def table_for(self, adapter: ModelAdapter):
+        """An empty table for this kind's rows from `adapter`'s model: every head of each layer it scores."""
+        return self.new_table(self.scored_layers(adapter.layer_kinds), adapter.grid[1])
+
+    def head_scores(self, columns: dict[str, np.ndarray], grid: tuple[int, int], layers: list[int]) -> HeadScores:
+        """Per-head lists from the table's sample and value columns (rows layer-major over the scored `layers`): one
+        value per scored entry, or per sample summed over its entries (in the order the samples were scored)."""
+        heads = grid[1]
+        width = len(layers) * heads
+        values = np.asarray(columns["value"], dtype=np.float64).reshape(-1, width)
         if self.per_sample and len(values):
-            samples = np.asarray(columns["sample"]).reshape(-1, layers * heads)[:, 0]
+            samples = np.asarray(columns["sample"]).reshape(-1, width)[:, 0]
             _, first, inverse = np.unique(samples, return_index=True, return_inverse=True)
-            sums = np.zeros((len(first), layers * heads))
+            sums = np.zeros((len(first), width))
             np.add.at(sums, inverse, values)
             values = sums[np.argsort(first)]
-        return HeadScores({Head(i // heads, i % heads): values[:, i] for i in range(layers * heads)}, layers, heads)
+        lists = {Head(layers[i // heads], i % heads): values[:, i] for i in range(width)}
+        return HeadScores(lists, *grid, scored_layers=layers)

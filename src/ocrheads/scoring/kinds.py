@@ -14,6 +14,7 @@ from collections.abc import Callable
 from importlib import import_module
 
 from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import ATTENTION, CROSS
 from ocrheads.scoring.kind import ScoringKind
 from ocrheads.scoring.options import CausalOptions, ScoringOptions, scoring_options
 from ocrheads.scoring.table import CAUSAL_SCHEMA, SCHEMA, CausalTable, EntryTable
@@ -46,6 +47,7 @@ OCR = ScoringKind(
     needs_boxes=True,
     score_batch=_code("ocrheads.scoring.ocr", "score_batch"),
     per_sample=False,
+    layer_kinds=(ATTENTION, CROSS),
     **_ANSWER_ROWS,
 )
 RETRIEVAL = ScoringKind(
@@ -70,6 +72,7 @@ CAUSAL = ScoringKind(
     score_batch=_code("ocrheads.scoring.causal", "score_batch"),
     per_sample=True,
     out_of_memory="--max-batch-tokens",
+    layer_kinds=(ATTENTION, CROSS),
     prepare=_code("ocrheads.scoring.causal", "prepare_means"),
 )
 

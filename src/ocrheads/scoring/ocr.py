@@ -37,7 +37,8 @@ def score_ocr_batch(
     for item, found in enumerate(evidences):
         for atom, positions in enumerate(found.positions):
             key_sets[item, atom, list(positions)] = True
-    written = write_answers(adapter, batch, options, gold=gold_tokens(adapter, samples, options), key_sets=key_sets)
+    gold = gold_tokens(adapter, samples, options)
+    written = write_answers(adapter, batch, options, gold=gold, key_sets=key_sets, layers=table.layers)
     outcomes = []
     for item, sample in enumerate(samples):
         tokens, c, text = answer_tokens(adapter, sample, written.tokens[item], len(units[item]), options)

@@ -30,7 +30,7 @@ def head_attention(
     """
     if not heads or not answer:
         raise OcrHeadsError(f"sample {sample.id}: an overlay needs at least one head and a non-empty answer")
-    check_heads(heads, adapter.grid, "overlay heads")
+    check_heads(heads, adapter.grid, "overlay heads", adapter.layer_kinds)
     install(adapter.model)
     batch = adapter.encode([sample_prompt(adapter, sample)], [pages])
     images = adapter.image_tokens(batch, [[page.size for page in pages]])[0]
@@ -64,7 +64,7 @@ def write_overlays(
     wrong = next((sample for sample in samples if sample.modality != "image"), None)
     if wrong is not None:
         raise DataError(f"sample {wrong.id} is a text sample; attention overlays need image samples")
-    check_heads(heads, model.grid, "overlay heads")
+    check_heads(heads, model.grid, "overlay heads", model.layer_kinds)
     known = {"model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
     adapter = open_run(Path(out), model, known)
     written = []

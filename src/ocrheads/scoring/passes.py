@@ -25,7 +25,7 @@ class Written:
     length: int  # P plus the answer tokens room was made for: every key position is below it
     padding: list[int]  # left padding per item
     tokens: list[list[int]]  # written token ids per item, up to the end of sequence
-    argmax: torch.Tensor  # (layers, batch, heads, rows) absolute key positions
+    argmax: torch.Tensor  # (layers captured, batch, heads, rows) absolute key positions
     mass: torch.Tensor | None  # (layers, batch, heads, rows, sets)
     positions: torch.Tensor  # (batch, rows) the absolute row of each column, -1 where it was never computed
 
@@ -56,11 +56,13 @@ def write_answers(
     gold: list[list[int]] | None = None,
     key_sets: torch.Tensor | None = None,
     extra_rows: torch.Tensor | None = None,
+    layers: list[int] | None = None,
 ) -> Written:
     """Generate greedily (or teacher-force `gold` token ids) inside a capture session.
 
-    Rows P - 1 .. P + n are captured (plus `extra_rows`, (batch, E) absolute, -1 padded, e.g. prompt rows);
-    key_sets are (batch, S, P + n) masks whose attention mass is recorded.
+    Rows P - 1 .. P + n are captured (plus `extra_rows`, (batch, E) absolute, -1 padded, e.g. prompt rows), in
+    `layers` (default: every layer with attention weights); key_sets are (batch, S, P + n) masks whose attention
+    mass is recorded.
     """
     model = adapter.model
     input_ids = batch["input_ids"]
@@ -74,7 +76,8 @@ def write_answers(
         argmax_keys = (torch.arange(prompt_length + new) < prompt_length - 1).expand(size, -1)
     if key_sets is not None:
         key_sets = torch.nn.functional.pad(key_sets, (0, prompt_length + new - key_sets.shape[-1]))
-    capture = Capture(rows, key_sets=key_sets, argmax_keys=argmax_keys, unseen_ok=True)
+    chosen = None if layers is None else frozenset(layers)
+    capture = Capture(rows, key_sets=key_sets, argmax_keys=argmax_keys, unseen_ok=True, layers=chosen)
     padding = (batch["attention_mask"].shape[1] - batch["attention_mask"].sum(1)).tolist()
     with torch.no_grad(), attention_session(model, capture=capture) as session:
         if gold is None:
@@ -86,7 +89,7 @@ def write_answers(
             extended = append_tokens(batch, tokens, mask, adapter.written_token_types)
             model(**extended, use_cache=False, logits_to_keep=1)  # only the rows are read
             written = [list(ids) for ids in gold]
-    captured = to_cpu([session.captured(layer) for layer in session.layers])
+    captured = to_cpu([session.captured(layer) for layer in (session.layers if layers is None else layers)])
     return Written(
         prompt_length=prompt_length,
         length=prompt_length + new,

@@ -59,7 +59,9 @@ def score_retrieval_batch(
     answer_ids = gold_ids(adapter, samples)  # each answer's own tokens, which the paper code's repeats look for
     extra = _repeat_rows(answer_ids, input_ids) if options.retrieval == "repeats" else None
     gold = gold_tokens(adapter, samples, options)
-    written = write_answers(adapter, batch, options, gold=gold, key_sets=key_sets, extra_rows=extra)
+    written = write_answers(
+        adapter, batch, options, gold=gold, key_sets=key_sets, extra_rows=extra, layers=table.layers
+    )
     outcomes = []
     for item, sample in enumerate(samples):
         ids = torch.tensor(input_ids[item].tolist() + written.tokens[item])

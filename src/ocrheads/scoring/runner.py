@@ -44,23 +44,24 @@ def score(
     install(adapter.model)
     prepared = scorer.prepare(adapter, data, samples, options, batch_size)
     batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+    layers = scorer.scored_layers(adapter.layer_kinds)
 
     def work(number: int):
         chosen = batches[number]
         batch = Batch(chosen, [open_pages(data, sample) for sample in chosen], prepared, max_batch_tokens)
-        table = scorer.new_table(*adapter.grid)
+        table = scorer.table_for(adapter)
         with out_of_memory_named(f"batch {number} (samples {chosen[0].id} to {chosen[-1].id})", scorer.out_of_memory):
             outcomes = scorer.score_batch(adapter, batch, options, table)
         folder.write_part(number, table.to_arrow(), outcomes)
 
     parts = [(folder.part(number), partial(work, number)) for number in range(len(batches))]
-    finish = partial(merge, folder, scorer, len(batches), adapter.grid)
+    finish = partial(merge, folder, scorer, len(batches), adapter.grid, layers)
     resumable(parts, finish, shard, description=f"{kind} scores", progress=progress)
     return folder.folder
 
 
-def merge(folder: KindRun, scorer: ScoringKind, batches: int, grid: tuple[int, int]) -> None:
+def merge(folder: KindRun, scorer: ScoringKind, batches: int, grid: tuple[int, int], layers: list[int]) -> None:
     """The parts merged into the kind's table, outcomes and per-head lists (empty, but valid, when nothing scored)."""
     table, outcomes = folder.merge_parts(batches, scorer.schema)
     columns = {name: table[name].to_numpy(zero_copy_only=False) for name in ("sample", "value")}
-    folder.write_results(table, outcomes, scorer.head_scores(columns, grid))
+    folder.write_results(table, outcomes, scorer.head_scores(columns, grid, layers))

@@ -44,13 +44,14 @@ class Outcome:
 class EntryTable:
     """Accumulates rows column by column; positions are relative to each sample's own first token."""
 
-    def __init__(self, layers: int, heads: int):
-        self.layer = np.repeat(np.arange(layers, dtype=np.int16), heads)
-        self.head = np.tile(np.arange(heads, dtype=np.int16), layers)
+    def __init__(self, layers: list[int], heads: int):
+        self.layers = list(layers)  # the layers scored, by their index in the model
+        self.layer = np.repeat(np.asarray(self.layers, dtype=np.int16), heads)
+        self.head = np.tile(np.arange(heads, dtype=np.int16), len(self.layers))
         self.columns: dict[str, list[np.ndarray]] = defaultdict(list)
 
     def add(self, sample: str, token: int, row: int, hit: torch.Tensor, argmax: torch.Tensor, mass, c, value) -> None:
-        """One scored token: hit/argmax/mass/value are (layers, heads) tensors."""
+        """One scored token: hit/argmax/mass/value are (scored layers, heads) tensors."""
         count = len(self.layer)
         self.columns["sample"].append(np.full(count, sample, dtype=object))
         self.columns["token"].append(np.full(count, token, dtype=np.int32))
@@ -89,16 +90,17 @@ CAUSAL_SCHEMA = pa.schema(
 class CausalTable:
     """Causal rows: per sample, answer token, layer and head, the estimated (and measured) change."""
 
-    def __init__(self, layers: int, heads: int):
-        self.layers, self.heads = layers, heads
+    def __init__(self, layers: list[int], heads: int):
+        self.layers, self.heads = list(layers), heads  # the layers scored, by their index in the model
         self.columns: dict[str, list[np.ndarray]] = defaultdict(list)
 
     def add(self, sample: str, estimate: torch.Tensor, exact: torch.Tensor | None, whole_answer: bool = False) -> None:
-        """One sample's (tokens, layers, heads) estimates and, when measured, exact changes; `whole_answer`: one
-        row per head for the whole answer, token -1."""
+        """One sample's (tokens, scored layers, heads) estimates and, when measured, exact changes; `whole_answer`:
+        one row per head for the whole answer, token -1."""
         tokens = estimate.shape[0]
-        count = tokens * self.layers * self.heads
-        grid = np.indices((tokens, self.layers, self.heads)).reshape(3, -1)
+        count = tokens * len(self.layers) * self.heads
+        grid = np.indices((tokens, len(self.layers), self.heads)).reshape(3, -1)
+        grid[1] = np.asarray(self.layers)[grid[1]]
         if whole_answer:
             grid[0] = -1
         measured = exact.flatten().numpy() if exact is not None else np.full(count, np.nan, dtype=np.float32)

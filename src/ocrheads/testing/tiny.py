@@ -18,21 +18,24 @@ from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
-            "glm4v_moe", "glm46v")  # fmt: skip
+            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe")  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
-    return dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        **extra,
+    """Two layers of 64 with 4 heads on 2 key/value heads, unless `extra` says otherwise."""
+    return (
+        dict(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        | extra
     )
 
 
@@ -116,6 +119,26 @@ def qwen3_vl_moe() -> Tiny:
     moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
     return _qwen(tf.Qwen3VLMoeForConditionalGeneration, tf.Qwen3VLMoeConfig, tf.Qwen3VLProcessor,
                  _qwen_vision(**QWEN3_VISION), QWEN3_TEXT | moe, 16)  # fmt: skip
+
+
+# Qwen3.5's hybrid text model: a linear-attention (gated delta rule) layer between two softmax layers, so that a
+# linear layer sits where layer indices could shift
+HYBRID = dict(num_hidden_layers=3, layer_types=["full_attention", "linear_attention", "full_attention"],
+              linear_conv_kernel_dim=2, linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+              linear_num_value_heads=4)  # fmt: skip
+
+
+def qwen3_5() -> Tiny:
+    """Qwen3.5: Qwen3-VL's vision and pages, a hybrid linear/softmax text model."""
+    return _qwen(tf.Qwen3_5ForConditionalGeneration, tf.Qwen3_5Config, tf.Qwen3VLProcessor,
+                 _qwen_vision(**QWEN3_VISION), QWEN3_TEXT | HYBRID, 16)  # fmt: skip
+
+
+def qwen3_5_moe() -> Tiny:
+    """Qwen3.5-MoE: the hybrid text model with mixture-of-experts MLPs (four experts, two a token, a shared one)."""
+    moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32)
+    return _qwen(tf.Qwen3_5MoeForConditionalGeneration, tf.Qwen3_5MoeConfig, tf.Qwen3VLProcessor,
+                 _qwen_vision(**QWEN3_VISION), QWEN3_TEXT | HYBRID | moe, 16)  # fmt: skip
 
 
 GLM_SPECIALS = ["<|image|>", "<|begin_of_image|>", "<|end_of_image|>", "<|video|>", "<|begin_of_video|>",
@@ -389,6 +412,8 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "glm4v": glm4v,
     "glm4v_moe": glm4v_moe,
     "glm46v": glm46v,
+    "qwen3_5": qwen3_5,
+    "qwen3_5_moe": qwen3_5_moe,
 }
 
 
