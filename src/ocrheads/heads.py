@@ -25,6 +25,7 @@ _NAME = re.compile(r"l(\d+)_h(\d+)")
 # edits), attention without softmax weights to read (linear attention, state-space or convolution layers: nothing
 # to capture or edit), or cross-attention to an image (Llama 3.2 Vision).
 ATTENTION, LINEAR, CROSS = "attention", "linear", "cross"
+LAYER_KIND_NAMES = {ATTENTION: "attention", LINEAR: "linear attention", CROSS: "image cross-attention"}
 SOFTMAX_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")  # transformers' `layer_types`
 
 

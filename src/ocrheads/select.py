@@ -54,7 +54,8 @@ def tie_groups(values: np.ndarray) -> np.ndarray:
     below every value."""
     values = np.where(np.isnan(values), -np.inf, values)
     order = np.argsort(values, axis=-1, kind="stable")
-    steps = np.diff(np.take_along_axis(values, order, axis=-1), axis=-1) > TIE
+    with np.errstate(invalid="ignore"):  # -inf - -inf: NaN, not a step, so unscored heads share the lowest rank
+        steps = np.diff(np.take_along_axis(values, order, axis=-1), axis=-1) > TIE
     ascending = np.concatenate([np.zeros_like(steps[..., :1], dtype=np.int64), np.cumsum(steps, axis=-1)], axis=-1)
     groups = np.empty_like(ascending)
     np.put_along_axis(groups, order, ascending, axis=-1)

@@ -69,7 +69,7 @@ def test_select_analyze_and_report_treat_causal_as_a_kind(datasets, checkpoint, 
     assert main(["report", str(run)]) == 0
     analysis = json.loads((run / "analysis.json").read_text())
     relation = analysis["causal_relation"]["ocr"]
-    assert relation["top_k"] == 10 and relation["top_k_shared"] == 8  # 8 heads: every head is in both top 10s
+    assert relation["top_k"] == 8 and relation["top_k_shared"] == 8  # 8 heads: k is every head, all shared
     assert analysis["causal_method"] == {"method": "atp", "steps": 1, "ablation": "mean", "measured": None,
                                          "agreement": None}  # fmt: skip
     html = (run / "report.html").read_text()

@@ -99,7 +99,8 @@ def analyze_run(run: str | Path, rule: SelectionRule, top_k: int = 10, replicate
 
 def _relation(causal: np.ndarray, other: np.ndarray, causal_order, other_order, k: int) -> dict:
     """How a kind's scores relate to the causal ones: Spearman over heads, and how many of its top k are top-k
-    causal heads."""
+    causal heads (k at most the heads both rank)."""
+    k = min(k, len(causal_order), len(other_order))
     shared = len(set(causal_order[:k]) & set(other_order[:k]))
     rho = correlation(stats.spearmanr, *both_scored(causal, other))
     return {"spearman": rho, "top_k": k, "top_k_shared": shared}

@@ -181,6 +181,7 @@ def _summary(values: np.ndarray) -> dict:
 def split_half(entries: RunEntries, rule: SelectionRule, k: int, repeats: int = 50, seed: int = 0) -> dict:
     """Top-k overlap and Spearman of the ranking scores between two disjoint random halves of the samples."""
     rng = np.random.default_rng(seed)
+    k = min(k, len(entries.columns))  # a grid with fewer scored heads than k compares all of them
     halves: dict[int, np.ndarray] = {}
 
     def half(samples: int) -> np.ndarray:
@@ -211,7 +212,8 @@ def sample_sizes(samples: int) -> list[int]:
 
 def settling_curve(entries: RunEntries, rule: SelectionRule, k: int, repeats: int = 30, seed: int = 0) -> dict:
     """Top-k overlap with the full run's top-k when only n samples are scored (n drawn without replacement)."""
-    full = entries.ranking(rule, lambda samples: np.ones((1, samples)))
+    k = min(k, len(entries.columns))
+    full = entries.ranking(rule, lambda samples: np.ones((1, samples)))[:, entries.columns]
     target = top_k_mask(full, k)
     most = max(entries.blocks, key=lambda block: len(block.heads)).samples  # the block most heads share
     rng = np.random.default_rng(seed)
@@ -222,6 +224,6 @@ def settling_curve(entries: RunEntries, rule: SelectionRule, k: int, repeats: in
             take = min(size, samples)
             return (np.argsort(rng.random((repeats, samples)), axis=1) < take).astype(float)
 
-        overlap = (top_k_mask(entries.ranking(rule, drawn), k) & target).sum(1) / k
+        overlap = (top_k_mask(entries.ranking(rule, drawn)[:, entries.columns], k) & target).sum(1) / k
         points.append({"samples": size, **_summary(overlap)})
     return {"k": k, "repeats": repeats, "points": points}

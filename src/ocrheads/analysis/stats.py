@@ -32,7 +32,8 @@ def similarity(
     selected_a: set[Head], selected_b: set[Head], ranked_a: list[Head], ranked_b: list[Head], scores_a, scores_b, k: int
 ) -> dict[str, float]:
     """How alike two head sets are: Jaccard of the selections, top-k overlap, Spearman of the scores of every head
-    both kinds score."""
+    both kinds score. Top-k compares at most every head both rank."""
+    k = min(k, len(ranked_a), len(ranked_b))
     overlap = len(set(ranked_a[:k]) & set(ranked_b[:k]))
     rho = correlation(stats.spearmanr, *both_scored(scores_a, scores_b))
     return {

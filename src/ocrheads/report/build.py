@@ -11,8 +11,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from ocrheads import __version__
 from ocrheads.analysis.runs import analyze_run
 from ocrheads.eval.results import results_grid
+from ocrheads.heads import LAYER_KIND_NAMES
 from ocrheads.run import RunDir
-from ocrheads.scoring.kinds import EFFECT, NAMES
+from ocrheads.scoring.kinds import EFFECT, NAMES, scoring_kind
 from ocrheads.select import SelectionRule
 
 
@@ -23,10 +24,21 @@ def _image(path: Path) -> str:
 def _kind_section(run: RunDir, kind: str) -> dict:
     folder = run.kind(kind)
     return {
+        "layers": _layers_scored(folder.config()),
         "config": folder.config_text(),
         "outcomes": folder.outcome_summary(),
         "frequency_figure": _image(run.figures / f"{kind}_frequency.png"),
     }
+
+
+def _layers_scored(config: dict) -> str:
+    """Which layers a kind's heads were looked for in: every layer, or those it scores and what the others are."""
+    kinds = config.get("layer_kinds") or []
+    scored = scoring_kind(config["kind"]).scored_layers(tuple(kinds)) if kinds and config.get("kind") else None
+    if scored is None or len(scored) == len(kinds):
+        return "every layer"
+    others = [f"{layer}: {LAYER_KIND_NAMES[kind]}" for layer, kind in enumerate(kinds) if layer not in scored]
+    return f"{', '.join(map(str, scored))} of {len(kinds)} (not {'; '.join(others)})"
 
 
 def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:
