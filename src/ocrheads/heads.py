@@ -30,11 +30,16 @@ SOFTMAX_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention
 
 
 def layer_kinds_of(config) -> tuple[str, ...]:
-    """Each text layer's kind (ATTENTION or LINEAR) from a model config's `layer_types`, where it has them: a layer
-    of another type than softmax attention (Qwen3.5's linear attention) has no attention weights."""
+    """Each text layer's kind from a model config: CROSS for its `cross_attention_layers` (Llama 3.2 Vision's), then
+    by `layer_types` where it has them: a layer of another type than softmax attention (Qwen3.5's linear attention)
+    has no attention weights."""
     text = config.get_text_config()
     types = getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers
-    return tuple(ATTENTION if kind in SOFTMAX_LAYER_TYPES else LINEAR for kind in types)
+    cross = set(getattr(text, "cross_attention_layers", None) or ())
+    return tuple(
+        CROSS if layer in cross else ATTENTION if kind in SOFTMAX_LAYER_TYPES else LINEAR
+        for layer, kind in enumerate(types)
+    )
 
 
 @dataclass(frozen=True, order=True)

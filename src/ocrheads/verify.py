@@ -82,8 +82,7 @@ def float64_rows(inputs: AttentionInputs) -> torch.Tensor:
 
 def _geometry(adapter: ModelAdapter, batch, pages: list[Image.Image]) -> list[Check]:
     images = adapter.image_tokens(batch, [[page.size for page in pages]])[0]
-    ids = to_cpu(batch["input_ids"][0])
-    image_positions = set(torch.nonzero(ids == adapter.model.config.image_token_id).flatten().tolist())
+    image_positions = adapter.image_key_positions(batch, 0)
     claimed = [position for image in images for position in image.positions()]
     wrong = sorted(set(claimed) - image_positions)
     tiles = "; ".join(

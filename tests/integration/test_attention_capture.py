@@ -6,18 +6,12 @@ import torch
 from ocrheads.attention import Capture, attention_session, install
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
-from ocrheads.heads import LINEAR, layer_kinds_of
+from ocrheads.heads import CROSS, layer_kinds_of
 from ocrheads.testing.tiny import FAMILIES
 
-from .tiny_inputs import extend_for, padded_batch, tiny_model
+from .tiny_inputs import attention_layers, extend_for, padded_batch, tiny_model
 
 TOLERANCE = 1e-5
-
-
-def attention_layers(model) -> list[int]:
-    """The layers with attention weights, whose rows eager attention returns, in order (a hybrid's linear-attention
-    layers return none)."""
-    return [layer for layer, kind in enumerate(layer_kinds_of(model.config)) if kind != LINEAR]
 
 
 def softcaps(model) -> bool:
@@ -47,24 +41,33 @@ def test_prefill_rows_equal_eager_rows_and_logits_are_unchanged(family):
     length = batch["input_ids"].shape[1]
     real = to_cpu(batch["attention_mask"]).bool()
     rows = torch.where(real, torch.arange(length), -1)  # every non-padding query row
-    key_sets = torch.stack([real, ~real], dim=1)
-    with torch.no_grad(), attention_session(model, capture=Capture(rows, key_sets=key_sets, keep_probs=True)) as s:
-        logits = to_cpu(model(**batch).logits)
-    assert (logits - sdpa_logits).abs().max() < TOLERANCE
-    # Padding rows differ between eager and SDPA themselves (fully masked rows); compare the real ones.
-    assert (logits - eager_logits)[real].abs().max() < 1e-4
-    assert s.layers == attention_layers(model)
-    for layer, reference in zip(s.layers, eager, strict=True):
-        captured = to_cpu(s.captured(layer))
-        assert torch.equal(captured.positions, rows)
-        for item in range(2):
-            valid = rows[item] >= 0
-            got = captured.probs[item][:, valid]
-            want = reference[item][:, rows[item][valid]]
-            assert (got - want).abs().max() < TOLERANCE, f"layer {layer} item {item}"
-            assert torch.equal(captured.argmax[item][:, valid], got.argmax(-1))
-            real_mass = captured.mass[item][:, valid, 0]
-            assert (real_mass - want[..., real[item]].sum(-1)).abs().max() < TOLERANCE
+    eager_of = dict(zip(attention_layers(model), eager, strict=True))
+    kinds = layer_kinds_of(model.config)
+    cross = [layer for layer, kind in enumerate(kinds) if kind == CROSS]
+    spaces = [([layer for layer in eager_of if layer not in cross], torch.stack([real, ~real], dim=1))]
+    if cross:  # their keys are the image's: the first key set is its first half
+        image_keys = eager_of[cross[0]].shape[-1]
+        first = (torch.arange(image_keys) < image_keys // 2).expand(2, -1)
+        spaces.append((cross, torch.stack([first, ~first], dim=1)))
+    for layers, key_sets in spaces:
+        capture = Capture(rows, key_sets=key_sets, keep_probs=True, layers=frozenset(layers))
+        with torch.no_grad(), attention_session(model, capture=capture) as s:
+            logits = to_cpu(model(**batch).logits)
+        assert (logits - sdpa_logits).abs().max() < TOLERANCE
+        # Padding rows differ between eager and SDPA themselves (fully masked rows); compare the real ones.
+        assert (logits - eager_logits)[real].abs().max() < 1e-4
+        assert s.layers == layers
+        for layer in layers:
+            captured, reference = to_cpu(s.captured(layer)), eager_of[layer]
+            assert torch.equal(captured.positions, rows)
+            for item in range(2):
+                valid = rows[item] >= 0
+                got = captured.probs[item][:, valid]
+                want = reference[item][:, rows[item][valid]]
+                assert (got - want).abs().max() < TOLERANCE, f"layer {layer} item {item}"
+                assert torch.equal(captured.argmax[item][:, valid], got.argmax(-1))
+                first_mass = captured.mass[item][:, valid, 0]
+                assert (first_mass - want[..., key_sets[item, 0]].sum(-1)).abs().max() < TOLERANCE
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -8,6 +8,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ocrheads.attention import Edits, OutputSums, SinkRedistribution, attention_session, install
 from ocrheads.errors import OcrHeadsError
+from ocrheads.heads import CROSS, layer_kinds_of
 from ocrheads.testing.tiny import FAMILIES
 
 from .tiny_inputs import padded_batch, tiny_model
@@ -197,7 +198,8 @@ def _paper_sink_reference(heads, beta, sink_index):
 @pytest.mark.parametrize("beta", [0.0, 0.4])
 def test_sink_redistribution_equals_the_papers_formula_computed_eagerly(tiny_batch, beta):
     model, batch, real = tiny_batch
-    first, second = (module.layer_idx for module in text_attention_modules(model)[:2])
+    kinds = layer_kinds_of(model.config)  # sinks are text positions: no sink edit in a cross-attention layer
+    first, second = [m.layer_idx for m in text_attention_modules(model) if kinds[m.layer_idx] != CROSS][:2]
     heads = {first: (0, 3), second: (1,)}
     first_real = real.int().argmax(-1)
     sinks = torch.zeros_like(real)
@@ -232,6 +234,11 @@ def test_edits_outside_the_model_are_refused():
         attention_session(model, edits=Edits(zero={0: (4,)})).__enter__()
     with pytest.raises(OcrHeadsError, match=r"uniform heads: layer 2 is outside the model"):
         attention_session(model, edits=Edits(uniform={2: (0,)})).__enter__()
+    cross = install(tiny_model("mllama").model)
+    with pytest.raises(OcrHeadsError, match=r"sink heads: layer\(s\) \[1\] attend to the image's tokens"):
+        attention_session(
+            cross, edits=Edits(sink=SinkRedistribution({1: (0,)}, 0.5, torch.ones(1, 4, dtype=torch.bool)))
+        ).__enter__()
     with pytest.raises(OcrHeadsError, match="beta must lie in"):
         attention_session(
             model, edits=Edits(sink=SinkRedistribution({0: (0,)}, 1.5, torch.ones(1, 4, dtype=torch.bool)))

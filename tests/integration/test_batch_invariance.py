@@ -25,6 +25,8 @@ from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
 
+from .tiny_inputs import tiny_adapter
+
 
 @pytest.fixture(scope="module")
 def demo():
@@ -112,6 +114,21 @@ def test_ocr_scores_are_the_same_alone_and_in_a_padded_batch(demo, images, answe
     if answers == "generated":
         digits = len(samples[2].answer)
         assert set(together[samples[2].id]["c"].tolist()) == {np.float32((digits - 1) / digits)}
+
+
+def test_ocr_scores_over_image_keys_are_the_same_alone_and_in_a_padded_batch(images):
+    """Llama 3.2 Vision's OCR heads look at the keys of its cross-attention layer, which left padding does not move."""
+    samples, pages = images
+    adapter = tiny_adapter("mllama")
+    install(adapter.model)
+    options = scoring_options(answers="gold")
+    alone, together = _alone_and_together(
+        lambda s, p, table: score_ocr_batch(adapter, s, p, options, table), samples, pages,
+        lambda: OCR.table_for(adapter),
+    )  # fmt: skip
+    _assert_same(alone, together, floats=("mass",))
+    keys = np.concatenate([found["argmax_key"] for found in together.values()])
+    assert keys.min() >= 0 and len(set(keys.tolist())) > 1
 
 
 def test_retrieval_scores_are_the_same_alone_and_in_a_padded_batch(demo, tmp_path):

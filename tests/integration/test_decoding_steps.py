@@ -41,6 +41,10 @@ def traced(request):
     for name in counts:
         if hasattr(inner, name):
             _count_calls(inner, name, counts)
+    if not hasattr(inner, "get_image_features"):  # Mllama calls its vision tower directly
+        inner.vision_model.register_forward_hook(
+            lambda *_: counts.update(get_image_features=counts["get_image_features"] + 1)
+        )
     widths = []
     adapter.model.get_input_embeddings().register_forward_pre_hook(lambda _, args: widths.append(args[0].shape[1]))
     prompts = [adapter.prompt("What is the pass key?", 2), adapter.prompt("Key?", 1)]

@@ -12,7 +12,7 @@ from ocrheads.cli import main
 from ocrheads.demo.run import run_demo
 from ocrheads.demo.settings import DemoSettings
 from ocrheads.scoring.causal import score_causal_batch
-from ocrheads.scoring.kinds import CAUSAL, OCR
+from ocrheads.scoring.kinds import CAUSAL, OCR, RETRIEVAL
 from ocrheads.scoring.ocr import score_ocr_batch
 from ocrheads.scoring.options import CausalOptions, scoring_options
 from ocrheads.scoring.retrieval import score_retrieval_batch
@@ -42,7 +42,7 @@ def _tables(adapter, images, pages, texts):
         score_ocr_batch(adapter, images, pages, scoring_options(answers=answers), table)
         found[f"ocr-{answers}"] = table.arrays()
     for preset in ("default", "paper-code"):
-        table = OCR.table_for(adapter)
+        table = RETRIEVAL.table_for(adapter)
         score_retrieval_batch(adapter, texts, scoring_options(preset, answers="gold"), table)
         found[f"retrieval-{preset}"] = table.arrays()
     table = CAUSAL.table_for(adapter)

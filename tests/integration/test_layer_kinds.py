@@ -1,6 +1,9 @@
-"""A hybrid model (Qwen3.5: softmax attention in layers 0 and 2, linear attention in layer 1) through every command:
-head files, tables, selections, analysis, report and interventions name only the layers a score applies to, by
-their true index, and an edit of a linear-attention head is refused in one line."""
+"""Models whose layers are not all self-attention, through every command: a hybrid (Qwen3.5: softmax attention in
+layers 0 and 2, linear attention in layer 1) and one whose image enters through cross-attention (Llama 3.2 Vision:
+self-attention in layers 0 and 2, image cross-attention in layer 1). Head files, tables, selections, analysis,
+report and interventions name only the layers a score applies to, by their true index, and what cannot apply (an
+edit of a linear-attention head, an overlay of a head that sees no pixels, a sink edit over image keys) is refused
+in one line."""
 
 import json
 
@@ -11,7 +14,7 @@ import yaml
 from ocrheads.cli import main
 from ocrheads.data.generate import generate
 from ocrheads.errors import OcrHeadsError
-from ocrheads.heads import ATTENTION, LINEAR, Head, HeadScores
+from ocrheads.heads import ATTENTION, CROSS, LINEAR, Head, HeadScores
 from ocrheads.testing.tiny import build_tiny
 
 KINDS = ("ocr", "retrieval", "causal")
@@ -103,3 +106,76 @@ def test_verify_passes_on_the_hybrid_checkpoint(hybrid_run, capsys):
     assert main(["verify", "--model", str(root / "model")]) == 0
     out = capsys.readouterr().out
     assert "all checks passed" in out and "2 layers x" in out
+
+
+@pytest.fixture(scope="module")
+def cross_run(tmp_path_factory):
+    """A tiny Llama 3.2 Vision scored as every kind, selected, reported and masked from the CLI."""
+    root = tmp_path_factory.mktemp("cross-attention")
+    for modality in ("image", "text"):
+        generate("passkey", root / modality, n=2, lengths=(80,), digits=3, seed=5, modality=modality, progress=False)
+    tiny = build_tiny("mllama")
+    tiny.model.save_pretrained(root / "model")
+    tiny.processor.save_pretrained(root / "model")
+    model, run = ["--model", str(root / "model"), "--quiet"], root / "run"
+    scored = [["ocr", "image", "--answers", "gold"], ["retrieval", "text", "--answers", "gold"], ["causal", "image"]]
+    for kind, data, *options in scored:
+        assert main(["score", kind, "--data", str(root / data), "--out", str(run), *options, *model]) == 0
+    assert main(["select", str(run), "--rule", "mean", "--threshold", "0"]) == 0
+    assert main(["report", str(run)]) == 0
+    arms = ["--dataset", str(root / "image"), "--random-seeds", "3", "--max-new-tokens", "3", *model]
+    assert main(["mask", str(run), "--k", "2", "4", *arms]) == 0
+    return root, run
+
+
+@pytest.mark.parametrize(("kind", "layers"), [("ocr", {1}), ("retrieval", {0, 2}), ("causal", {0, 1, 2})])
+def test_ocr_heads_are_looked_for_in_the_cross_attention_layers(cross_run, kind, layers):
+    """The image is seen by layer 1 alone: OCR heads live there; retrieval heads in the self-attention layers;
+    causal scores ablate every head."""
+    _, run = cross_run
+    config = yaml.safe_load((run / kind / "config.yaml").read_text())
+    assert config["layer_kinds"] == [ATTENTION, CROSS, ATTENTION]
+    assert set(json.loads((run / kind / "scores.json").read_text())) == _names(layers)
+    assert set(pq.read_table(run / kind / "scores.parquet").column("layer").to_pylist()) == layers
+    assert json.loads((run / "analysis.json").read_text())[kind]["scored_layers"] == sorted(layers)
+
+
+def test_the_report_says_where_ocr_heads_were_looked_for(cross_run):
+    _, run = cross_run
+    page = (run / "report.html").read_text()
+    assert "1 of 3 (not 0, 2: attention)" in page and "0, 2 of 3 (not 1: image cross-attention)" in page
+
+
+def test_ocr_argmax_keys_are_image_keys(cross_run):
+    """An OCR row's top key is an index among the image's keys (two pages' four tile slots of 17 keys)."""
+    _, run = cross_run
+    keys = pq.read_table(run / "ocr" / "scores.parquet").column("argmax_key").to_numpy()
+    assert keys.min() >= 0 and keys.max() < 4 * 17
+
+
+def test_overlays_draw_cross_attention_heads_and_refuse_blind_ones(cross_run, capsys):
+    root, run = cross_run
+    common = ["overlay", str(run), "--data", str(root / "image"), "--sample", "passkey-00000",
+              "--model", str(root / "model")]  # fmt: skip
+    assert main([*common, "--heads", "l1_h2"]) == 0
+    assert sorted(path.name for path in (run / "overlays").glob("*.png")) == ["passkey-00000_l1_h2_page0.png"]
+    capsys.readouterr()
+    assert main([*common, "--heads", "l0_h1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "l0_h1" in error and "layers [1]" in error
+
+
+def test_a_sink_edit_over_image_keys_is_refused_in_one_line(cross_run, capsys):
+    root, run = cross_run
+    arms = ["--dataset", str(root / "image"), "--random-seeds", "1", "--model", str(root / "model"), "--quiet"]
+    assert main(["sink", str(run), "--top", "2", *arms]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "cross-attention" in error
+    assert not (run / "sink").exists()
+
+
+def test_verify_passes_on_the_cross_attention_checkpoint(cross_run, capsys):
+    root, _ = cross_run
+    assert main(["verify", "--model", str(root / "model")]) == 0
+    out = capsys.readouterr().out
+    assert "all checks passed" in out and "3 layers x" in out

@@ -16,7 +16,7 @@ from ocrheads.scoring.options import scoring_options
 from ocrheads.testing.tiny import FAMILIES
 
 from ..evidence_truth import evidence_tokens
-from .tiny_inputs import extend_for, tiny_adapter
+from .tiny_inputs import attention_layers, extend_for, tiny_adapter
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,11 @@ def _reference(adapter, sample, pages, written, options, token_index, units):
         attentions = adapter.model(**extended, output_attentions=True).attentions
     install(adapter.model)
     row = length + token_index - (1 if options.row == "producing" else 0)
-    probs = torch.stack([a[0, :, row] for a in attentions])  # (layers, heads, keys)
-    eligible = probs if options.argmax_keys == "all" else probs[..., : length - 1]
+    by_layer = dict(zip(attention_layers(adapter.model), attentions, strict=True))
+    scored = OCR.scored_layers(adapter.layer_kinds)
+    probs = torch.stack([by_layer[layer][0, :, row] for layer in scored])  # (layers, heads, keys)
+    image_keys = adapter.image_keys == "cross"  # every key is the image's: all of them in the prompt
+    eligible = probs if options.argmax_keys == "all" or image_keys else probs[..., : length - 1]
     mass = probs[..., sorted(evidence)].sum(-1)
     return to_cpu(eligible.argmax(-1)), to_cpu(mass), evidence, row
 

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from ocrheads.data.fonts import load_font
 from ocrheads.data.generate import generate
 from ocrheads.devices import model_device, to_device
+from ocrheads.heads import LINEAR, layer_kinds_of
 from ocrheads.models import ModelAdapter, adapter_class
 from ocrheads.testing.tiny import Tiny, build_tiny
 from ocrheads.testing.virtual_devices import place
@@ -45,6 +46,12 @@ def padded_batch(tiny: Tiny) -> dict[str, torch.Tensor]:
 WRITTEN_TOKEN_TYPE = {"paligemma": 1}
 
 
+def attention_layers(model) -> list[int]:
+    """The layers with attention weights, whose rows eager attention returns, in order (a hybrid's linear-attention
+    layers return none)."""
+    return [layer for layer, kind in enumerate(layer_kinds_of(model.config)) if kind != LINEAR]
+
+
 def extend_for(
     batch: dict[str, torch.Tensor], sequences: torch.Tensor, model_type: str = ""
 ) -> dict[str, torch.Tensor]:
@@ -56,6 +63,9 @@ def extend_for(
         if name in batch:
             added = torch.full((batch[name].shape[0], extra), value, dtype=batch[name].dtype, device=batch[name].device)
             extended[name] = torch.cat([batch[name], added], 1)
+    if "cross_attention_mask" in batch:  # Mllama's (batch, T, images, tiles): generate repeats the last row
+        crossed = batch["cross_attention_mask"]
+        extended["cross_attention_mask"] = torch.cat([crossed] + [crossed[:, -1:]] * extra, 1)
     return extended
 
 

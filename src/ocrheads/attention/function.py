@@ -8,7 +8,9 @@ float32; edited heads are computed in float32. Neither depends on the model's dt
 
 Positions: rows and key sets are given in absolute sequence positions. A call's keys are the last K positions
 before the end of what has been processed (sliding-window caches keep fewer keys than positions), and its
-queries the last Q; the session counts the end (see AttentionSession.advance).
+queries the last Q; the session counts the end (see AttentionSession.advance). In an image cross-attention layer
+(Llama 3.2 Vision's) the keys are the image's tokens, not positions of the sequence: key sets, the argmax and
+probability columns there index the image's keys from 0.
 
 Masks: transformers hands this function the same masks as SDPA (`sdpa_mask`): None where causal attention may
 be implied (then query i sees keys up to K - Q + i, which also covers cached decoding), or a boolean /
@@ -71,13 +73,13 @@ class _Masking:
 class _Call:
     """One attention call's tensors and the geometry shared by captures and edits."""
 
-    def __init__(self, query, key, value, attention_mask, scaling, end, softcap=None):
+    def __init__(self, query, key, value, attention_mask, scaling, end, softcap=None, cross=False):
         self.query, self.key, self.value = query, key, value
         self.softcap = softcap
         self.batch, self.heads, self.q_len, _ = query.shape
         self.kv_heads, self.k_len = key.shape[1], key.shape[2]
         self.group = self.heads // self.kv_heads
-        self.key_offset = end - self.k_len  # absolute position of key 0
+        self.key_offset = 0 if cross else end - self.k_len  # absolute position of key 0 (cross: the image's key 0)
         self.query_offset = end - self.q_len  # absolute position of query 0
         self.decoding = self.q_len == 1 and self.k_len > 1  # one new query against cached keys
         self.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -328,6 +330,9 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         return output, None
     layer = module.layer_idx
     end = session.advance(layer, query.shape[2], key.shape[2])
+    cross = layer in session.cross_layers
+    if cross and attention_mask is None:  # every image key is visible: not the causal mask None means elsewhere
+        attention_mask = torch.ones(1, 1, query.shape[2], key.shape[2], dtype=torch.bool, device=query.device)
     capture, edits = session.capture, session.edits
     if session.output_sums is not None:  # positions past the mask (tokens being generated) are left out
         tokens = session.output_sums.tokens.to(output.device)
@@ -338,7 +343,7 @@ def ocrheads_attention(module, query, key, value, attention_mask, scaling=None, 
         return _kept(session, layer, output), None
     if attention_mask is None and 1 < query.shape[2] < key.shape[2]:
         raise OcrHeadsError("a prefill into a pre-allocated (static) cache is not supported; use the default cache")
-    call = _Call(query, key, value, attention_mask, scaling, end, softcap)
+    call = _Call(query, key, value, attention_mask, scaling, end, softcap, cross)
     if wants_capture:
         _capture_call(session, call, capture, layer)
     replacements = ((edits.uniform.get(layer), "uniform"), (edits.sink and edits.sink.heads.get(layer), "sink"))

@@ -21,7 +21,8 @@ class Capture:
     rows: (batch, R) absolute positions in the padded sequence (the key index of the query token); -1 pads a
         batch item that has fewer rows. A row is captured by whichever forward call computes it: the prefill,
         or the decoding step that processes that position.
-    key_sets: optional (batch, S, T) boolean masks over absolute key positions; the attention mass each head
+    key_sets: optional (batch, S, T) boolean masks over absolute key positions (over the image's keys in image
+        cross-attention layers: capture those layers alone with such sets); the attention mass each head
         puts on each set is recorded (each call reads the columns of the keys it holds).
     keep_probs: also keep the full probability rows (batch, heads, R, K); off by default to save memory.
     layers: restrict to these layers (None = all).

@@ -26,7 +26,7 @@ from ocrheads.attention.requests import (
 )
 from ocrheads.devices import model_device, to_device
 from ocrheads.errors import OcrHeadsError
-from ocrheads.heads import LINEAR, layer_kinds_of
+from ocrheads.heads import CROSS, LINEAR, layer_kinds_of
 
 
 class AttentionSession:
@@ -37,8 +37,10 @@ class AttentionSession:
         output_sums: OutputSums | None = None,
         keep_outputs: HeadOutputs | None = None,
         capture_rows: torch.Tensor | None = None,
+        cross_layers: frozenset[int] = frozenset(),
     ):
         self.capture = capture
+        self.cross_layers = cross_layers  # image cross-attention layers: their keys are image tokens, not positions
         self.capture_rows = capture_rows  # on the host: which rows a call holds is read there, not on a GPU
         self.edits = edits
         self.output_sums = output_sums
@@ -54,7 +56,8 @@ class AttentionSession:
         self._first_layer: int | None = None
 
     def advance(self, layer: int, q_len: int, k_len: int) -> int:
-        """Count positions: the first layer of each forward call moves the end by its query length.
+        """Count positions: the first layer of each forward call moves the end by its query length (a self-attention
+        layer: transformers' Mllama runs only with a self-attention layer 0, whose cache counts the text).
 
         A call without cached keys (K == Q) starts a new sequence. Returns the end after this call.
         """
@@ -181,11 +184,14 @@ class AttentionSession:
             )
 
 
-def _text_shape(model: PreTrainedModel) -> tuple[int, int, frozenset[int]]:
-    """Layers, heads, and the layers without attention weights (linear attention), which no request can reach."""
+def _text_shape(model: PreTrainedModel) -> tuple[int, int, frozenset[int], frozenset[int]]:
+    """Layers, heads, the layers without attention weights (linear attention), which no request can reach, and the
+    image cross-attention layers."""
     text = model.config.get_text_config()
-    linear = frozenset(layer for layer, kind in enumerate(layer_kinds_of(model.config)) if kind == LINEAR)
-    return text.num_hidden_layers, text.num_attention_heads, linear
+    kinds = layer_kinds_of(model.config)
+    linear = frozenset(layer for layer, kind in enumerate(kinds) if kind == LINEAR)
+    cross = frozenset(layer for layer, kind in enumerate(kinds) if kind == CROSS)
+    return text.num_hidden_layers, text.num_attention_heads, linear, cross
 
 
 def _check_heads(heads: HeadMap, n_layers: int, n_heads: int, what: str, linear: frozenset[int] = frozenset()) -> None:
@@ -211,7 +217,7 @@ def attention_session(
     """Capture and/or edit attention (and/or sum or keep head outputs) in every forward pass of `model` in the
     block."""
     check_installed(model)
-    n_layers, n_heads, linear = _text_shape(model)
+    n_layers, n_heads, linear, cross = _text_shape(model)
     edits = edits or Edits()
     _check_heads(edits.zero, n_layers, n_heads, "zeroed heads", linear)
     _check_heads(edits.uniform, n_layers, n_heads, "uniform heads", linear)
@@ -223,6 +229,9 @@ def attention_session(
             raise OcrHeadsError(f"per-item ablation of layer {layer}: the mask must be (batch, {n_heads})")
     if edits.sink is not None:
         _check_heads(edits.sink.heads, n_layers, n_heads, "sink heads", linear)
+        if in_cross := sorted(set(edits.sink.heads) & cross):
+            raise OcrHeadsError(f"sink heads: layer(s) {in_cross} attend to the image's tokens (cross-attention), not "
+                                "to the text positions sinks and receivers are given in")  # fmt: skip
         if not 0.0 <= edits.sink.beta <= 1.0:
             raise OcrHeadsError(f"sink beta must lie in [0, 1], got {edits.sink.beta}")
     if capture is not None:
@@ -234,7 +243,7 @@ def attention_session(
     device = model_device(model)  # requests move once, not in every layer of every call
     rows = capture.rows.cpu() if capture is not None else None
     session = AttentionSession(
-        to_device(capture, device), to_device(edits, device), to_device(output_sums, device), head_outputs, rows
+        to_device(capture, device), to_device(edits, device), to_device(output_sums, device), head_outputs, rows, cross
     )
     token = ACTIVE.set(session)
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocrheads.errors import OcrHeadsError
-from ocrheads.heads import LINEAR, Head
+from ocrheads.heads import CROSS, LINEAR, Head
 from ocrheads.run import RunDir
 from ocrheads.scoring.kinds import NAMES, READING
 from ocrheads.select import select, top_k
@@ -100,7 +100,12 @@ def masking_conditions(
 def sink_conditions(
     run: str | Path, grid: tuple[int, int], n: int, seeds: Sequence[int], layer_kinds: Sequence[str] = ()
 ) -> list[Condition]:
-    """Baseline, sink redistribution in the top-n OCR heads, the top-n retrieval heads, and n random heads per seed."""
+    """Baseline, sink redistribution in the top-n OCR heads, the top-n retrieval heads, and n random heads per seed.
+    Refused for a model whose image enters through cross-attention: its OCR heads' keys are the image's tokens, and
+    sinks and receivers are text positions."""
+    if CROSS in layer_kinds:
+        raise OcrHeadsError("sink: this model's OCR heads lie in image cross-attention layers, whose keys are the "
+                            "image's tokens, not the text positions a sink edit moves mass between")  # fmt: skip
     scores, rule = RunDir(run).scores_for_model(NAMES, grid), RunDir(run).last_rule(NAMES)
     conditions = [Condition("baseline", "baseline")]
     conditions += [Condition(f"{kind}-top{n}", kind, tuple(top_k(s, n, rule))) for kind, s in scores.items()]

@@ -15,6 +15,7 @@ import torch
 from ocrheads.attention import Edits, SinkRedistribution, attention_session, install
 from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
+from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.conditions import Condition
 from ocrheads.eval.datasets import EvalSample, EvalSet
 from ocrheads.eval.means import reference_means
@@ -69,6 +70,9 @@ def edits_for(
         sinks = mass_sinks(adapter, batch, heads, intervention.sink_threshold, length)
     receivers = None
     if intervention.receivers == "image":
+        if adapter.image_keys != "sequence":
+            raise OcrHeadsError(f"sink receivers 'image': {adapter.family}'s image tokens are keys of its "
+                                "cross-attention layers, not of the text; use --receivers all")  # fmt: skip
         receivers = torch.zeros_like(sinks)
         sizes = [[image.size for image in sample.images] for sample in samples]
         for item, images in enumerate(adapter.image_tokens(batch, sizes)):

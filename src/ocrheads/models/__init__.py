@@ -22,6 +22,7 @@ from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
 from ocrheads.models.internvl import InternVLAdapter
 from ocrheads.models.llava import LlavaAdapter
 from ocrheads.models.llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
+from ocrheads.models.mllama import MllamaAdapter
 from ocrheads.models.paligemma import PaliGemmaAdapter
 from ocrheads.models.pixtral import Mistral3Adapter, PixtralAdapter
 from ocrheads.models.qwen_vl import (
@@ -56,6 +57,7 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     Mistral3Adapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
+    MllamaAdapter,
 )
 
 
@@ -166,6 +168,9 @@ class ModelSpec:
     @property
     def layer_kinds(self) -> tuple[str, ...]:
         return adapter_class(self.config).layer_kinds_of(self.config)
+
+    def image_key_layers(self) -> list[int]:
+        return adapter_class(self.config).image_key_layers_of(self.config)
 
     @cached_property
     def raw_config(self) -> dict | None:

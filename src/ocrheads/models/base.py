@@ -22,7 +22,7 @@ from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens
-from ocrheads.heads import layer_kinds_of
+from ocrheads.heads import ATTENTION, CROSS, layer_kinds_of
 from ocrheads.models.decoding import check_decoding, resolve_decoding
 from ocrheads.models.paper_code import PaperCode
 
@@ -83,6 +83,9 @@ class ModelAdapter(ABC):
     paper_questions: ClassVar[dict[str, str]] = {}  # task -> the question as the paper's code asked it ("paper")
     paper_code: ClassVar[PaperCode | None] = None  # what --preset paper-code sets, for a family the paper ran
     written_token_types: ClassVar[dict[str, int]] = {}  # token-type ids of written text where not 0 (PaliGemma's)
+    # Where the image's tokens are keys: "sequence" (positions of input_ids, in every attention layer) or "cross"
+    # (the keys of image cross-attention layers, indexed from 0; the sequence holds a placeholder seeing no pixels)
+    image_keys: ClassVar[str] = "sequence"
 
     def __init__(
         self,
@@ -323,6 +326,24 @@ class ModelAdapter(ABC):
                 )
             result.append(images)
         return result
+
+    def image_key_length(self, batch: BatchEncoding) -> int:
+        """How many keys image-token positions index in a batch: its sequence's length, for "sequence" image keys."""
+        return batch["input_ids"].shape[1]
+
+    def image_key_positions(self, batch: BatchEncoding, item: int) -> set[int]:
+        """Every key position of batch item `item` that is an image token (some see no cell, e.g. a CLS token)."""
+        ids = to_cpu(batch["input_ids"][item])
+        return set(torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist())
+
+    @classmethod
+    def image_key_layers_of(cls, config: PretrainedConfig) -> list[int]:
+        """The layers (of a checkpoint of `config`) whose keys hold the image's tokens."""
+        wanted = CROSS if cls.image_keys == "cross" else ATTENTION
+        return [layer for layer, kind in enumerate(cls.layer_kinds_of(config)) if kind == wanted]
+
+    def image_key_layers(self) -> list[int]:
+        return self.image_key_layers_of(self.model.config)
 
     @abstractmethod
     def _image_tokens(self, batch: BatchEncoding, item: int, sizes: list[tuple[int, int]]) -> list[ImageTokens]: ...

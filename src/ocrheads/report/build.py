@@ -37,8 +37,12 @@ def _layers_scored(config: dict) -> str:
     scored = scoring_kind(config["kind"]).scored_layers(tuple(kinds)) if kinds and config.get("kind") else None
     if scored is None or len(scored) == len(kinds):
         return "every layer"
-    others = [f"{layer}: {LAYER_KIND_NAMES[kind]}" for layer, kind in enumerate(kinds) if layer not in scored]
-    return f"{', '.join(map(str, scored))} of {len(kinds)} (not {'; '.join(others)})"
+    others: dict[str, list[str]] = {}
+    for layer, kind in enumerate(kinds):
+        if layer not in scored:
+            others.setdefault(LAYER_KIND_NAMES[kind], []).append(str(layer))
+    left_out = "; ".join(f"{', '.join(layers)}: {kind}" for kind, layers in others.items())
+    return f"{', '.join(map(str, scored))} of {len(kinds)} (not {left_out})"
 
 
 def build_report(run: str | Path, rule: SelectionRule | None = None) -> Path:

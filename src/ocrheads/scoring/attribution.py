@@ -107,13 +107,15 @@ def estimate(
                 values = _forward_metric(adapter, forced, metric)
                 if not per_token:
                     values = values.sum(1, keepdim=True)
-                anchors = [session.head_outputs[layer].anchor for layer in layers]
+                anchors = [session.head_outputs[layer].anchor for layer in layers if layer in session.head_outputs]
                 for token in range(values.shape[1]):
                     current["token"] = token
                     torch.autograd.grad(values[:, token].sum(), anchors, retain_graph=token < values.shape[1] - 1)
+    unchanged = torch.zeros(values.shape[0], adapter.grid[1])  # a layer the pass skips (cross-attention, no image)
     found = torch.stack(
-        [torch.stack([to_cpu(sums[token, layer]) for layer in layers], 1) for token in range(values.shape[1])], 1
-    )
+        [torch.stack([to_cpu(sums.get((token, layer), unchanged)) for layer in layers], 1)
+         for token in range(values.shape[1])], 1,
+    )  # fmt: skip
     return found / steps  # 0 past an item's answer: its metric is a constant 0 there
 
 
@@ -169,7 +171,9 @@ def exact(
             masks: dict[int, torch.Tensor] = {}
             for row, (index, head) in enumerate(block):  # row = copy * size + item
                 masks.setdefault(layers[index], torch.zeros(len(block), heads, dtype=torch.bool))[row, head] = True
-            per_item = {layer: (mask, means[layer] if ablation == "mean" else None) for layer, mask in masks.items()}
+            # a layer without means never ran on these prompts (cross-attention, no image): its ablation changes nothing
+            mean_of = means.get if ablation == "mean" else lambda layer: None
+            per_item = {layer: (mask, mean_of(layer)) for layer, mask in masks.items()}
             with attention_session(adapter.model, edits=Edits(per_item=per_item)):
                 ablated = _forward_metric(adapter, _repeat(forced, copies), metric).view(copies * size, -1)
             change = (ablated - clean.repeat(copies, 1)).cpu()

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from ocrheads.data.manifest import Sample
 from ocrheads.errors import DataError, OcrHeadsError
-from ocrheads.heads import ATTENTION, Head, HeadScores
+from ocrheads.heads import ATTENTION, CROSS, Head, HeadScores
 from ocrheads.scoring.table import Outcome
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class ScoringKind:
     per_sample: bool  # per-head lists hold one value per sample (its entries summed), else one per entry
     out_of_memory: str  # what to lower when a batch runs out of GPU memory
     layer_kinds: tuple[str, ...] = (ATTENTION,)  # the kinds of layer it scores (no argmax without attention weights)
+    image_keys: bool = False  # its keys must be image tokens: only cross-attention layers where a model has them
     prepare: Callable[[ModelAdapter, Path, list[Sample], BaseModel, int], object] = field(
         default=lambda adapter, data, samples, options, batch_size: None
     )
@@ -84,8 +85,11 @@ class ScoringKind:
         return samples
 
     def scored_layers(self, layer_kinds: tuple[str, ...]) -> list[int]:
-        """The layers (of a model whose layers are of `layer_kinds`) this kind scores."""
-        return [layer for layer, kind in enumerate(layer_kinds) if kind in self.layer_kinds]
+        """The layers (of a model whose layers are of `layer_kinds`) this kind scores. Where a model's image enters
+        through cross-attention (Llama 3.2 Vision), its self-attention keys hold no pixels, so a kind that needs
+        image keys scores the cross-attention layers alone."""
+        kinds = (CROSS,) if self.image_keys and CROSS in layer_kinds else self.layer_kinds
+        return [layer for layer, kind in enumerate(layer_kinds) if kind in kinds]
 
     def table_for(self, adapter: ModelAdapter):
         """An empty table for this kind's rows from `adapter`'s model: every head of each layer it scores."""

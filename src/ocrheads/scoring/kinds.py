@@ -48,6 +48,7 @@ OCR = ScoringKind(
     score_batch=_code("ocrheads.scoring.ocr", "score_batch"),
     per_sample=False,
     layer_kinds=(ATTENTION, CROSS),
+    image_keys=True,
     **_ANSWER_ROWS,
 )
 RETRIEVAL = ScoringKind(

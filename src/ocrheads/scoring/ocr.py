@@ -32,7 +32,7 @@ def score_ocr_batch(
     images = adapter.image_tokens(batch, [[page.size for page in item] for item in pages])
     units = [answer_units(sample, options) for sample in samples]
     evidences = [evidence(u, item, options) for u, item in zip(units, images, strict=True)]
-    length = batch["input_ids"].shape[1]
+    length = adapter.image_key_length(batch)
     key_sets = torch.zeros(len(samples), max(1, *(len(e.atoms) for e in evidences)), length, dtype=torch.bool)
     for item, found in enumerate(evidences):
         for atom, positions in enumerate(found.positions):
@@ -50,10 +50,11 @@ def score_ocr_batch(
             if column is None or not touching.any():
                 continue  # the last token's consuming row is never computed; blank characters have no evidence
             argmax = written.argmax[:, item, :, column]
-            hit = evidences[item].hits(argmax, token.units, written.length)
+            hit = evidences[item].hits(argmax, token.units, max(written.length, length))
             mass = written.mass[:, item, :, column, : len(touching)] @ touching.float()
             pad = written.padding[item]
-            table.add(sample.id, token.index, row - pad, hit, argmax - pad, mass, c, c * hit.float())
+            key = argmax - pad if adapter.image_keys == "sequence" else argmax  # cross: the image's key, from 0
+            table.add(sample.id, token.index, row - pad, hit, key, mass, c, c * hit.float())
             entries += 1
         reason = "" if entries else _why_nothing(sample, text, tokens)
         outcomes.append(Outcome(sample.id, entries > 0, text, c, entries, reason))

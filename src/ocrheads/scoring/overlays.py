@@ -30,7 +30,7 @@ def head_attention(
     """
     if not heads or not answer:
         raise OcrHeadsError(f"sample {sample.id}: an overlay needs at least one head and a non-empty answer")
-    check_heads(heads, adapter.grid, "overlay heads", adapter.layer_kinds)
+    _check_overlay_heads(heads, adapter)
     install(adapter.model)
     batch = adapter.encode([sample_prompt(adapter, sample)], [pages])
     images = adapter.image_tokens(batch, [[page.size for page in pages]])[0]
@@ -46,6 +46,16 @@ def head_attention(
         mean_row = to_cpu(session.captured(head.layer).probs[0, head.head]).float().mean(0).numpy()
         maps[head] = [spread_over_image(image, mean_row) for image in images]
     return maps
+
+
+def _check_overlay_heads(heads: list[Head], model: ModelAdapter | ModelSpec) -> None:
+    """Heads of the model whose keys hold the image's tokens (all attention layers but where the image enters
+    through cross-attention), or an error naming the others."""
+    check_heads(heads, model.grid, "overlay heads", model.layer_kinds)
+    seeing = model.image_key_layers()
+    if blind := [head.name for head in heads if head.layer not in seeing]:
+        raise OcrHeadsError(f"overlay heads {', '.join(blind)}: no image token is among their keys; this model's "
+                            f"image is seen by layers {seeing} (cross-attention)")  # fmt: skip
 
 
 def write_overlays(
@@ -64,7 +74,7 @@ def write_overlays(
     wrong = next((sample for sample in samples if sample.modality != "image"), None)
     if wrong is not None:
         raise DataError(f"sample {wrong.id} is a text sample; attention overlays need image samples")
-    check_heads(heads, model.grid, "overlay heads", model.layer_kinds)
+    _check_overlay_heads(heads, model)
     known = {"model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
     adapter = open_run(Path(out), model, known)
     written = []

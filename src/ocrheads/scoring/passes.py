@@ -13,6 +13,7 @@ from transformers import BatchEncoding
 
 from ocrheads.attention import Capture, attention_session
 from ocrheads.devices import to_cpu, to_device
+from ocrheads.heads import CROSS
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.options import ScoringOptions
 
@@ -40,6 +41,9 @@ def append_tokens(batch: BatchEncoding, tokens: torch.Tensor, mask: torch.Tensor
     where `types` (the adapter's written_token_types) says otherwise."""
     tokens, mask = to_device((tokens, mask), batch["input_ids"].device)
     extended = dict(batch, input_ids=torch.cat([batch["input_ids"], tokens], 1))
+    if "cross_attention_mask" in batch:  # (batch, T, images, tiles): a written token sees what the last one sees
+        crossed = batch["cross_attention_mask"]
+        extended["cross_attention_mask"] = torch.cat([crossed, crossed[:, -1:].expand(-1, tokens.shape[1], -1, -1)], 1)
     for name in ("attention_mask", "mm_token_type_ids", "token_type_ids"):
         if name in batch:
             fill = torch.full_like(tokens, (types or {}).get(name, 0))
@@ -62,7 +66,7 @@ def write_answers(
 
     Rows P - 1 .. P + n are captured (plus `extra_rows`, (batch, E) absolute, -1 padded, e.g. prompt rows), in
     `layers` (default: every layer with attention weights); key_sets are (batch, S, P + n) masks whose attention
-    mass is recorded.
+    mass is recorded ((batch, S, image keys) where `layers` are image cross-attention layers).
     """
     model = adapter.model
     input_ids = batch["input_ids"]
@@ -71,10 +75,11 @@ def write_answers(
     rows = torch.arange(prompt_length - 1, prompt_length + new).expand(size, -1)
     if extra_rows is not None:
         rows = torch.cat([extra_rows, rows], 1)
+    cross = layers is not None and all(adapter.layer_kinds[layer] == CROSS for layer in layers)
     argmax_keys = None
-    if options.argmax_keys == "prompt":
+    if options.argmax_keys == "prompt" and not cross:  # a cross-attention layer's keys (the image's) are all prompt
         argmax_keys = (torch.arange(prompt_length + new) < prompt_length - 1).expand(size, -1)
-    if key_sets is not None:
+    if key_sets is not None and key_sets.shape[-1] < prompt_length + new:  # room for the written tokens' keys
         key_sets = torch.nn.functional.pad(key_sets, (0, prompt_length + new - key_sets.shape[-1]))
     chosen = None if layers is None else frozenset(layers)
     capture = Capture(rows, key_sets=key_sets, argmax_keys=argmax_keys, unseen_ok=True, layers=chosen)

@@ -18,7 +18,7 @@ from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
-            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe")  # fmt: skip
+            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama")  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
@@ -393,6 +393,30 @@ def llava_onevision() -> Tiny:
     return Tiny(tf.LlavaOnevisionForConditionalGeneration(config).eval(), processor, "<image>")
 
 
+def mllama() -> Tiny:
+    """Llama 3.2 Vision's layout: 56-px tiles of 4 x 4 patches and a CLS token, up to four a page, seen by one
+    cross-attention layer between two self-attention layers. Its gates open halfway (a new checkpoint's are closed,
+    which would leave the image unread)."""
+    tokenizer = byte_tokenizer(["<|image|>", "<|python_tag|>"])
+    tokenizer.add_special_tokens({"bos_token": "<|begin_of_text|>"})
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                  image_size=56, patch_size=14, max_num_tiles=4, intermediate_layers_indices=[0],
+                  vision_output_dim=64)  # fmt: skip
+    config = tf.MllamaConfig(
+        vision_config=vision,
+        text_config=text_config(len(tokenizer), num_hidden_layers=3, cross_attention_layers=[1]),
+        image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
+    )
+    model = tf.MllamaForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            if isinstance(layer, tf.models.mllama.modeling_mllama.MllamaCrossAttentionDecoderLayer):
+                layer.cross_attn_attn_gate.fill_(0.5)
+                layer.cross_attn_mlp_gate.fill_(0.5)
+    image_processor = tf.MllamaImageProcessorPil(size={"height": 56, "width": 56}, max_image_tiles=4)
+    return Tiny(model, tf.MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer), "<|image|>")
+
+
 BUILDERS: dict[str, Callable[[], Tiny]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
@@ -414,6 +438,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "glm46v": glm46v,
     "qwen3_5": qwen3_5,
     "qwen3_5_moe": qwen3_5_moe,
+    "mllama": mllama,
 }
 
 
