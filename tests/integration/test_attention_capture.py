@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ocrheads.attention import Capture, attention_session, install
+from ocrheads.attention import Capture, attention_session, install, last_logits
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import CROSS, layer_kinds_of
@@ -80,7 +80,9 @@ def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
     # The last prompt row (prefill) and the rows of the generated tokens that are fed back (decoding steps).
     rows = torch.arange(length - 1, length + steps - 1).expand(2, -1)
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
-        sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
+        sequences = model.generate(
+            **batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps, logits_to_keep=last_logits()
+        )
     _, eager = _eager_attentions(model, extend_for(batch, sequences, model.config.model_type))
     for layer, reference in zip(attention_layers(model), eager, strict=True):
         captured = to_cpu(s.captured(layer))
@@ -101,7 +103,9 @@ def test_ragged_decoding_rows_equal_eager_rows(family):
     steps = 4
     rows = torch.stack([torch.arange(length - 1, length + 2), torch.arange(length, length + 3)])
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
-        sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps)
+        sequences = model.generate(
+            **batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps, logits_to_keep=last_logits()
+        )
     _, eager = _eager_attentions(model, extend_for(batch, sequences, model.config.model_type))
     for layer, reference in zip(attention_layers(model), eager, strict=True):
         captured = to_cpu(s.captured(layer))
@@ -111,6 +115,22 @@ def test_ragged_decoding_rows_equal_eager_rows(family):
             want = reference[item, :, rows[item], :keys]
             assert (captured.probs[item] - want).abs().max() < TOLERANCE, f"layer {layer} item {item}"
         assert torch.equal(captured.argmax, captured.probs.argmax(-1))
+
+
+def test_a_layer_computing_fewer_rows_than_its_call_is_refused():
+    """Given an int logits_to_keep, Gemma 4 computes only those last rows in its key-sharing layers: a capture there
+    would silently miss rows, so the session refuses, naming the fix; last_logits keeps every row."""
+    tiny = tiny_model("gemma4")
+    model, batch = tiny.model, padded_batch(tiny)
+    install(model)
+    length = batch["input_ids"].shape[1]
+    capture = Capture(torch.arange(length - 3, length).expand(2, -1))
+    refusal = r"layer 2 computed 1 of this forward call's \d+ rows.*last_logits"
+    with pytest.raises(OcrHeadsError, match=refusal), torch.no_grad(), attention_session(model, capture=capture):
+        model(**batch, logits_to_keep=1)
+    with torch.no_grad(), attention_session(model, capture=capture) as session:
+        model(**batch, logits_to_keep=last_logits())
+    assert (to_cpu(session.captured(3).positions) == capture.rows).all()
 
 
 def test_bad_requests_name_the_fix():

@@ -22,6 +22,8 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "glm4v_moe": [],
     "glm46v": [],
     "qwen3_5_moe": [],  # hybrid (linear and softmax attention layers): see test_layer_kinds for qwen3_5
+    "gemma4": [],
+    "gemma4_moe": ["max_soft_tokens=140"],
 }
 
 

@@ -15,7 +15,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ocrheads.geometry import box_tokens
 
-from .tiny_inputs import render_block, tiny_adapter
+from .tiny_inputs import glyph_pages, render_block, tiny_adapter
 
 SIZES = [(56, 56), (100, 40), (40, 100), (30, 30), (150, 60), (300, 200), (60, 230), (113, 57), (250, 250)]
 CLS, UNUSED = -1.0, -2.0
@@ -79,29 +79,25 @@ def _unresampled(tile) -> bool:
 
 def test_box_keys_are_the_keys_whose_patches_hold_ink(adapter):
     counts = {"exact": 0, "resampled": 0}
-    for width, height in SIZES:
-        for trial in range(6):
-            image, box = red_block(width, height, trial * 53 % (width - 13), trial * 37 % (height - 23))
-            batch = adapter.encode([adapter.prompt("Read it.", 1)], [[image]])
-            [[tokens]] = adapter.image_tokens(batch, [[image.size]])
-            marker = key_ink(adapter, batch)
-            assert len(marker) == adapter.image_key_length(batch)
-            patches = {int(k) for k in torch.nonzero(marker >= 0).flatten()}
-            assert set(tokens.positions()) == patches, (width, height)  # every patch key on a grid, nothing else
-            assert adapter.image_key_positions(batch, 0) == {int(k) for k in torch.nonzero(marker >= CLS).flatten()}
-            found = set(box_tokens(box, tokens))
-            for tile in tokens.tiles:
-                cells = tile.positions()
-                any_ink = {k for k in cells if marker[k] > 1e-3}
-                mostly_ink = {k for k in cells if marker[k] >= 0.5}
-                in_tile = found & set(cells)
-                where = (width, height, trial, tile)
-                if _unresampled(tile):
-                    assert in_tile == any_ink, where
-                    counts["exact"] += 1
-                else:
-                    assert mostly_ink <= in_tile <= any_ink, where
-                    counts["resampled"] += 1
+    for size, trial, box, batch, tokens in glyph_pages(adapter, SIZES, 6, red_block):
+        marker = key_ink(adapter, batch)
+        assert len(marker) == adapter.image_key_length(batch)
+        patches = {int(k) for k in torch.nonzero(marker >= 0).flatten()}
+        assert set(tokens.positions()) == patches, size  # every patch key on a grid, nothing else
+        assert adapter.image_key_positions(batch, 0) == {int(k) for k in torch.nonzero(marker >= CLS).flatten()}
+        found = set(box_tokens(box, tokens))
+        for tile in tokens.tiles:
+            cells = tile.positions()
+            any_ink = {k for k in cells if marker[k] > 1e-3}
+            mostly_ink = {k for k in cells if marker[k] >= 0.5}
+            in_tile = found & set(cells)
+            where = (size, trial, tile)
+            if _unresampled(tile):
+                assert in_tile == any_ink, where
+                counts["exact"] += 1
+            else:
+                assert mostly_ink <= in_tile <= any_ink, where
+                counts["resampled"] += 1
     assert counts["exact"] >= 12 and counts["resampled"] >= 24, counts
 
 

@@ -97,6 +97,18 @@ def render_block(width: int, height: int, x: int, y: int) -> tuple[Image.Image, 
     return image, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
+def glyph_pages(adapter: ModelAdapter, sizes, trials: int, render=None):
+    """Per page size, `trials` pages with a glyph at spread places, each encoded alone: (size, trial, the glyph's ink
+    box, the batch, the page's image tokens)."""
+    render = render or render_block
+    for width, height in sizes:
+        for trial in range(trials):
+            image, box = render(width, height, trial * 53 % (width - 13), trial * 37 % (height - 23))
+            batch = adapter.encode([adapter.prompt("Read it.", 1)], [[image]])
+            [[tokens]] = adapter.image_tokens(batch, [[image.size]])
+            yield (width, height), trial, box, batch, tokens
+
+
 def mixed_passkeys(folder: Path) -> tuple[list, list[list[Image.Image]], list]:
     """Passkeys of two lengths as pages and as text under `folder`: (image samples, their pages, text samples), what
     the device checks score with every kind."""

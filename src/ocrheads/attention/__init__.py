@@ -10,6 +10,7 @@ from ocrheads.attention.requests import (
     KeptOutput,
     OutputSums,
     SinkRedistribution,
+    last_logits,
 )
 from ocrheads.attention.session import AttentionSession, attention_session
 
@@ -25,5 +26,6 @@ __all__ = [
     "SinkRedistribution",
     "attention_session",
     "install",
+    "last_logits",
     "use_text_attention",
 ]

@@ -14,6 +14,12 @@ import torch
 HeadMap = dict[int, tuple[int, ...]]  # layer -> query-head indices
 
 
+def last_logits(count: int = 1) -> slice:
+    """`logits_to_keep` for the last `count` positions' logits, as a slice: given the int, Gemma 4 computes only those
+    rows in its key-sharing layers, and rows a capture asks for (or output sums count) would be missing there."""
+    return slice(-count, None)
+
+
 @dataclass(frozen=True)
 class Capture:
     """Record per-head attention for chosen query rows, without ever building a heads x T x T tensor.

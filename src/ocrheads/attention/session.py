@@ -53,6 +53,7 @@ class AttentionSession:
         self._records: dict[int, list[CapturedRows]] = {}
         self._deferred: dict = {}  # layer -> decoding steps' rows not computed yet (the attention function's)
         self._end = 0  # positions processed so far in the current sequence
+        self._call_rows = 0  # query rows of the current forward call (its first layer's)
         self._first_layer: int | None = None
 
     def advance(self, layer: int, q_len: int, k_len: int) -> int:
@@ -65,7 +66,13 @@ class AttentionSession:
             self._first_layer = layer
         if layer == self._first_layer:
             self._end = q_len if k_len == q_len else self._end + q_len
+            self._call_rows = q_len
             self._shared.clear()
+        elif q_len != self._call_rows and (self.capture is not None or self.output_sums is not None):
+            raise OcrHeadsError(
+                f"layer {layer} computed {q_len} of this forward call's {self._call_rows} rows (the model skips the "
+                "others there), so rows could not be captured or summed; pass logits_to_keep=last_logits(n), a slice"
+            )
         return self._end
 
     def shared(self, key, build):

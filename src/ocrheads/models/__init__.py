@@ -18,6 +18,7 @@ from ocrheads.models import convert
 from ocrheads.models.base import ModelAdapter, checkpoint_grid
 from ocrheads.models.decoding import check_decoding
 from ocrheads.models.gemma3 import Gemma3Adapter
+from ocrheads.models.gemma4 import Gemma4Adapter
 from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
 from ocrheads.models.internvl import InternVLAdapter
 from ocrheads.models.llava import LlavaAdapter
@@ -58,6 +59,7 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
     MllamaAdapter,
+    Gemma4Adapter,
 )
 
 

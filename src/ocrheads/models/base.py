@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from transformers import BatchEncoding, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
+from ocrheads.attention.requests import last_logits
 from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
@@ -47,7 +48,16 @@ def image_only(processor_class: type) -> type:
     signature = parent.replace(parameters=[p for p in parent.parameters.values() if p.name != "video_processor"])
     accepted = set(signature.parameters) - {"self", "kwargs"}
 
-    class ImageOnly(processor_class):
+    class NoVideo(ProcessorMixin):
+        """Next after the parent class in ImageOnly's method order: takes the `video_processor=None` a parent passes
+        by name (Gemma 4's) out before ProcessorMixin, which refuses a sub-processor the signature does not name."""
+
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("video_processor", False) is None:
+                del kwargs["video_processor"]
+            super().__init__(*args, **kwargs)
+
+    class ImageOnly(processor_class, NoVideo):
         def __init__(self, image_processor=None, tokenizer=None, **kwargs):
             super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None, **kwargs)
 
@@ -279,11 +289,12 @@ class ModelAdapter(ABC):
 
     def generate(self, batch: BatchEncoding, max_new_tokens: int) -> torch.Tensor:
         """Prompt and written tokens: greedy decoding as the run pins it (`self.decoding`), whatever sampling
-        settings the checkpoint's generation config holds."""
+        settings the checkpoint's generation config holds; every layer computes every prompt row (last_logits)."""
         tokenizer = self.processor.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return self.model.generate(
             **batch,
+            logits_to_keep=last_logits(),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchEncoding
 
-from ocrheads.attention import Edits, HeadOutputs, attention_session
+from ocrheads.attention import Edits, HeadOutputs, attention_session, last_logits
 from ocrheads.devices import to_cpu
 from ocrheads.heads import ATTENTION, CROSS
 from ocrheads.models.base import ModelAdapter
@@ -65,7 +65,8 @@ def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -
 
 def _forward_metric(adapter: ModelAdapter, forced: TeacherForced, metric: Metric) -> torch.Tensor:
     """The answer's metric from one forward pass; logits only for the answer's rows (the sequence's last A + 1)."""
-    logits = adapter.model(**forced.inputs, use_cache=False, logits_to_keep=forced.targets.shape[1] + 1).logits
+    rows = last_logits(forced.targets.shape[1] + 1)
+    logits = adapter.model(**forced.inputs, use_cache=False, logits_to_keep=rows).logits
     return answer_metric(logits, forced, metric)
 
 

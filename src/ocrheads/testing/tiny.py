@@ -18,7 +18,7 @@ from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
-            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama")  # fmt: skip
+            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama", "gemma4", "gemma4_moe")  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
@@ -417,6 +417,43 @@ def mllama() -> Tiny:
     return Tiny(model, tf.MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer), "<|image|>")
 
 
+def _gemma4(**moe) -> Tiny:
+    """Gemma 4's layout at toy sizes: 8-px patches pooled 3 x 3 into 24-px tokens, at most 70 a page; sliding-window
+    and global layers (the global ones with wider heads), the last two reusing the keys and values of the first two,
+    per-layer inputs as the small checkpoints have."""
+    named = {"boi_token": "<|image>", "eoi_token": "<image|>", "image_token": "<|image|>",
+             "boa_token": "<|audio>", "eoa_token": "<audio|>", "audio_token": "<|audio|>"}  # fmt: skip
+    tokenizer = byte_tokenizer(["<start_of_turn>", "<end_of_turn>"], named)
+    layers = ["sliding_attention", "full_attention"] * 2
+    text = text_config(len(tokenizer), num_hidden_layers=4, head_dim=16, global_head_dim=32, sliding_window=8,
+                       layer_types=layers, num_kv_shared_layers=2, hidden_size_per_layer_input=16,
+                       vocab_size_per_layer_input=len(tokenizer), model_type="gemma4_text", **moe)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2, head_dim=16, patch_size=8, pooling_kernel_size=3,
+                  position_embedding_size=64)  # fmt: skip
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in named.items()}
+    config = tf.Gemma4Config(
+        text_config=text, vision_config=vision, audio_config=None, boi_token_id=ids["boi_token"],
+        eoi_token_id=ids["eoi_token"], image_token_id=ids["image_token"], video_token_id=ids["image_token"],
+        boa_token_id=ids["boa_token"], eoa_token_index=ids["eoa_token"], audio_token_id=ids["audio_token"],
+    )  # fmt: skip
+    image_processor = tf.Gemma4ImageProcessorPil(patch_size=8, max_soft_tokens=70, pooling_kernel_size=3)
+    processor = image_only(tf.Gemma4Processor)(
+        image_processor=image_processor, tokenizer=tokenizer, feature_extractor=tf.Gemma4AudioFeatureExtractor(),
+        image_seq_length=70,
+    )  # fmt: skip
+    return Tiny(tf.Gemma4ForConditionalGeneration(config).eval(), processor, "<|image|>")
+
+
+def gemma4() -> Tiny:
+    return _gemma4()
+
+
+def gemma4_moe() -> Tiny:
+    """Gemma 4 with a mixture-of-experts block in every layer: four experts, two a token."""
+    return _gemma4(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32)
+
+
 BUILDERS: dict[str, Callable[[], Tiny]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
@@ -439,6 +476,8 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "qwen3_5": qwen3_5,
     "qwen3_5_moe": qwen3_5_moe,
     "mllama": mllama,
+    "gemma4": gemma4,
+    "gemma4_moe": gemma4_moe,
 }
 
 

@@ -269,7 +269,9 @@ def _moving_inputs(device: str):
 
 
 def _move_all(value: Any, device: str) -> Any:
-    if isinstance(value, torch.Tensor):
+    """`value` on `device`, as accelerate's send_to_device moves it: anything with a `.to` by that (Gemma 4's shared
+    keys and values move in place, so later layers read them there), then containers item by item."""
+    if isinstance(value, torch.Tensor) or (hasattr(value, "to") and not isinstance(value, torch.nn.Module)):
         return value.to(device)
     if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
         return type(value)(_move_all(item, device) for item in value)
