@@ -7,3 +7,12 @@ class OcrHeadsError(Exception):
 
 class DataError(OcrHeadsError):
     """Bad input to a data generator or a malformed dataset on disk."""
+
+
+class BadPage(DataError):
+    """A sample's page that cannot be read (missing, truncated, not an image). In a big set it costs its sample, not
+    the run: commands record `reason` for the sample and go on, unless asked to stop at the first."""
+
+    def __init__(self, sample: str, page: str, why: str):
+        self.sample, self.reason = sample, f"unreadable page ({page}: {why})"
+        super().__init__(f"sample {sample}: cannot read page {page} ({why}); fix or regenerate the dataset")

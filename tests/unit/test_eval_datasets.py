@@ -1,5 +1,6 @@
 """The evaluation loaders on small files written here in each real format, and their refusals."""
 
+import io
 import json
 import re
 
@@ -7,7 +8,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from ocrheads.errors import DataError
+from ocrheads.errors import BadPage, DataError
 from ocrheads.eval.datasets import load_eval_set
 from ocrheads.eval.prompts import final_answer, question_text
 
@@ -35,6 +36,27 @@ def test_docvqa_parquet_in_lmms_lab_layout(tmp_path):
     assert sample.id == "q1" and sample.answers == ("$5", "5") and sample.images[0].size == (32, 24)
     assert "single word or phrase" in question_text(sample, "direct", found.instruction)
     assert load_eval_set(f"docvqa={source}", limit=1).size == 1
+
+
+def test_a_docvqa_record_whose_image_cannot_be_decoded_is_skipped_with_why_or_stops(tmp_path):
+    good = io.BytesIO()
+    _page("white").save(good, format="PNG")
+    truncated = {"bytes": good.getvalue()[:60], "path": None}
+    source = _parquet(
+        tmp_path / "docvqa.parquet",
+        {"questionId": ["q1", "q2", "q3"], "question": ["A?", "B?", "C?"], "answers": [["a"], ["b"], ["c"]],
+         "image": [_page("white"), truncated, {"bytes": b"not an image", "path": None}]},
+        {"questionId": datasets.Value("string"), "question": datasets.Value("string"),
+         "answers": datasets.Sequence(datasets.Value("string")), "image": datasets.Image()},
+    )  # fmt: skip
+    found = load_eval_set(f"docvqa={source}")
+    first, second, third = found.samples(range(3))
+    assert (first.id, first.skip, first.images[0].size) == ("q1", "", (32, 24))
+    for sample, name in ((second, "q2"), (third, "q3")):
+        assert sample.id == name and sample.images == ()
+        assert sample.skip.startswith(f"unreadable page (record {int(name[1]) - 1} of {source}: ")
+    with pytest.raises(BadPage, match="sample q2: cannot read page record 1 of"):
+        found.samples(range(3), stop_at_bad_page=True)
 
 
 def _mp_docvqa(tmp_path, page_index: int, pages: int) -> str:

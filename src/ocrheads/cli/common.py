@@ -36,6 +36,11 @@ def model_options(parser: argparse.ArgumentParser, *, required: bool = True) -> 
     group.add_argument("--convert-cache", type=Path, help=text)
 
 
+def bad_page_option(parser: argparse.ArgumentParser) -> None:
+    text = "stop at the first sample whose page cannot be read (default: record it as not run, with why, and go on)"
+    parser.add_argument("--stop-at-bad-page", action="store_true", help=text)
+
+
 def pixel_options(pairs: list[str] | None) -> dict:
     options = {}
     for pair in pairs or []:

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from ocrheads.cli.common import (
+    bad_page_option,
     field_options,
     given_fields,
     model_options,
@@ -41,6 +42,7 @@ def _add_score(score: argparse.ArgumentParser) -> None:
     text += "most this many (memory)"
     score.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS, help=text + " (default %(default)s)")
     score.add_argument("--quiet", action="store_true")
+    bad_page_option(score)
     model_options(score)
     score.set_defaults(run=_run_score)
 
@@ -102,6 +104,7 @@ def _add_overlay(overlay: argparse.ArgumentParser) -> None:
     overlay.add_argument("--sample", required=True, nargs="+", help="sample ids")
     overlay.add_argument("--heads", nargs="+", metavar="lL_hH", help="default: the --top best OCR heads of RUN")
     overlay.add_argument("--top", type=int, default=3)
+    bad_page_option(overlay)
     model_options(overlay)
     overlay.set_defaults(run=_run_overlay)
 
@@ -132,7 +135,8 @@ def _run_score(args: argparse.Namespace) -> None:
     options = kind.make_options(args.preset, given)
     progress = not args.quiet
     folder = score(args.kind, spec, args.data, args.out, options, model_name=args.model,
-                   batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, progress=progress)  # fmt: skip
+                   batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                   stop_at_bad_page=args.stop_at_bad_page, progress=progress)  # fmt: skip
     if current_shard().leader:
         _report_outcomes(folder)
 
@@ -229,5 +233,7 @@ def _run_overlay(args: argparse.Namespace) -> None:
         heads = [Head.parse(name) for name in args.heads]
     else:
         heads = run.top_heads(NAMES, READING, args.top, spec.grid)
-    written = write_overlays(spec, args.data, samples, heads, run.overlays)
+    written, bad = write_overlays(spec, args.data, samples, heads, run.overlays, stop_at_bad_page=args.stop_at_bad_page)
     print(f"wrote {len(written)} attention overlays to {run.overlays}")
+    for err in bad:
+        print(f"  not drawn: sample {err.sample}: {err.reason}")

@@ -6,7 +6,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from ocrheads.cli.common import model_options, model_spec
+from ocrheads.cli.common import bad_page_option, model_options, model_spec
 from ocrheads.distributed import current_shard
 
 
@@ -31,6 +31,7 @@ def _add_intervention(parser: argparse.ArgumentParser, name: str) -> None:
     model_options(parser)
     parser.add_argument("--name", help=f"results folder under RUN (default {name})")
     parser.add_argument("--quiet", action="store_true")
+    bad_page_option(parser)
     if name == "mask":
         parser.add_argument("--k", type=int, nargs="+", default=[10, 20], help="heads masked per arm")
         parser.add_argument(
@@ -92,9 +93,11 @@ def _run_intervention(args: argparse.Namespace) -> None:
         intervention=intervention, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
         cot_max_new_tokens=args.cot_max_new_tokens, batch_size=args.batch_size, anls=args.anls,
         config={"model": args.model, "data_seed": args.data_seed, "max_pages": args.max_pages, "limit": args.limit},
-        progress=not args.quiet,
+        stop_at_bad_page=args.stop_at_bad_page, progress=not args.quiet,
     )  # fmt: skip
     if current_shard().leader:
         experiment = ExperimentRun(folder)
         print(experiment.summary(), end="")
+        for reason, count in experiment.skipped().items():
+            print(f"not run ({count} samples): {reason}")
         print(f"wrote {experiment.results_path} and {experiment.predictions_path}")

@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ocrheads.data.render import Box
-from ocrheads.errors import DataError
+from ocrheads.errors import BadPage, DataError
 
 MANIFEST = "manifest.jsonl"
 GENERATOR_VERSION = "1"
@@ -120,15 +120,32 @@ def manifest_sha256(folder: str | Path) -> str:
 
 
 def open_page(folder: str | Path, sample: Sample, page: int) -> Image.Image:
-    """Page `page` of an image sample, as RGB; a missing or corrupt file names the sample."""
+    """Page `page` of an image sample, as RGB; a missing or corrupt file is a BadPage that names the sample."""
     path = Path(folder) / sample.pages[page]
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except OSError as err:
-        raise DataError(f"sample {sample.id}: cannot read page {path} ({err}); regenerate the dataset") from None
+    except (OSError, Image.DecompressionBombError) as err:
+        raise BadPage(sample.id, str(path), str(err)) from None
 
 
 def open_pages(folder: str | Path, sample: Sample) -> list[Image.Image]:
     """Every page of a sample, as RGB (none for a text sample)."""
     return [open_page(folder, sample, page) for page in range(len(sample.pages))]
+
+
+def open_samples(
+    folder: str | Path, samples: list[Sample], stop_at_bad_page: bool = False
+) -> tuple[list[Sample], list[list[Image.Image]], list[BadPage]]:
+    """The samples whose pages all read, with their pages, and the BadPage of each that does not (raised at the first
+    where a run is asked to stop there)."""
+    readable, pages, bad = [], [], []
+    for sample in samples:
+        try:
+            pages.append(open_pages(folder, sample))
+            readable.append(sample)
+        except BadPage as err:
+            if stop_at_bad_page:
+                raise
+            bad.append(err)
+    return readable, pages, bad

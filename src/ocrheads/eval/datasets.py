@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from ocrheads.data.manifest import MANIFEST, open_page, read_manifest
-from ocrheads.errors import DataError
+from ocrheads.errors import BadPage, DataError
 
 NQ_NEGATIVES = 5
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # lmms-eval's instruction for real sets
@@ -47,8 +47,30 @@ class EvalSet:
     source: str = ""  # the file, folder or hub id it was read from
     instruction: str = SHORT_ANSWER  # added to direct prompts; empty for our synthetic sets
 
-    def samples(self, indices: Sequence[int]) -> list[EvalSample]:
-        return [self.read(i) for i in indices]
+    def samples(self, indices: Sequence[int], stop_at_bad_page: bool = False) -> list[EvalSample]:
+        """The samples at `indices`; one whose page cannot be read is kept with why as its `skip` (counted, not run),
+        unless asked to stop at the first."""
+        found = []
+        for index in indices:
+            try:
+                found.append(self.read(index))
+            except BadPage as err:
+                if stop_at_bad_page:
+                    raise
+                found.append(EvalSample(err.sample, "", (), skip=err.reason))
+        return found
+
+
+def _decoded(table, index: int, columns: Sequence[str], source: str) -> tuple[dict, list[Image.Image]]:
+    """Record `index` of a hub table and its pages (the image `columns` it fills) as RGB; a page that cannot be
+    decoded is a BadPage named by the record's questionId."""
+    try:
+        row = table[index]
+        return row, [row[column].convert("RGB") for column in columns if row[column] is not None]
+    except (OSError, Image.DecompressionBombError) as err:
+        ids = table.select_columns(["questionId"]) if "questionId" in table.column_names else None
+        name = str(ids[index]["questionId"]) if ids is not None else str(index)
+        raise BadPage(name, f"record {index} of {source}", str(err)) from None
 
 
 def _require(record: dict, fields: Sequence[str], where: str) -> None:
@@ -78,9 +100,9 @@ def docvqa(source: str = "lmms-lab/DocVQA", limit: int | None = None) -> EvalSet
     _require({name: None for name in table.column_names}, ("question", "answers", "image"), source)
 
     def read(index: int) -> EvalSample:
-        row = table[index]
+        row, images = _decoded(table, index, ["image"], source)
         sample_id = str(row.get("questionId", index))
-        return EvalSample(sample_id, row["question"], tuple(row["answers"]), images=(row["image"].convert("RGB"),))
+        return EvalSample(sample_id, row["question"], tuple(row["answers"]), images=tuple(images))
 
     return EvalSet("docvqa", "image", ("anls", "em", "f1"), _size(len(table), limit), read, source)
 
@@ -104,14 +126,12 @@ def mp_docvqa(source: str = "lmms-lab/MP-DocVQA", limit: int | None = None, max_
             )
 
     def read(index: int) -> EvalSample:
-        row = table[index]
+        row, pages = _decoded(table, index, columns, source)
         sample_id = str(row.get("questionId", index))
-        pages = [row[column] for column in columns if row[column] is not None]
         answers = row["answers"]
         answers = tuple(ast.literal_eval(answers) if isinstance(answers, str) else answers)
         skip = f"{len(pages)} pages, more than --max-pages {max_pages}" if len(pages) > max_pages else ""
-        images = tuple(p.convert("RGB") for p in pages) if not skip else ()
-        return EvalSample(sample_id, row["question"], answers, images=images, skip=skip)
+        return EvalSample(sample_id, row["question"], answers, images=() if skip else tuple(pages), skip=skip)
 
     return EvalSet("mp_docvqa", "image", ("anls", "em", "f1"), size, read, source)
 

@@ -102,9 +102,11 @@ def evaluate(
     batch_size: int = 1,
     anls: str = "lmms-eval-docvqa",
     config: dict | None = None,
+    stop_at_bad_page: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Every condition on every set with every prompt style; finished batches of an earlier run are kept.
+    """Every condition on every set with every prompt style; finished batches of an earlier run are kept. A sample
+    whose page cannot be read is recorded as skipped, with why, and not run (`stop_at_bad_page`: the run stops).
 
     Given a ModelSpec, the run directory is checked before the weights are loaded."""
     experiment_run = RunDir(out).experiment(experiment)
@@ -131,7 +133,7 @@ def evaluate(
         means = {e.name: reference_means(adapter, e, intervention.mean_samples, batch_size) for e in eval_sets}
 
     def work(condition: Condition, eval_set: EvalSet, style: str, start: int, path: Path) -> None:
-        samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)))
+        samples = eval_set.samples(range(start, min(start + batch_size, eval_set.size)), stop_at_bad_page)
         runnable = [s for s in samples if not s.skip]
         replies = []
         if runnable:

@@ -169,6 +169,12 @@ class ExperimentRun:
     def summary(self) -> str:
         return self.summary_path.read_text(encoding="utf-8")
 
+    def skipped(self) -> dict[str, int]:
+        """Samples not run, per reason (most frequent first): each (dataset, sample) once, however many arms."""
+        records = [json.loads(line) for line in self.predictions_path.read_text(encoding="utf-8").splitlines()]
+        samples = {(r["dataset"], r["id"]): r["skipped"].split(" (")[0] for r in records if "skipped" in r}
+        return dict(Counter(samples.values()).most_common())
+
 
 class RunDir:
     """A run directory (see the module's docstring for its layout)."""

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from transformers import BatchEncoding
 
-from ocrheads.data.manifest import Sample, open_pages
+from ocrheads.data.manifest import Sample, open_samples
 from ocrheads.devices import to_cpu
-from ocrheads.errors import OcrHeadsError
+from ocrheads.errors import DataError, OcrHeadsError
 from ocrheads.eval.means import prompt_means
 from ocrheads.models.base import ModelAdapter
 from ocrheads.scoring.answers import encode_samples, gold_ids
@@ -128,10 +128,13 @@ def prepare_means(adapter: ModelAdapter, data: Path, samples: list[Sample], opti
     same on every rank and every resume: the samples are fixed); None for zero ablation."""
     if options.ablation != "mean":
         return None
-    picked = samples[: options.mean_samples]
+    picked, pages, _ = open_samples(data, samples[: options.mean_samples])  # a sample with a bad page is left out
+    if not picked:
+        raise DataError(f"none of the first {options.mean_samples} samples of {data} has readable pages, so there is "
+                        "nothing to take head means over; raise --mean-samples or fix the dataset")  # fmt: skip
     batches = (
-        encode_samples(adapter, chunk, [open_pages(data, sample) for sample in chunk])
-        for chunk in (picked[i : i + batch_size] for i in range(0, len(picked), batch_size))
+        encode_samples(adapter, picked[i : i + batch_size], pages[i : i + batch_size])
+        for i in range(0, len(picked), batch_size)
     )
     return prompt_means(adapter, batches)
 

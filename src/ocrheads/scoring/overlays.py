@@ -10,9 +10,9 @@ from PIL import Image
 
 from ocrheads.analysis import figures
 from ocrheads.attention import Capture, attention_session, install, last_logits
-from ocrheads.data.manifest import Sample, manifest_sha256, open_page
+from ocrheads.data.manifest import Sample, manifest_sha256, open_samples
 from ocrheads.devices import to_cpu
-from ocrheads.errors import DataError, OcrHeadsError
+from ocrheads.errors import BadPage, DataError, OcrHeadsError
 from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
@@ -66,8 +66,10 @@ def write_overlays(
     out: Path,
     *,
     model_name: str = "",
-) -> list[Path]:
-    """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer.
+    stop_at_bad_page: bool = False,
+) -> tuple[list[Path], list[BadPage]]:
+    """`out/<sample>_<head>_page<k>.png` (and .svg) for every evidence page of every sample, on its gold answer; and
+    the BadPage of each sample not drawn because a page of it cannot be read (the first is raised where asked).
 
     `out` is pinned to one model, dataset and set of load settings (its run config), so its overlays stay comparable;
     later calls may draw other samples and heads. Given a ModelSpec, all of that is checked before loading."""
@@ -78,8 +80,8 @@ def write_overlays(
     known = {"model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
     adapter = open_run(Path(out), model, known)
     written = []
-    for sample in samples:
-        pages = [open_page(data, sample, page) for page in range(len(sample.pages))]
+    readable, opened, bad = open_samples(data, samples, stop_at_bad_page)
+    for sample, pages in zip(readable, opened, strict=True):
         answer = answer_ids(adapter, sample.answer)
         maps = head_attention(adapter, sample, pages, heads, answer)
         for head, per_page in maps.items():
@@ -89,4 +91,4 @@ def write_overlays(
                 title = f"{head.name} writing {sample.answer!r} ({sample.id}, page {page}): {share}"
                 figure = figures.attention_overlay(pages[page], per_page[page], boxes, title)
                 written.append(figures.save(figure, out / f"{sample.id}_{head.name}_page{page}"))
-    return written
+    return written, bad

@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from ocrheads.attention import install
-from ocrheads.data.manifest import manifest_sha256, open_pages, read_manifest
+from ocrheads.data.manifest import manifest_sha256, open_samples, read_manifest
 from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
 from ocrheads.models import ModelAdapter, ModelSpec
@@ -16,6 +16,7 @@ from ocrheads.run.start import open_run
 from ocrheads.scoring.kind import Batch, ScoringKind
 from ocrheads.scoring.kinds import scoring_kind
 from ocrheads.scoring.options import MAX_BATCH_TOKENS
+from ocrheads.scoring.table import Outcome
 
 
 def score(
@@ -28,13 +29,15 @@ def score(
     model_name: str = "",
     batch_size: int = 1,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    stop_at_bad_page: bool = False,
     progress: bool = True,
 ) -> Path:
     """Score every sample of `data` into `out/kind/`; finished batches of an earlier run are kept, not redone.
 
     Given a ModelSpec, the data and the run directory are checked before the weights are loaded. Kinds with a
     backward pass (causal) take each batch in micro-batches of at most `max_batch_tokens` padded tokens (not pinned:
-    it changes memory, and the scores only by float rounding)."""
+    it changes memory, and the scores only by float rounding). A sample with an unreadable page is recorded as not
+    scored, with the reason, and the run goes on; `stop_at_bad_page` stops it there instead."""
     scorer, data, folder = scoring_kind(kind), Path(data), RunDir(out).kind(kind)
     samples = scorer.check_samples(read_manifest(data), data)
     known = {"kind": kind, "model": model_name or model.name, "data": str(data), "data_sha256": manifest_sha256(data)}
@@ -48,11 +51,16 @@ def score(
 
     def work(number: int):
         chosen = batches[number]
-        batch = Batch(chosen, [open_pages(data, sample) for sample in chosen], prepared, max_batch_tokens)
+        readable, pages, bad = open_samples(data, chosen, stop_at_bad_page)
         table = scorer.table_for(adapter)
-        with out_of_memory_named(f"batch {number} (samples {chosen[0].id} to {chosen[-1].id})", scorer.out_of_memory):
-            outcomes = scorer.score_batch(adapter, batch, options, table)
-        folder.write_part(number, table.to_arrow(), outcomes)
+        outcomes = [Outcome(err.sample, False, "", 0.0, reason=err.reason) for err in bad]
+        if readable:
+            batch = Batch(readable, pages, prepared, max_batch_tokens)
+            what = f"batch {number} (samples {chosen[0].id} to {chosen[-1].id})"
+            with out_of_memory_named(what, scorer.out_of_memory):
+                outcomes += scorer.score_batch(adapter, batch, options, table)
+        order = {sample.id: place for place, sample in enumerate(chosen)}
+        folder.write_part(number, table.to_arrow(), sorted(outcomes, key=lambda outcome: order[outcome.sample]))
 
     parts = [(folder.part(number), partial(work, number)) for number in range(len(batches))]
     finish = partial(merge, folder, scorer, len(batches), adapter.grid, layers)
