@@ -25,6 +25,7 @@ from ocrheads.data.generate import generate
 from ocrheads.data.manifest import Sample, open_pages, read_manifest
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
+from ocrheads.float32 import exact_float32, precision_setting
 from ocrheads.heads import ATTENTION, CROSS
 from ocrheads.models import ModelSpec
 from ocrheads.models.base import ModelAdapter
@@ -101,7 +102,20 @@ def _geometry(adapter: ModelAdapter, batch, pages: list[Image.Image]) -> list[Ch
 def verify(
     adapter: ModelAdapter, sample: Sample, pages: list[Image.Image], *, eager_budget: int = EAGER_BUDGET
 ) -> list[Check]:
-    """Every check on one sample; the model is left with the registered function installed."""
+    """Every check on one sample, float32 computed exactly as runs compute it; the model is left with the registered
+    function installed."""
+    outside = precision_setting()
+    with exact_float32():
+        inside = precision_setting()
+        if outside == "ieee":
+            detail = "in runs, as everywhere in this process"
+        else:
+            detail = f"in runs; this process has {outside} outside them (turned off while a run computes)"
+        precision = _check("float32 matmuls and convolutions", inside == "ieee", inside, detail)
+        return [precision, *_checks(adapter, sample, pages, eager_budget)]
+
+
+def _checks(adapter: ModelAdapter, sample: Sample, pages: list[Image.Image], eager_budget: int) -> list[Check]:
     model, tokenizer = adapter.model, adapter.processor.tokenizer
     template = adapter.chat_template()
     prompt = sample_prompt(adapter, sample)

@@ -23,6 +23,7 @@ from ocrheads.eval.metrics import ANLS_PRESETS, METRICS, estimate
 from ocrheads.eval.prompts import encode_questions, final_answer
 from ocrheads.eval.results import results_markdown
 from ocrheads.eval.sinks import first_sinks, mass_sinks
+from ocrheads.float32 import exact_float32
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.run import ExperimentRun, RunDir, resumable
 from ocrheads.run.start import open_run
@@ -88,6 +89,7 @@ def _generate(adapter: ModelAdapter, samples: list[EvalSample], style: str, inst
     return adapter.processor.tokenizer.batch_decode(written, skip_special_tokens=True)
 
 
+@exact_float32()
 def evaluate(
     experiment: str,
     model: ModelAdapter | ModelSpec,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ocrheads.distributed import Shard
+from ocrheads.float32 import precision_setting
 from ocrheads.models import ModelAdapter, ModelSpec, resolve
 from ocrheads.provenance import made_by, versions
 from ocrheads.run.claim import claim, preflight
@@ -23,7 +24,7 @@ def open_run(folder: Path, model: ModelAdapter | ModelSpec, known: dict, shard: 
         preflight(folder, model.pinned() | known, shard)
     adapter = resolve(model)
     recorded = {"family": adapter.family, "grid": list(adapter.grid), "layer_kinds": list(adapter.layer_kinds),
-                "model_settings": adapter.settings()}  # fmt: skip
+                "model_settings": adapter.settings(), "float32": precision_setting()}  # fmt: skip
     unpinned = {"hardware": adapter.hardware(), "versions": versions("ocrheads", "torch", "transformers")}
     if trained := made_by(adapter.model.name_or_path):
         unpinned["trained_by"] = trained

@@ -13,6 +13,7 @@ from ocrheads.attention import Capture, attention_session, install, last_logits
 from ocrheads.data.manifest import Sample, manifest_sha256, open_samples
 from ocrheads.devices import to_cpu
 from ocrheads.errors import BadPage, DataError, OcrHeadsError
+from ocrheads.float32 import exact_float32
 from ocrheads.geometry import spread_over_image
 from ocrheads.heads import Head, check_heads
 from ocrheads.models import ModelAdapter, ModelSpec
@@ -21,6 +22,7 @@ from ocrheads.scoring.answers import answer_ids, sample_prompt
 from ocrheads.scoring.passes import append_tokens
 
 
+@exact_float32()
 def head_attention(
     adapter: ModelAdapter, sample: Sample, pages: list[Image.Image], heads: list[Head], answer: list[int]
 ) -> dict[Head, list[np.ndarray]]:
@@ -58,6 +60,7 @@ def _check_overlay_heads(heads: list[Head], model: ModelAdapter | ModelSpec) -> 
                             f"image is seen by layers {seeing} (cross-attention)")  # fmt: skip
 
 
+@exact_float32()
 def write_overlays(
     model: ModelAdapter | ModelSpec,
     data: Path,

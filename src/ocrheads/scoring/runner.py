@@ -10,6 +10,7 @@ from ocrheads.attention import install
 from ocrheads.data.manifest import manifest_sha256, open_samples, read_manifest
 from ocrheads.devices import out_of_memory_named
 from ocrheads.distributed import current_shard
+from ocrheads.float32 import exact_float32
 from ocrheads.models import ModelAdapter, ModelSpec
 from ocrheads.run import KindRun, RunDir, resumable
 from ocrheads.run.start import open_run
@@ -19,6 +20,7 @@ from ocrheads.scoring.options import MAX_BATCH_TOKENS
 from ocrheads.scoring.table import Outcome
 
 
+@exact_float32()
 def score(
     kind: str,
     model: ModelAdapter | ModelSpec,
