@@ -80,6 +80,13 @@ class Sample(BaseModel):
             raise ValueError(f"answer_span {self.answer_span} does not hold the answer {self.answer!r} in the context")
         if len(self.page_sizes) != len(self.pages):
             raise ValueError("page_sizes must give one (width, height) per page")
+        if (self.modality == "image") != bool(self.pages):
+            raise ValueError("an image sample shows its context on pages, a text sample on none")
+        if any(width < 1 or height < 1 for width, height in self.page_sizes):
+            raise ValueError(f"page_sizes {self.page_sizes} must be at least 1x1 pixels each")
+        if outside := [page for page in self.evidence_pages if not 0 <= page < len(self.pages)]:
+            raise ValueError(f"evidence_pages {outside} are not pages of a sample with {len(self.pages)} pages")
+        self._check_units(start, end)
         for item in (*self.answer_chars, *self.answer_words):
             if item.page is None:
                 if item.box is not None:
@@ -94,6 +101,19 @@ class Sample(BaseModel):
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
                 raise ValueError(f"box {item.box} is empty or outside its {width}x{height} page {item.page}")
         return self
+
+    def _check_units(self, start: int, end: int) -> None:
+        """Answer characters are none or one per answer character, in order; words are pieces of the answer."""
+        if self.answer_chars:
+            found = [(char.char, char.offset) for char in self.answer_chars]
+            if found != [(self.context[offset], offset) for offset in range(start, end)]:
+                raise ValueError(f"answer_chars must be the answer's {end - start} characters in order, each at its "
+                                 f"context offset {start} to {end - 1}; they are {found[:8]}")  # fmt: skip
+        for word in self.answer_words:
+            inside = start <= word.offset and word.offset + len(word.word) <= end
+            if not word.word or not inside or self.context[word.offset : word.offset + len(word.word)] != word.word:
+                raise ValueError(f"answer word {word.word!r} at offset {word.offset} is not a piece of the answer "
+                                 f"{self.answer!r} at {start}")  # fmt: skip
 
 
 def sample_line(sample: Sample) -> str:
