@@ -24,6 +24,11 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "qwen3_5_moe": [],  # hybrid (linear and softmax attention layers): see test_layer_kinds for qwen3_5
     "gemma4": [],
     "gemma4_moe": ["max_soft_tokens=140"],
+    "aya_vision": [],  # no hand-written adapter: the generic one, its geometry probed
+    "lighton_ocr": [],
+    "llava_onevision1_5": [],
+    "paddleocr_vl": [],
+    "ovis2": [],
 }
 
 

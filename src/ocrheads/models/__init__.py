@@ -19,6 +19,7 @@ from ocrheads.models.base import ModelAdapter, checkpoint_grid
 from ocrheads.models.decoding import check_decoding
 from ocrheads.models.gemma3 import Gemma3Adapter
 from ocrheads.models.gemma4 import Gemma4Adapter
+from ocrheads.models.generic import GenericAdapter
 from ocrheads.models.idefics import Idefics3Adapter, SmolVLMAdapter
 from ocrheads.models.internvl import InternVLAdapter
 from ocrheads.models.llava import LlavaAdapter
@@ -60,6 +61,7 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     LlavaOnevisionAdapter,
     MllamaAdapter,
     Gemma4Adapter,
+    GenericAdapter,  # last: any other image-text-to-text model, its geometry probed
 )
 
 

@@ -186,10 +186,15 @@ class ModelAdapter(ABC):
             model = cls.model_class.from_pretrained(name_or_path, dtype=dtype, device_map=device_map).eval()
         else:
             model = cls.model_class.from_pretrained(name_or_path, dtype=dtype).to(resolve_device(device)).eval()
-        processor = cls.processor_class.from_pretrained(name_or_path, backend=IMAGE_BACKEND)
+        processor = cls.processor_for(name_or_path).from_pretrained(name_or_path, backend=IMAGE_BACKEND)
         pixels = {k: v for k, v in pixels.items() if v is not None}
         cls.set_pixel_options(model, processor, **pixels)
         return cls(model, processor, pixels, prompt_format, decoding)
+
+    @classmethod
+    def processor_for(cls, name_or_path: str | Path) -> type[ProcessorMixin]:
+        """The processor class a checkpoint loads with: the family's."""
+        return cls.processor_class
 
     def settings(self) -> dict:
         """Everything about the loaded model that changes what it sees, computes and writes, as plain YAML values:
@@ -264,6 +269,11 @@ class ModelAdapter(ABC):
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         return to_device(batch, self.device)
+
+    def processed(self, prompt: str, pages: list[Image.Image]) -> BatchEncoding:
+        """One prompt's ids and pixels as the processor makes them for a run, on the CPU and before any cast to the
+        model's dtype (the geometry probe reads the pixels' exact values)."""
+        return self._tokenized([prompt], [self.prepared_pages(pages)])
 
     def _tokenized(self, prompts: list[str], pages: list[list[Image.Image]] | None) -> BatchEncoding:
         """Ids and pixels of a batch, on the CPU: the processor expands each placeholder into its image's tokens."""
@@ -342,10 +352,15 @@ class ModelAdapter(ABC):
         """How many keys image-token positions index in a batch: its sequence's length, for "sequence" image keys."""
         return batch["input_ids"].shape[1]
 
+    @property
+    def image_token(self) -> int:
+        """The id of the tokens the projector's rows fill."""
+        return self.model.config.image_token_id
+
     def image_key_positions(self, batch: BatchEncoding, item: int) -> set[int]:
         """Every key position of batch item `item` that is an image token (some see no cell, e.g. a CLS token)."""
         ids = to_cpu(batch["input_ids"][item])
-        return set(torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist())
+        return set(torch.nonzero(ids == self.image_token).flatten().tolist())
 
     @classmethod
     def image_key_layers_of(cls, config: PretrainedConfig) -> list[int]:

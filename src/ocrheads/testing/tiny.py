@@ -16,9 +16,12 @@ from ocrheads.models.base import image_only
 from ocrheads.models.pixtral import transformers_processor
 from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
+# families without a hand-written adapter: the generic one measures their geometry
+GENERIC_FAMILIES = ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2")
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
-            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama", "gemma4", "gemma4_moe")  # fmt: skip
+            "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama", "gemma4", "gemma4_moe",
+            *GENERIC_FAMILIES)  # fmt: skip
 
 
 def text_config(vocab_size: int, **extra) -> dict:
@@ -272,7 +275,10 @@ def gemma3() -> Tiny:
     )
     image_processor = tf.Gemma3ImageProcessorPil(size={"height": 64, "width": 64})
     processor = tf.Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
-    return Tiny(tf.Gemma3ForConditionalGeneration(config).eval(), processor, "<start_of_image>")
+    model = tf.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # transformers starts the projector at zero, which leaves an untrained model blind to pages
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.5)
+    return Tiny(model, processor, "<start_of_image>")
 
 
 def _paligemma(text: dict) -> Tiny:
@@ -454,6 +460,132 @@ def gemma4_moe() -> Tiny:
     return _gemma4(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32)
 
 
+AYA_SPECIALS = ["<image>", "<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "TILE",
+                "TILE_GLOBAL"]  # fmt: skip
+
+
+def aya_vision() -> Tiny:
+    """Aya Vision (no hand-written adapter: the generic one probes it): up to four 64-pixel crops and a thumbnail,
+    16-pixel SigLIP patches, 2 x 2 pixel shuffle, a Cohere 2 text model."""
+    tokenizer = byte_tokenizer(AYA_SPECIALS)
+    text = text_config(len(tokenizer), head_dim=16, layer_types=["sliding_attention", "full_attention"],
+                       sliding_window=8)  # fmt: skip
+    config = tf.AyaVisionConfig(
+        vision_config=vision_tower(64, 16, model_type="siglip_vision_model", vision_use_head=False),
+        text_config=dict(model_type="cohere2", **text),
+        image_token_index=tokenizer.convert_tokens_to_ids("<|IMG_PATCH|>"),
+        downsample_factor=2,
+        alignment_intermediate_size=64,
+    )
+    image_processor = tf.GotOcr2ImageProcessorPil(size={"height": 64, "width": 64}, crop_to_patches=True,
+                                                  max_patches=4)  # fmt: skip
+    processor = tf.AyaVisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=16, img_size=64, downsample_factor=2
+    )
+    return Tiny(tf.AyaVisionForConditionalGeneration(config).eval(), processor, "<image>")
+
+
+def lighton_ocr() -> Tiny:
+    """LightOnOCR (generic adapter): a Pixtral tower whose 2 x 2 patch blocks are merged, a Qwen3 text model; a page
+    side's remainder under 32 px is seen by no token."""
+    tokenizer = byte_tokenizer([], {"image_token": "[IMG]", "image_break_token": "[IMG_BREAK]",
+                                    "image_end_token": "[IMG_END]"})  # fmt: skip
+    config = tf.LightOnOcrConfig(
+        vision_config=_pixtral_tower(),
+        text_config=dict(model_type="qwen3", **text_config(len(tokenizer), head_dim=16)),
+        image_token_id=tokenizer.image_token_id,
+        spatial_merge_size=2,
+    )
+    image_processor = tf.PixtralImageProcessorPil(size={"longest_edge": 128}, patch_size=16)
+    processor = tf.LightOnOcrProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
+                                       spatial_merge_size=2)  # fmt: skip
+    return Tiny(tf.LightOnOcrForConditionalGeneration(config).eval(), processor, "[IMG]")
+
+
+# the user turn as Qwen-style chat templates write it: each image between vision start and end tokens
+QWEN_STYLE_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def llava_onevision1_5() -> Tiny:
+    """LLaVA-OneVision-1.5 (generic adapter): a RiceViT tower (a CLS token a frame, 2 x 2 patches merged) on Qwen2-VL's
+    processor with one frame a patch, a Qwen3 text model, Qwen-style prompts from its chat template."""
+    tokenizer = byte_tokenizer(QWEN_SPECIALS)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  out_hidden_size=64)  # fmt: skip
+    config = tf.LlavaOnevision15Config(
+        vision_config=vision,
+        text_config=dict(model_type="qwen3", **text_config(len(tokenizer), head_dim=16)),
+        **qwen_vision_ids(tokenizer),
+    )
+    size = {"shortest_edge": 4 * 28**2, "longest_edge": 256 * 28**2}
+    image_processor = tf.Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=1, size=size)
+    processor = image_only(tf.Exaone4_5_Processor)(image_processor=image_processor, tokenizer=tokenizer,
+                                                   chat_template=QWEN_STYLE_TEMPLATE)  # fmt: skip
+    return Tiny(tf.LlavaOnevision15ForConditionalGeneration(config).eval(), processor, "<|image_pad|>")
+
+
+def paddleocr_vl() -> Tiny:
+    """PaddleOCR-VL (generic adapter): a SigLIP-style tower over Qwen-style patches (one frame, 2 x 2 merged), an
+    ERNIE text model with 3-D rotary positions, Qwen-style prompts."""
+    tokenizer = byte_tokenizer([s for s in QWEN_SPECIALS if s != "<|image_pad|>"], {"image_token": "<|image_pad|>"})
+    named = {"vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>",
+             "video_token_id": "<|video_pad|>"}  # fmt: skip
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in named.items()}
+    config = tf.PaddleOCRVLConfig(
+        vision_config=vision_tower(56, 14, spatial_merge_size=2),
+        text_config=text_config(len(tokenizer), head_dim=16, rope_parameters=MROPE),
+        image_token_id=tokenizer.image_token_id,
+        **ids,
+    )
+    image_processor = tf.PaddleOCRVLImageProcessorPil(size={"shortest_edge": 4 * 28**2, "longest_edge": 256 * 28**2})
+    processor = tf.PaddleOCRVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                        chat_template=QWEN_STYLE_TEMPLATE)  # fmt: skip
+    return Tiny(tf.PaddleOCRVLForConditionalGeneration(config).eval(), processor, "<|image_pad|>")
+
+
+OVIS_SPECIALS = ["<image>", "<IMG_START>", "<IMG_ATOM>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>"]
+
+
+def ovis2() -> Tiny:
+    """Ovis2 (generic adapter): crops and a thumbnail, each patch turned into a mix of visual words (a softmax over
+    a 64-word visual vocabulary embedded), 2 x 2 patches strided into one; a Qwen2 text model."""
+    tokenizer = byte_tokenizer(OVIS_SPECIALS)
+    indicators = [tokenizer.convert_tokens_to_ids(token) for token in OVIS_SPECIALS[3:]]
+    vision = vision_tower(64, 16, vocab_size=64, hidden_stride=2)
+    config = tf.Ovis2Config(
+        vision_config=vision,
+        text_config=dict(model_type="qwen2", **text_config(len(tokenizer))),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_ATOM>"),
+        visual_indicator_token_ids=[tokenizer.convert_tokens_to_ids("<IMG_START>"), *indicators],
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+    )
+    image_processor = tf.Ovis2ImageProcessorPil(size={"height": 64, "width": 64}, crop_to_patches=True, max_patches=4)
+    processor = tf.Ovis2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
+    return Tiny(tf.Ovis2ForConditionalGeneration(config).eval(), processor, "<image>")
+
+
+def idefics2() -> Tiny:
+    """Idefics2 (generic adapter): a perceiver resampler turns each image into 4 latents that see all of it."""
+    tokenizer = byte_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>"])
+    perceiver = dict(hidden_size=64, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
+                     resampler_head_dim=16, num_key_value_heads=1)  # fmt: skip
+    config = tf.Idefics2Config(
+        vision_config=vision_tower(64, 16),
+        perceiver_config=perceiver,
+        text_config=dict(model_type="mistral", **text_config(len(tokenizer))),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    image_processor = tf.Idefics2ImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64},
+                                                   do_image_splitting=False)  # fmt: skip
+    processor = tf.Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4)
+    return Tiny(tf.Idefics2ForConditionalGeneration(config).eval(), processor, "<image>")
+
+
 BUILDERS: dict[str, Callable[[], Tiny]] = {
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
@@ -478,6 +610,12 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "mllama": mllama,
     "gemma4": gemma4,
     "gemma4_moe": gemma4_moe,
+    "aya_vision": aya_vision,
+    "lighton_ocr": lighton_ocr,
+    "llava_onevision1_5": llava_onevision1_5,
+    "paddleocr_vl": paddleocr_vl,
+    "ovis2": ovis2,
+    "idefics2": idefics2,
 }
 
 

@@ -1,0 +1,163 @@
+"""Tower trace: which elements of `pixel_values` feed each image-token row of what the text model receives, measured
+with the vision tower's attention mixing nothing (ocrheads.attention.mixing_nothing), so only its local parts link
+a row to pixels.
+
+The rows are read where transformers puts them, at the image tokens of the text model's input embeddings (the
+projector's output, in order, whatever the family's `get_image_features` returns). Each row's elements are those
+its gradient reaches; one gradient per row would cost a backward pass per image token, so rows are first placed
+coarsely and then traced many at once:
+1. stripes: the elements whose place (from the processor trace) lies in one of K vertical, then one of K horizontal
+   bands are moved, one band a forward pass; a row that changes depends on that band. A row's bands bound every
+   element it depends on.
+2. colours: rows whose bounds (widened by a band) do not meet share a colour; one gradient of a colour's rows summed
+   reaches the union of their elements, and each element goes to the one row of the colour whose bounds hold its
+   place. Elements no bound holds (a band the first step missed) send that colour back to a gradient per row.
+A row that depends on more than half of the bands both ways sees the page at once (a resampler's latent); it is
+not traced further.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from transformers import BatchEncoding
+
+from ocrheads.attention.mixing_nothing import vision_mixing_nothing
+from ocrheads.errors import OcrHeadsError
+
+if TYPE_CHECKING:
+    from ocrheads.models.base import ModelAdapter
+    from ocrheads.probe.processor_trace import ElementSources
+
+
+class _Embeddings(Exception):
+    """Raised from the text model's pre-hook: the embeddings are all the probe needs of the forward pass."""
+
+    def __init__(self, embeddings: torch.Tensor):
+        self.embeddings = embeddings
+
+
+def _text_model(model) -> torch.nn.Module:
+    text = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if text is None:
+        raise OcrHeadsError(f"{model.config.model_type}: no text model found to read its input embeddings at")
+    return text
+
+
+def image_rows(adapter: ModelAdapter, batch: BatchEncoding) -> torch.Tensor:
+    """(image tokens, hidden) the text model receives at the batch's image tokens, with a graph to pixel_values."""
+
+    def stop(_module, args, kwargs):
+        embeddings = kwargs.get("inputs_embeds", args[0] if args else None)
+        raise _Embeddings(embeddings)
+
+    hook = _text_model(adapter.model).register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        adapter.model(**batch, use_cache=False)
+    except _Embeddings as found:
+        embeddings = found.embeddings
+    else:
+        raise OcrHeadsError("the model ran without calling its text model; cannot read its image rows")
+    finally:
+        hook.remove()
+    image = batch["input_ids"][0] == adapter.image_token
+    return embeddings[0, image.to(embeddings.device)]
+
+
+def _bands(count: int) -> int:
+    """Bands per axis: about the square root of the rows, so each row spans a few and few rows share one."""
+    return int(min(32, max(4, np.ceil(np.sqrt(count)) + 2)))
+
+
+def _cells(sources: ElementSources, bands: int) -> np.ndarray:
+    """(2, elements): each element's band along x and along y (-1 for padding)."""
+    cells = np.full((2, len(sources.x)), -1)
+    for axis, place in enumerate((sources.x, sources.y)):
+        seen = ~np.isnan(place)
+        cells[axis, seen] = np.minimum((place[seen] / (place[seen].max() + 1) * bands).astype(int), bands - 1)
+    return cells
+
+
+def _with_pixels(batch: BatchEncoding, pixels: torch.Tensor) -> BatchEncoding:
+    return BatchEncoding(dict(batch, pixel_values=pixels))
+
+
+def _spans(adapter: ModelAdapter, batch: BatchEncoding, plain: torch.Tensor, band: np.ndarray, bands: int):
+    """(rows, 2): the first and last band of one axis each row depends on (-1, -1: none)."""
+    pixels = batch["pixel_values"]
+    spans = np.full((plain.shape[0], 2), -1)
+    for index in range(bands):
+        moved = pixels.reshape(-1).clone()
+        moved[torch.from_numpy(np.flatnonzero(band == index)).to(moved.device)] += 1
+        with torch.no_grad():
+            changed = (image_rows(adapter, _with_pixels(batch, moved.view_as(pixels))) != plain).any(dim=1)
+        changed = changed.cpu().numpy()
+        spans[changed & (spans[:, 0] < 0), 0] = index
+        spans[changed, 1] = index
+    return spans
+
+
+def _colours(bounds: np.ndarray, bands: int) -> list[list[int]]:
+    """Indices into `bounds` (x0, x1, y0, y1 in bands) grouped so that no two of a group meet, widened by a band."""
+    occupied: list[np.ndarray] = []
+    groups: list[list[int]] = []
+    for index, (x0, x1, y0, y1) in enumerate(bounds):
+        area = (slice(max(y0 - 1, 0), y1 + 2), slice(max(x0 - 1, 0), x1 + 2))
+        free = next((colour for colour, grid in enumerate(occupied) if not grid[area].any()), None)
+        if free is None:
+            occupied.append(np.zeros((bands, bands), dtype=bool))
+            groups.append([])
+            free = len(groups) - 1
+        occupied[free][area] = True
+        groups[free].append(index)
+    return groups
+
+
+def trace_tower(adapter: ModelAdapter, batch: BatchEncoding, sources: ElementSources) -> list[np.ndarray]:
+    """Per image-token row (in input order), the flat indices of the pixel_values elements with a place that feed
+    it (every such element for a row that sees the page at once)."""
+    batch = _with_pixels(batch, batch["pixel_values"].detach().clone())
+    with vision_mixing_nothing(adapter.model):
+        with torch.no_grad():
+            plain = image_rows(adapter, batch)
+        bands = _bands(plain.shape[0])
+        cells = _cells(sources, bands)
+        bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
+        spanned = np.minimum(bounds[:, 1] - bounds[:, 0], bounds[:, 3] - bounds[:, 2]) + 1
+        whole = (bounds[:, 0] >= 0) & (spanned * 4 >= bands * 3)
+        traced = np.flatnonzero((bounds[:, 0] >= 0) & ~whole)
+        everything = np.flatnonzero(cells[0] >= 0)
+        fed = [everything if whole[row] else np.zeros(0, dtype=np.int64) for row in range(len(bounds))]
+        leaf = batch["pixel_values"].requires_grad_(True)
+        with torch.enable_grad():
+            rows = image_rows(adapter, batch)
+            for group in _colours(bounds[traced], bands):
+                members = [int(traced[index]) for index in group]
+                for row, elements in zip(members, _owned(rows, leaf, members, bounds, cells), strict=True):
+                    fed[row] = elements
+    return fed
+
+
+def _owned(rows: torch.Tensor, leaf: torch.Tensor, members: list[int], bounds: np.ndarray, cells: np.ndarray):
+    """The placed elements each of `members` depends on: from one gradient of their sum, each element to the member
+    whose bounds hold it; from a gradient each where a reached element lies outside every member's bounds."""
+    reached = _reached(rows, leaf, members)
+    reached = reached[cells[0, reached] >= 0]
+    owned = []
+    for row in members:
+        x0, x1, y0, y1 = bounds[row]
+        x, y = cells[0, reached], cells[1, reached]
+        owned.append(reached[(x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)])
+    if sum(len(elements) for elements in owned) == len(reached):
+        return owned
+    return [(found := _reached(rows, leaf, [row]))[cells[0, found] >= 0] for row in members]
+
+
+def _reached(rows: torch.Tensor, leaf: torch.Tensor, members: list[int]) -> np.ndarray:
+    """The elements the gradient of `members`' rows (summed, each in a random direction of its features) reaches."""
+    chosen = rows[members].float()
+    weights = torch.randn(chosen.shape, generator=torch.Generator().manual_seed(0)).to(chosen.device)
+    (grad,) = torch.autograd.grad((chosen * weights).sum(), leaf, retain_graph=True)
+    return np.flatnonzero((grad.reshape(-1) != 0).cpu().numpy())
