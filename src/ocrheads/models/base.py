@@ -57,9 +57,13 @@ def image_only(processor_class: type) -> type:
                 del kwargs["video_processor"]
             super().__init__(*args, **kwargs)
 
+    names = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
+
     class ImageOnly(processor_class, NoVideo):
-        def __init__(self, image_processor=None, tokenizer=None, **kwargs):
-            super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None, **kwargs)
+        def __init__(self, *args, **kwargs):
+            """The parent's arguments in its order (transformers up to 5.24 passes the sub-processors by position:
+            Gemma 4's feature extractor, image processor and tokenizer), less the video processor."""
+            super().__init__(**dict(zip(names[: len(args)], args, strict=True)), **kwargs, video_processor=None)
 
         @classmethod
         def from_args_and_dict(cls, args, processor_dict, **kwargs):

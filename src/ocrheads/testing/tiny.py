@@ -16,8 +16,14 @@ from ocrheads.models.base import image_only
 from ocrheads.models.pixtral import transformers_processor
 from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
-# families without a hand-written adapter: the generic one measures their geometry
-GENERIC_FAMILIES = ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2")
+# families without a hand-written adapter: the generic one measures their geometry; each where the installed
+# transformers has its model (LLaVA-OneVision-1.5 came in 5.25)
+NEEDS = {"llava_onevision1_5": "LlavaOnevision15ForConditionalGeneration"}
+GENERIC_FAMILIES = tuple(
+    family
+    for family in ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2")
+    if hasattr(tf, NEEDS.get(family, "PreTrainedModel"))
+)
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
             "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama", "gemma4", "gemma4_moe",
