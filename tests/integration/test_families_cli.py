@@ -30,6 +30,7 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "llava_onevision1_5": [],
     "paddleocr_vl": [],
     "ovis2": [],
+    "hunyuan_vl": [],
 }
 
 

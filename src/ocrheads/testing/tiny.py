@@ -18,10 +18,13 @@ from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 
 # families without a hand-written adapter: the generic one measures their geometry; each where the installed
 # transformers has its model (LLaVA-OneVision-1.5 came in 5.25)
-NEEDS = {"llava_onevision1_5": "LlavaOnevision15ForConditionalGeneration"}
+NEEDS = {
+    "llava_onevision1_5": "LlavaOnevision15ForConditionalGeneration",
+    "hunyuan_vl": "HunYuanVLForConditionalGeneration",
+}
 GENERIC_FAMILIES = tuple(
     family
-    for family in ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2")
+    for family in ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2", "hunyuan_vl")
     if hasattr(tf, NEEDS.get(family, "PreTrainedModel"))
 )
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
@@ -68,6 +71,9 @@ class Tiny:
     image_placeholder: str  # what a prompt writes where an image goes
 
 
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"  # where a Qwen-style prompt puts an image
+
+
 def _qwen(model_class, config_class, processor_class, vision: dict, text_extra: dict, patch: int) -> Tiny:
     tokenizer = byte_tokenizer(QWEN_SPECIALS)
     config = config_class(
@@ -79,7 +85,7 @@ def _qwen(model_class, config_class, processor_class, vision: dict, text_extra: 
         size={"shortest_edge": 4 * (2 * patch) ** 2, "longest_edge": 256 * (2 * patch) ** 2},
     )
     processor = image_only(processor_class)(image_processor=image_processor, tokenizer=tokenizer)
-    return Tiny(model_class(config).eval(), processor, "<|vision_start|><|image_pad|><|vision_end|>")
+    return Tiny(model_class(config).eval(), processor, QWEN_IMAGE)
 
 
 MROPE = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
@@ -531,7 +537,7 @@ def llava_onevision1_5() -> Tiny:
     image_processor = tf.Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=1, size=size)
     processor = image_only(tf.Exaone4_5_Processor)(image_processor=image_processor, tokenizer=tokenizer,
                                                    chat_template=QWEN_STYLE_TEMPLATE)  # fmt: skip
-    return Tiny(tf.LlavaOnevision15ForConditionalGeneration(config).eval(), processor, "<|image_pad|>")
+    return Tiny(tf.LlavaOnevision15ForConditionalGeneration(config).eval(), processor, QWEN_IMAGE)
 
 
 def paddleocr_vl() -> Tiny:
@@ -550,7 +556,7 @@ def paddleocr_vl() -> Tiny:
     image_processor = tf.PaddleOCRVLImageProcessorPil(size={"shortest_edge": 4 * 28**2, "longest_edge": 256 * 28**2})
     processor = tf.PaddleOCRVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                         chat_template=QWEN_STYLE_TEMPLATE)  # fmt: skip
-    return Tiny(tf.PaddleOCRVLForConditionalGeneration(config).eval(), processor, "<|image_pad|>")
+    return Tiny(tf.PaddleOCRVLForConditionalGeneration(config).eval(), processor, QWEN_IMAGE)
 
 
 OVIS_SPECIALS = ["<image>", "<IMG_START>", "<IMG_ATOM>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>"]
@@ -573,6 +579,30 @@ def ovis2() -> Tiny:
     image_processor = tf.Ovis2ImageProcessorPil(size={"height": 64, "width": 64}, crop_to_patches=True, max_patches=4)
     processor = tf.Ovis2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
     return Tiny(tf.Ovis2ForConditionalGeneration(config).eval(), processor, "<image>")
+
+
+def hunyuan_vl() -> Tiny:
+    """HunYuanOCR / HunYuanVL (generic adapter): 16-px patches merged 2 x 2 over the resized page, each row of tokens
+    ended by one more image token that sees no pixels, and two more around the image; a text model whose rotary
+    positions run over four axes (sequence, then the image's width, height and index)."""
+    tokenizer = byte_tokenizer([], {"image_token": "<img>", "image_start_token": "<img_start>",
+                                    "image_end_token": "<img_end>"})  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=16,
+                  spatial_merge_size=2, out_hidden_size=64, max_image_size=256, min_image_size=64)  # fmt: skip
+    rope = {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 2, 2, 2]}
+    config = tf.HunYuanVLConfig(
+        vision_config=vision,
+        text_config=text_config(len(tokenizer), head_dim=16, rope_parameters=rope),
+        image_token_id=tokenizer.image_token_id,
+        im_start_id=tokenizer.image_start_token_id,
+        im_end_id=tokenizer.image_end_token_id,
+        im_newline_id=tokenizer.image_token_id,
+    )
+    image_processor = tf.HunYuanVLImageProcessorPil(size={"shortest_edge": 4 * 32**2, "longest_edge": 256 * 32**2})
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<img_start><img>"
+                "<img_end>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")  # fmt: skip
+    processor = tf.HunYuanVLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    return Tiny(tf.HunYuanVLForConditionalGeneration(config).eval(), processor, "<img_start><img><img_end>")
 
 
 def idefics2() -> Tiny:
@@ -621,6 +651,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "llava_onevision1_5": llava_onevision1_5,
     "paddleocr_vl": paddleocr_vl,
     "ovis2": ovis2,
+    "hunyuan_vl": hunyuan_vl,
     "idefics2": idefics2,
 }
 
