@@ -94,8 +94,8 @@ def trace_processor(process, size: tuple[int, int]) -> ElementSources:
         return np.asarray(process(page), dtype=np.float64).reshape(-1)
 
     width, height = size
-    shape = tuple(np.shape(process(Image.new("RGB", size))))
-    black = pixels(Image.new("RGB", size, (0, 0, 0)))
+    plain = np.asarray(process(Image.new("RGB", size, (0, 0, 0))), dtype=np.float64)
+    shape, black = plain.shape, plain.reshape(-1)
     lit = [pixels(Image.new("RGB", size, tuple(LEVELS * (c == k) for c in range(3)))) for k in range(3)]
     gains = np.stack([page - black for page in lit])  # (3, elements)
     channel = np.argmax(np.abs(gains), axis=0)

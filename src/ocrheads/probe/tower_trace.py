@@ -145,10 +145,10 @@ def _owned(rows: torch.Tensor, leaf: torch.Tensor, members: list[int], bounds: n
     whose bounds hold it; from a gradient each where a reached element lies outside every member's bounds."""
     reached = _reached(rows, leaf, members)
     reached = reached[cells[0, reached] >= 0]
+    x, y = cells[0, reached], cells[1, reached]
     owned = []
     for row in members:
         x0, x1, y0, y1 = bounds[row]
-        x, y = cells[0, reached], cells[1, reached]
         owned.append(reached[(x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)])
     if sum(len(elements) for elements in owned) == len(reached):
         return owned
