@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from rich.table import Table
 
-from ocrheads.attention import AttentionInputs, Capture, attention_session, install, last_logits, use_text_attention
+from ocrheads.attention import AttentionInputs, Capture, attention_session, install, use_text_attention
 from ocrheads.data.generate import generate
 from ocrheads.data.manifest import Sample, open_pages, read_manifest
 from ocrheads.devices import to_cpu
@@ -181,7 +181,7 @@ def _decoding_check(adapter: ModelAdapter, batch, new: int) -> tuple[torch.Tenso
         seen = 1 + fed.shape[1]
         with attention_session(model, capture=Capture(rows[:, :seen], keep_probs=True)) as forced:
             fed_batch = append_tokens(batch, fed, torch.ones_like(fed), adapter.written_token_types)
-            model(**fed_batch, use_cache=False, logits_to_keep=last_logits())
+            adapter.forward(fed_batch)
     error, flips = 0.0, 0
     for layer in forced.layers:
         ours, reference = to_cpu(decoding.captured(layer).probs[:, :, :seen]), to_cpu(forced.captured(layer).probs)

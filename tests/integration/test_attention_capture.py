@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ocrheads.attention import Capture, attention_session, install, last_logits
+from ocrheads.attention import Capture, attention_session, install, kept_logits, last_logits
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import CROSS, layer_kinds_of
@@ -81,7 +81,7 @@ def test_decoding_rows_equal_eager_rows_of_the_full_sequence(family):
     rows = torch.arange(length - 1, length + steps - 1).expand(2, -1)
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
         sequences = model.generate(
-            **batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps, logits_to_keep=last_logits()
+            **batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps, **kept_logits(model)
         )
     _, eager = _eager_attentions(model, extend_for(batch, sequences, model.config.model_type))
     for layer, reference in zip(attention_layers(model), eager, strict=True):
@@ -104,7 +104,7 @@ def test_ragged_decoding_rows_equal_eager_rows(family):
     rows = torch.stack([torch.arange(length - 1, length + 2), torch.arange(length, length + 3)])
     with torch.no_grad(), attention_session(model, capture=Capture(rows, keep_probs=True)) as s:
         sequences = model.generate(
-            **batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps, logits_to_keep=last_logits()
+            **batch, max_new_tokens=steps, do_sample=False, min_new_tokens=steps, **kept_logits(model)
         )
     _, eager = _eager_attentions(model, extend_for(batch, sequences, model.config.model_type))
     for layer, reference in zip(attention_layers(model), eager, strict=True):

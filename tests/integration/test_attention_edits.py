@@ -6,7 +6,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from ocrheads.attention import Edits, OutputSums, SinkRedistribution, attention_session, install, last_logits
+from ocrheads.attention import Edits, OutputSums, SinkRedistribution, attention_session, install, kept_logits
 from ocrheads.errors import OcrHeadsError
 from ocrheads.heads import CROSS, layer_kinds_of
 from ocrheads.testing.tiny import FAMILIES
@@ -139,7 +139,7 @@ def test_output_sums_equal_the_slices_before_o_proj_over_real_tokens(tiny_batch)
     assert (session.sums[attention.layer_idx] - expected).abs().max() < tolerance
     assert sorted(session.sums) == [module.layer_idx for module in text_attention_modules(model)]
     with torch.no_grad(), attention_session(model, output_sums=OutputSums(real)) as generating:
-        model.generate(**batch, max_new_tokens=2, do_sample=False, logits_to_keep=last_logits())
+        model.generate(**batch, max_new_tokens=2, do_sample=False, **kept_logits(model))
     assert generating.summed_tokens == int(real.sum())  # the written tokens lie past the mask: left out
     assert (generating.sums[attention.layer_idx] - expected).abs().max() < tolerance
 

@@ -77,3 +77,17 @@ def test_scoring_generate_encodes_the_prompt_once_and_feeds_one_token_a_step(tra
     longest = max(len(tokens) for tokens in written.tokens)
     assert len(widths) in (longest, longest + 1)  # a sample that ended early stops no other; one step per token
     _check_work_done_once(batch, counts, widths, rope, len(widths))
+
+
+def test_the_image_token_is_never_written():
+    """A model that would write the image token first of all: the adapter's generate writes its next choice, so the
+    written answer can be fed back (a fed-back image token would ask for a page row the pixels do not give)."""
+    adapter = tiny_adapter("minicpmv4_6")
+    batch = adapter.encode([adapter.prompt("Key?", 1)], [[page(96, 64, "678")]])
+    head = adapter.model.get_output_embeddings()
+    with torch.no_grad():
+        plain = adapter.generate(batch, NEW_TOKENS)[0, batch["input_ids"].shape[1] :]
+        head.weight[adapter.image_token] = head.weight[int(plain[0])] * 10
+        written = adapter.generate(batch, NEW_TOKENS)[0, batch["input_ids"].shape[1] :]
+    assert adapter.image_token not in written.tolist()
+    assert int(written[0]) == int(plain[0])

@@ -31,6 +31,7 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "paddleocr_vl": [],
     "ovis2": [],
     "hunyuan_vl": [],
+    "minicpmv4_6": [],
 }
 
 

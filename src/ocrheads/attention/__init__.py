@@ -10,6 +10,7 @@ from ocrheads.attention.requests import (
     KeptOutput,
     OutputSums,
     SinkRedistribution,
+    kept_logits,
     last_logits,
 )
 from ocrheads.attention.session import AttentionSession, attention_session
@@ -26,6 +27,7 @@ __all__ = [
     "SinkRedistribution",
     "attention_session",
     "install",
+    "kept_logits",
     "last_logits",
     "use_text_attention",
 ]

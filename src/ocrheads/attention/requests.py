@@ -6,6 +6,7 @@ Requests are plain data. The registered attention function (function.py) reads t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,13 @@ def last_logits(count: int = 1) -> slice:
     """`logits_to_keep` for the last `count` positions' logits, as a slice: given the int, Gemma 4 computes only those
     rows in its key-sharing layers, and rows a capture asks for (or output sums count) would be missing there."""
     return slice(-count, None)
+
+
+def kept_logits(model: torch.nn.Module, count: int = 1) -> dict:
+    """Forward arguments for the last `count` rows' logits only, for a model whose forward takes `logits_to_keep`
+    (MiniCPM-V 4.6's does not, and computes every row's)."""
+    takes = "logits_to_keep" in inspect.signature(model.forward).parameters
+    return {"logits_to_keep": last_logits(count)} if takes else {}
 
 
 @dataclass(frozen=True)

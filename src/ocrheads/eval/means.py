@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ocrheads.attention import OutputSums, attention_session, last_logits
+from ocrheads.attention import OutputSums, attention_session
 from ocrheads.devices import to_cpu
 from ocrheads.errors import OcrHeadsError
 from ocrheads.eval.datasets import EvalSet
@@ -39,7 +39,7 @@ def prompt_means(adapter: ModelAdapter, batches) -> dict[int, torch.Tensor]:
     for batch in batches:
         request = OutputSums(batch["attention_mask"].bool())
         with torch.no_grad(), attention_session(adapter.model, output_sums=request) as session:
-            adapter.model(**batch, use_cache=False, logits_to_keep=last_logits())
+            adapter.forward(batch)
         for layer, sums in session.sums.items():
             totals[layer] = totals[layer] + sums if layer in totals else sums
         tokens += int(session.summed_tokens)  # read once, after the pass

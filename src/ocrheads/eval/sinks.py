@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ocrheads.attention import Capture, attention_session, last_logits
+from ocrheads.attention import Capture, attention_session
 from ocrheads.attention.requests import HeadMap
 from ocrheads.devices import to_cpu
 from ocrheads.models.base import ModelAdapter
@@ -31,7 +31,7 @@ def mass_sinks(adapter: ModelAdapter, batch, heads: HeadMap, threshold: float, l
     rows = torch.full((size, 1), prompt_length - 1)
     capture = Capture(rows, keep_probs=True, layers=frozenset(heads))
     with torch.no_grad(), attention_session(adapter.model, capture=capture) as session:
-        adapter.model(**batch, use_cache=False, logits_to_keep=last_logits())
+        adapter.forward(batch)
     per_head = [to_cpu(session.captured(layer).probs[:, list(hs), 0]) for layer, hs in heads.items()]  # layers' GPUs
     mean = torch.cat(per_head, 1).mean(1)  # (batch, prompt_length)
     return torch.nn.functional.pad(mean >= threshold, (0, length - prompt_length))

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from transformers import BatchEncoding, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
-from ocrheads.attention.requests import last_logits
+from ocrheads.attention.requests import kept_logits
 from ocrheads.compat import warn_if_untested
 from ocrheads.devices import model_device, resolve_device, resolve_dtype, to_cpu, to_device
 from ocrheads.errors import OcrHeadsError
@@ -35,6 +35,18 @@ from ocrheads.models.paper_code import PaperCode
 IMAGE_BACKEND = "pil"
 
 
+class _NoVideoProcessor:
+    """Stands where a processor keeps its video processor: every setting reads as unset (None)."""
+
+    def __getattr__(self, name: str) -> None:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+NO_VIDEO = _NoVideoProcessor()
+
+
 def image_only(processor_class: type) -> type:
     """A processor subclass without the video processor, which cannot load without torchvision.
 
@@ -49,13 +61,15 @@ def image_only(processor_class: type) -> type:
     accepted = set(signature.parameters) - {"self", "kwargs"}
 
     class NoVideo(ProcessorMixin):
-        """Next after the parent class in ImageOnly's method order: takes the `video_processor=None` a parent passes
-        by name (Gemma 4's) out before ProcessorMixin, which refuses a sub-processor the signature does not name."""
+        """Next after the parent class in ImageOnly's method order: takes the absent video processor a parent passes
+        on, by name (Gemma 4) or by position (MiniCPM-V 4.6), out before ProcessorMixin, which refuses a
+        sub-processor the signature does not name; then leaves it in place for a parent that reads its settings."""
 
         def __init__(self, *args, **kwargs):
-            if kwargs.get("video_processor", False) is None:
+            if kwargs.get("video_processor") is NO_VIDEO:
                 del kwargs["video_processor"]
-            super().__init__(*args, **kwargs)
+            super().__init__(*(arg for arg in args if arg is not NO_VIDEO), **kwargs)
+            self.video_processor = NO_VIDEO
 
     names = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
 
@@ -63,7 +77,7 @@ def image_only(processor_class: type) -> type:
         def __init__(self, *args, **kwargs):
             """The parent's arguments in its order (transformers up to 5.24 passes the sub-processors by position:
             Gemma 4's feature extractor, image processor and tokenizer), less the video processor."""
-            super().__init__(**dict(zip(names[: len(args)], args, strict=True)), **kwargs, video_processor=None)
+            super().__init__(**dict(zip(names[: len(args)], args, strict=True)), **kwargs, video_processor=NO_VIDEO)
 
         @classmethod
         def from_args_and_dict(cls, args, processor_dict, **kwargs):
@@ -78,6 +92,11 @@ def image_only(processor_class: type) -> type:
     ImageOnly.__init__.__signature__ = signature
     ImageOnly.__name__ = ImageOnly.__qualname__ = processor_class.__name__
     return ImageOnly
+
+
+def _grown_axis(one: torch.Size, two: torch.Size) -> int:
+    """The first axis twice as long in `two` as in `one` (0 where none is)."""
+    return next((axis for axis, (a, b) in enumerate(zip(one, two, strict=True)) if b == 2 * a), 0)
 
 
 def checkpoint_grid(config: PretrainedConfig) -> tuple[int, int]:
@@ -114,6 +133,7 @@ class ModelAdapter(ABC):
         self.model = model
         self.processor = processor
         self.pixels = dict(pixels or {})  # the processor bounds the user set at load time
+        self._axes: dict[str, int] | None = None  # _item_axes, once measured
         self.prompt_format = prompt_format
         self.decoding = resolve_decoding(dict(decoding or {}), model.generation_config)
         self.check_agreement()
@@ -303,19 +323,47 @@ class ModelAdapter(ABC):
 
     def generate(self, batch: BatchEncoding, max_new_tokens: int) -> torch.Tensor:
         """Prompt and written tokens: greedy decoding as the run pins it (`self.decoding`), whatever sampling
-        settings the checkpoint's generation config holds; every layer computes every prompt row (last_logits)."""
+        settings the checkpoint's generation config holds; every layer computes every prompt row (kept_logits). The
+        image token is never written: a written one could not be fed back (the model fills each with a page's row)."""
         tokenizer = self.processor.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return self.model.generate(
             **batch,
-            logits_to_keep=last_logits(),
+            **kept_logits(self.model),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
             eos_token_id=list(self.decoding.stop_tokens) or None,
             repetition_penalty=self.decoding.repetition_penalty,
             pad_token_id=pad,
+            suppress_tokens=[self.image_token],
         )
+
+    def repeated(self, batch: BatchEncoding, copies: int) -> BatchEncoding:
+        """`batch` `copies` times over, copy-major: each tensor joined along the axis on which the processor lays out
+        its prompts (or their pages)."""
+        axes = self._item_axes()
+        joined = {
+            key: torch.cat([value] * copies, axes.get(key, 0)) for key, value in batch.items() if torch.is_tensor(value)
+        }
+        return BatchEncoding({**batch, **joined})
+
+    def _item_axes(self) -> dict[str, int]:
+        """Per processor output, the axis a second prompt with a page extends: measured once, by processing one and
+        two (MiniCPM-V 4.6 packs every page's patches into one row of pixels, so its pixel_values grow along the last
+        axis; most grow along the first)."""
+        if self._axes is None:
+            pages = self.prepared_pages([Image.new("RGB", (64, 64), "white")])
+            one, two = (self._tokenized([self.prompt("", 1)] * count, [pages] * count) for count in (1, 2))
+            self._axes = {
+                key: _grown_axis(value.shape, two[key].shape) for key, value in one.items() if torch.is_tensor(value)
+            }
+        return self._axes
+
+    def forward(self, batch: BatchEncoding, logits: int = 1):
+        """The model on `batch`, without a cache, computing logits for the last `logits` rows only where its forward
+        can skip the others (every layer still computes every row)."""
+        return self.model(**batch, use_cache=False, **kept_logits(self.model, logits))
 
     def until_end(self, ids: list[int]) -> list[int]:
         """Written tokens up to (not including) the first stop, end-of-sequence or padding token."""

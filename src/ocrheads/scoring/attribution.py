@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchEncoding
 
-from ocrheads.attention import Edits, HeadOutputs, attention_session, last_logits
+from ocrheads.attention import Edits, HeadOutputs, attention_session
 from ocrheads.devices import to_cpu
 from ocrheads.heads import ATTENTION, CROSS
 from ocrheads.models.base import ModelAdapter
@@ -65,8 +65,7 @@ def answer_metric(logits: torch.Tensor, forced: TeacherForced, metric: Metric) -
 
 def _forward_metric(adapter: ModelAdapter, forced: TeacherForced, metric: Metric) -> torch.Tensor:
     """The answer's metric from one forward pass; logits only for the answer's rows (the sequence's last A + 1)."""
-    rows = last_logits(forced.targets.shape[1] + 1)
-    logits = adapter.model(**forced.inputs, use_cache=False, logits_to_keep=rows).logits
+    logits = adapter.forward(forced.inputs, logits=forced.targets.shape[1] + 1).logits
     return answer_metric(logits, forced, metric)
 
 
@@ -176,16 +175,16 @@ def exact(
             mean_of = means.get if ablation == "mean" else lambda layer: None
             per_item = {layer: (mask, mean_of(layer)) for layer, mask in masks.items()}
             with attention_session(adapter.model, edits=Edits(per_item=per_item)):
-                ablated = _forward_metric(adapter, _repeat(forced, copies), metric).view(copies * size, -1)
+                ablated = _forward_metric(adapter, _repeat(adapter, forced, copies), metric).view(copies * size, -1)
             change = (ablated - clean.repeat(copies, 1)).cpu()
             for row, (index, head) in enumerate(block):
                 found[row % size, :, index, head] = change[row]
     return torch.where(forced.valid[..., None, None], found, 0.0)
 
 
-def _repeat(forced: TeacherForced, copies: int) -> TeacherForced:
+def _repeat(adapter: ModelAdapter, forced: TeacherForced, copies: int) -> TeacherForced:
     """The batch `copies` times over, copy-major (per-image tensors such as pixel values follow their items)."""
-    inputs = {name: torch.cat([v] * copies) if isinstance(v, torch.Tensor) else v for name, v in forced.inputs.items()}
+    inputs = adapter.repeated(forced.inputs, copies)
     return TeacherForced(inputs, forced.rows.repeat(copies, 1), forced.targets.repeat(copies, 1),
                          forced.valid.repeat(copies, 1))  # fmt: skip
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ocrheads.analysis import figures
-from ocrheads.attention import Capture, attention_session, install, last_logits
+from ocrheads.attention import Capture, attention_session, install
 from ocrheads.data.manifest import Sample, manifest_sha256, open_samples
 from ocrheads.devices import to_cpu
 from ocrheads.errors import BadPage, DataError, OcrHeadsError
@@ -42,7 +42,7 @@ def head_attention(
     tokens = torch.tensor([answer])
     with torch.no_grad(), attention_session(adapter.model, capture=capture) as session:
         extended = append_tokens(batch, tokens, torch.ones_like(tokens), adapter.written_token_types)
-        adapter.model(**extended, use_cache=False, logits_to_keep=last_logits())
+        adapter.forward(extended)
     maps = {}
     for head in heads:
         mean_row = to_cpu(session.captured(head.layer).probs[0, head.head]).float().mean(0).numpy()

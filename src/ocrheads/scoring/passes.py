@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchEncoding
 
-from ocrheads.attention import Capture, attention_session, last_logits
+from ocrheads.attention import Capture, attention_session
 from ocrheads.devices import to_cpu, to_device
 from ocrheads.heads import CROSS
 from ocrheads.models.base import ModelAdapter
@@ -92,7 +92,7 @@ def write_answers(
             tokens = torch.tensor([ids + [0] * (new - len(ids)) for ids in gold])
             mask = torch.tensor([[1] * len(ids) + [0] * (new - len(ids)) for ids in gold])
             extended = append_tokens(batch, tokens, mask, adapter.written_token_types)
-            model(**extended, use_cache=False, logits_to_keep=last_logits())  # only the rows are read
+            adapter.forward(extended)  # only the rows are read
             written = [list(ids) for ids in gold]
     captured = to_cpu([session.captured(layer) for layer in (session.layers if layers is None else layers)])
     return Written(

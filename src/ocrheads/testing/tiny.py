@@ -21,10 +21,19 @@ from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 NEEDS = {
     "llava_onevision1_5": "LlavaOnevision15ForConditionalGeneration",
     "hunyuan_vl": "HunYuanVLForConditionalGeneration",
+    "minicpmv4_6": "MiniCPMV4_6ForConditionalGeneration",
 }
 GENERIC_FAMILIES = tuple(
     family
-    for family in ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2", "hunyuan_vl")
+    for family in (
+        "aya_vision",
+        "lighton_ocr",
+        "llava_onevision1_5",
+        "paddleocr_vl",
+        "ovis2",
+        "hunyuan_vl",
+        "minicpmv4_6",
+    )
     if hasattr(tf, NEEDS.get(family, "PreTrainedModel"))
 )
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
@@ -605,6 +614,29 @@ def hunyuan_vl() -> Tiny:
     return Tiny(tf.HunYuanVLForConditionalGeneration(config).eval(), processor, "<img_start><img><img_end>")
 
 
+MINICPM_TOKENS = {"image_token": "<unk>", "video_token": "<video>", "image_start_token": "<image>",
+                  "image_end_token": "</image>", "slice_start_token": "<slice>", "slice_end_token": "</slice>",
+                  "image_id_start_token": "<image_id>", "image_id_end_token": "</image_id>"}  # fmt: skip
+
+
+def minicpmv4_6() -> Tiny:
+    """MiniCPM-V 4.6 (generic adapter): a 112-px thumbnail and up to four slices, each packed as one row of 14-px
+    patches; after the first vision layer, 2 x 2 windows attended and merged into one, then 2 x 2 merged again (16
+    patches a token); a hybrid Qwen3.5 text model."""
+    tokenizer = byte_tokenizer(["<|im_start|>", "<|im_end|>"], MINICPM_TOKENS)
+    config = tf.MiniCPMV4_6Config(
+        vision_config=vision_tower(112, 14),
+        text_config=dict(model_type="qwen3_5_text", **text_config(len(tokenizer), head_dim=16, **HYBRID)),
+        image_token_id=tokenizer.image_token_id,
+        video_token_id=tokenizer.video_token_id,
+        insert_layer_id=0,
+        image_size=112,
+    )
+    image_processor = tf.MiniCPMV4_6ImageProcessorPil(scale_resolution=112, max_slice_nums=4, patch_size=14)
+    processor = image_only(tf.MiniCPMV4_6Processor)(image_processor=image_processor, tokenizer=tokenizer)
+    return Tiny(tf.MiniCPMV4_6ForConditionalGeneration(config).eval(), processor, "<unk>")
+
+
 def idefics2() -> Tiny:
     """Idefics2 (generic adapter): a perceiver resampler turns each image into 4 latents that see all of it."""
     tokenizer = byte_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>"])
@@ -652,6 +684,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "paddleocr_vl": paddleocr_vl,
     "ovis2": ovis2,
     "hunyuan_vl": hunyuan_vl,
+    "minicpmv4_6": minicpmv4_6,
     "idefics2": idefics2,
 }
 
