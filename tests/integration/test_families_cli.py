@@ -32,6 +32,7 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "ovis2": [],
     "hunyuan_vl": [],
     "minicpmv4_6": [],
+    "got_ocr2": [],
 }
 
 

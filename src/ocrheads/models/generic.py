@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, BatchEncoding, PretrainedConfig, ProcessorMixin
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
@@ -72,6 +73,23 @@ class GenericAdapter(ModelAdapter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.probed = GeometryProbe(self)
+        self._flat_pages = False  # the processor takes the batch's pages as one list
+
+    def _tokenized(self, prompts: list[str], pages: list[list[Image.Image]] | None) -> BatchEncoding:
+        """A list of pages per prompt, or, for a processor that refuses nested lists (GOT-OCR2's), one list of the
+        batch's pages, which it hands to the placeholders in order. Prompts without pages go to the tokenizer where
+        the processor insists on images (GOT-OCR2's)."""
+        if pages is None:
+            try:
+                return super()._tokenized(prompts, None)
+            except ValueError:
+                return self.processor.tokenizer(prompts, padding=True, return_tensors="pt")
+        if not self._flat_pages:
+            try:
+                return super()._tokenized(prompts, pages)
+            except ValueError:
+                self._flat_pages = True
+        return super()._tokenized(prompts, [page for item in pages for page in item])
 
     @property
     def image_placeholder(self) -> str:

@@ -21,21 +21,10 @@ from ocrheads.models.vocab import QWEN_SPECIALS, byte_tokenizer, qwen_vision_ids
 NEEDS = {
     "llava_onevision1_5": "LlavaOnevision15ForConditionalGeneration",
     "hunyuan_vl": "HunYuanVLForConditionalGeneration",
-    "minicpmv4_6": "MiniCPMV4_6ForConditionalGeneration",
 }
-GENERIC_FAMILIES = tuple(
-    family
-    for family in (
-        "aya_vision",
-        "lighton_ocr",
-        "llava_onevision1_5",
-        "paddleocr_vl",
-        "ovis2",
-        "hunyuan_vl",
-        "minicpmv4_6",
-    )
-    if hasattr(tf, NEEDS.get(family, "PreTrainedModel"))
-)
+GENERIC = ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2", "hunyuan_vl", "minicpmv4_6",
+           "got_ocr2")  # fmt: skip
+GENERIC_FAMILIES = tuple(family for family in GENERIC if hasattr(tf, NEEDS.get(family, "PreTrainedModel")))
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
             "glm4v_moe", "glm46v", "qwen3_5", "qwen3_5_moe", "mllama", "gemma4", "gemma4_moe",
@@ -614,6 +603,25 @@ def hunyuan_vl() -> Tiny:
     return Tiny(tf.HunYuanVLForConditionalGeneration(config).eval(), processor, "<img_start><img><img_end>")
 
 
+def got_ocr2() -> Tiny:
+    """GOT-OCR2 (generic adapter): a SAM encoder (4-px patches of a 256-px square, windowed attention with relative
+    positions, written by hand, not through transformers' interface), a convolution neck and two stride-2
+    convolutions into 16 x 16 tokens whose receptive fields overlap; a Qwen2 text model. No chat template (the
+    checkpoint's processor writes its own OCR prompt when given no text)."""
+    tokenizer = byte_tokenizer(["<|im_start|>", "<|im_end|>", "<img>", "</img>", "<imgpad>"])
+    vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=256,
+                  patch_size=4, window_size=8, global_attn_indexes=[1], mlp_dim=64)  # fmt: skip
+    config = tf.GotOcr2Config(
+        vision_config=vision,
+        text_config=dict(model_type="qwen2", **text_config(len(tokenizer))),
+        image_token_index=tokenizer.convert_tokens_to_ids("<imgpad>"),
+        image_seq_length=256,
+    )
+    image_processor = tf.GotOcr2ImageProcessorPil(size={"height": 256, "width": 256})
+    processor = tf.GotOcr2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return Tiny(tf.GotOcr2ForConditionalGeneration(config).eval(), processor, "<imgpad>")
+
+
 MINICPM_TOKENS = {"image_token": "<unk>", "video_token": "<video>", "image_start_token": "<image>",
                   "image_end_token": "</image>", "slice_start_token": "<slice>", "slice_end_token": "</slice>",
                   "image_id_start_token": "<image_id>", "image_id_end_token": "</image_id>"}  # fmt: skip
@@ -685,6 +693,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "ovis2": ovis2,
     "hunyuan_vl": hunyuan_vl,
     "minicpmv4_6": minicpmv4_6,
+    "got_ocr2": got_ocr2,
     "idefics2": idefics2,
 }
 
