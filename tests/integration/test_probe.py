@@ -139,8 +139,11 @@ def _covered(box, region) -> float:
     return width * height / ((region[2] - region[0]) * (region[3] - region[1]))
 
 
-def test_a_resampler_is_refused_ocr_scores_in_one_line_and_still_scores_retrieval(tmp_path, capsys):
-    tiny = build_tiny("idefics2")
+@pytest.mark.parametrize("family", ["idefics2", "deepseek_ocr2"])
+def test_a_resampler_is_refused_ocr_scores_in_one_line_and_still_scores_retrieval(family, tmp_path, capsys):
+    """Idefics2's perceiver latents and DeepSeek-OCR2's learned queries each read the whole page (the queries only
+    through attention: the probe finds them with the model's own attention, after the cut one finds nothing)."""
+    tiny = build_tiny(family)
     checkpoint, run, data = tmp_path / "model", tmp_path / "run", tmp_path / "data"
     tiny.model.save_pretrained(checkpoint)
     tiny.processor.save_pretrained(checkpoint)
@@ -153,7 +156,9 @@ def test_a_resampler_is_refused_ocr_scores_in_one_line_and_still_scores_retrieva
     assert "a resampler" in error and "retrieval and causal scores" in error
     texts = ["--data", str(data / "text"), "--out", str(run), "--answers", "gold", *model]
     assert main(["score", "retrieval", *texts]) == 0
-    assert "scored 2 of 2 samples" in capsys.readouterr().out
+    images = ["--data", str(data / "image"), "--out", str(run), *model]
+    assert main(["score", "causal", *images]) == 0
+    assert capsys.readouterr().out.count("scored 2 of 2 samples") == 2
     assert main(["models", "--model", str(checkpoint), "--page", "300x200"]) == 0
     assert "a resampler" in capsys.readouterr().out
 

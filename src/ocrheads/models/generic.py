@@ -108,7 +108,8 @@ class GenericAdapter(ModelAdapter):
             if not probed.local:
                 raise OcrHeadsError(
                     f"{self.model.config.model_type}: {probed.global_rows} of the {probed.tokens} image tokens of a "
-                    f"{size[0]}x{size[1]} page each see most of it (a resampler), so no token sees a place; OCR "
+                    f"{size[0]}x{size[1]} page each see most of it (a resampler's latents or learned queries), so no "
+                    "token sees a place; OCR "
                     "scores, overlays and image-receiving sink edits need one; retrieval and causal scores, masking "
                     "and sink edits run"
                 )

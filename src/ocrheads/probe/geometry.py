@@ -20,7 +20,7 @@ import torch
 from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens, Tile
 from ocrheads.probe.processor_trace import ElementSources, coded_pages, trace_processor
-from ocrheads.probe.tower_trace import trace_tower
+from ocrheads.probe.tower_trace import flat_pixels, trace_tower
 
 if TYPE_CHECKING:
     from ocrheads.models.base import ModelAdapter
@@ -86,15 +86,18 @@ def compose(fed: list[np.ndarray], sources: ElementSources, size: tuple[int, int
     rects = np.full((len(fed), 4), np.nan)
     spacings: list[tuple[float | None, float | None]] = []
     global_rows = 0
+    measured: dict[int, tuple] = {}  # rows fed by one shared array (every element) are measured once
     for row, elements in enumerate(fed):
         seen = elements[sourced[elements]]
         if len(seen) == 0:
             spacings.append((None, None))
             continue
         global_rows += len(seen) > GLOBAL_SHARE * everything
-        xs, ys = sources.x[seen], sources.y[seen]
-        rects[row] = (xs.min(), ys.min(), xs.max(), ys.max())
-        spacings.append((_spacing(xs), _spacing(ys)))
+        if id(elements) not in measured:
+            xs, ys = sources.x[seen], sources.y[seen]
+            measured[id(elements)] = (xs.min(), ys.min(), xs.max(), ys.max()), (_spacing(xs), _spacing(ys))
+        rects[row], spacing = measured[id(elements)]
+        spacings.append(spacing)
     known = [(sx, sy) for sx, sy in spacings if sx is not None and sy is not None]
     fallback = np.median(np.array(known), axis=0) if known else np.ones(2)
     width, height = size
@@ -141,7 +144,7 @@ class GeometryProbe:
     def __call__(self, size: tuple[int, int]) -> ProbedGeometry:
         if size not in self._pages:
             adapter, prompt = self.adapter, self.adapter.prompt("", 1)
-            sources = trace_processor(lambda page: adapter.processed(prompt, [page])["pixel_values"], size)
+            sources = trace_processor(lambda page: flat_pixels(adapter.processed(prompt, [page])), size)
             page = coded_pages(size, 0)[0]
             key = layout(adapter.processed(prompt, [page]))
             if key not in self._towers:

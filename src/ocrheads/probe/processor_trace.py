@@ -25,12 +25,12 @@ CHANGED = 1e-6  # an element whose value moves less between black and lit pages 
 
 @dataclass(frozen=True)
 class ElementSources:
-    """Per element of `pixel_values` (flattened): the original-page coordinates of the centre of what it shows
-    (continuous pixel units: pixel i spans [i, i + 1)), NaN for padding."""
+    """Per element of the pixel tensors (flattened and joined, tower_trace.flat_pixels): the original-page
+    coordinates of the centre of what it shows (continuous pixel units: pixel i spans [i, i + 1)), NaN for padding."""
 
     x: np.ndarray
     y: np.ndarray
-    shape: tuple[int, ...]  # pixel_values' shape
+    shape: tuple[int, ...]  # the traced pixels' shape
 
     @property
     def sourced(self) -> np.ndarray:
@@ -88,7 +88,7 @@ def _decode(channels: list[np.ndarray], length: int) -> np.ndarray:
 
 
 def trace_processor(process, size: tuple[int, int]) -> ElementSources:
-    """Sources of every element of the pixel_values that `process(page)` returns for a page of `size`."""
+    """Sources of every element of the pixels that `process(page)` returns for a page of `size`."""
 
     def pixels(page: Image.Image) -> np.ndarray:
         return np.asarray(process(page), dtype=np.float64).reshape(-1)

@@ -1,4 +1,4 @@
-"""Tower trace: which elements of `pixel_values` feed each image-token row of what the text model receives, measured
+"""Tower trace: which elements of the pixel tensors feed each image-token row of what the text model receives, measured
 with the vision tower's attention mixing nothing (ocrheads.attention.mixing_nothing), so only its local parts link
 a row to pixels.
 
@@ -13,7 +13,8 @@ coarsely and then traced many at once:
    reaches the union of their elements, and each element goes to the one row of the colour whose bounds hold its
    place. Elements no bound holds (a band the first step missed) send that colour back to a gradient per row.
 A row that depends on more than half of the bands both ways sees the page at once (a resampler's latent); it is
-not traced further.
+not traced further. A row that depends on no band may still read the page through attention, as learned queries
+do; one pass with the model's own attention tells those (the page at once) from rows that see no pixels.
 """
 
 from __future__ import annotations
@@ -80,19 +81,38 @@ def _cells(sources: ElementSources, bands: int) -> np.ndarray:
     return cells
 
 
-def _with_pixels(batch: BatchEncoding, pixels: torch.Tensor) -> BatchEncoding:
-    return BatchEncoding(dict(batch, pixel_values=pixels))
+def pixel_keys(batch: BatchEncoding) -> list[str]:
+    """The batch's pixel tensors: pixel_values, and any other view a processor sends apart (DeepSeek-OCR2's
+    pixel_values_local holds its tiles)."""
+    return sorted(
+        k for k, v in batch.items() if k.startswith("pixel_values") and torch.is_tensor(v) and v.is_floating_point()
+    )
+
+
+def flat_pixels(batch: BatchEncoding) -> torch.Tensor:
+    """Every element of the batch's pixel tensors, flattened and joined in `pixel_keys` order: what a probe's element
+    indices count."""
+    return torch.cat([batch[key].reshape(-1) for key in pixel_keys(batch)])
+
+
+def _with_pixels(batch: BatchEncoding, flat: torch.Tensor) -> BatchEncoding:
+    """The batch with its pixel tensors cut back out of `flat` (views of it, so gradients reach it)."""
+    keys = pixel_keys(batch)
+    pieces = torch.split(flat, [batch[key].numel() for key in keys])
+    return BatchEncoding(
+        dict(batch, **{key: piece.view(batch[key].shape) for key, piece in zip(keys, pieces, strict=True)})
+    )
 
 
 def _spans(adapter: ModelAdapter, batch: BatchEncoding, plain: torch.Tensor, band: np.ndarray, bands: int):
     """(rows, 2): the first and last band of one axis each row depends on (-1, -1: none)."""
-    pixels = batch["pixel_values"]
+    pixels = flat_pixels(batch)
     spans = np.full((plain.shape[0], 2), -1)
     for index in range(bands):
-        moved = pixels.reshape(-1).clone()
+        moved = pixels.clone()
         moved[torch.from_numpy(np.flatnonzero(band == index)).to(moved.device)] += 1
         with torch.no_grad():
-            changed = (image_rows(adapter, _with_pixels(batch, moved.view_as(pixels))) != plain).any(dim=1)
+            changed = (image_rows(adapter, _with_pixels(batch, moved)) != plain).any(dim=1)
         changed = changed.cpu().numpy()
         spans[changed & (spans[:, 0] < 0), 0] = index
         spans[changed, 1] = index
@@ -116,28 +136,46 @@ def _colours(bounds: np.ndarray, bands: int) -> list[list[int]]:
 
 
 def trace_tower(adapter: ModelAdapter, batch: BatchEncoding, sources: ElementSources) -> list[np.ndarray]:
-    """Per image-token row (in input order), the flat indices of the pixel_values elements with a place that feed
+    """Per image-token row (in input order), the indices (into `flat_pixels`) of the elements with a place that feed
     it (every such element for a row that sees the page at once)."""
-    batch = _with_pixels(batch, batch["pixel_values"].detach().clone())
     with vision_mixing_nothing(adapter.model):
         with torch.no_grad():
             plain = image_rows(adapter, batch)
         bands = _bands(plain.shape[0])
         cells = _cells(sources, bands)
-        bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
+        bounds = np.full((len(plain), 4), -1)  # rows no element feeds while attention mixes nothing (learned queries)
+        if (_spans(adapter, batch, plain, np.where(cells[0] >= 0, 0, -1), 1)[:, 0] >= 0).any():
+            bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
         spanned = np.minimum(bounds[:, 1] - bounds[:, 0], bounds[:, 3] - bounds[:, 2]) + 1
         whole = (bounds[:, 0] >= 0) & (spanned * 4 >= bands * 3)
         traced = np.flatnonzero((bounds[:, 0] >= 0) & ~whole)
         everything = np.flatnonzero(cells[0] >= 0)
         fed = [everything if whole[row] else np.zeros(0, dtype=np.int64) for row in range(len(bounds))]
-        leaf = batch["pixel_values"].requires_grad_(True)
+        unfed = np.flatnonzero(bounds[:, 0] < 0)
+        leaf = flat_pixels(batch).detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            rows = image_rows(adapter, batch)
+            rows = image_rows(adapter, _with_pixels(batch, leaf))
             for group in _colours(bounds[traced], bands):
                 members = [int(traced[index]) for index in group]
                 for row, elements in zip(members, _owned(rows, leaf, members, bounds, cells), strict=True):
                     fed[row] = elements
+    for row in _read_through_attention(adapter, batch, unfed, cells):
+        fed[row] = everything
     return fed
+
+
+def _read_through_attention(adapter: ModelAdapter, batch: BatchEncoding, unfed: np.ndarray, cells: np.ndarray):
+    """Of the rows no element feeds while attention mixes nothing, those the page reaches with attention as the model
+    has it: queries whose only way to the pixels is to attend to them (DeepSeek-OCR2's learned queries, which read
+    every patch), so they see the page at once. The rest see no pixels at all (a newline token, a view separator)."""
+    if len(unfed) == 0:
+        return unfed
+    moved = flat_pixels(batch).clone()
+    moved[torch.from_numpy(np.flatnonzero(cells[0] >= 0)).to(moved.device)] += 1
+    with torch.no_grad():
+        plain = image_rows(adapter, batch)[unfed]
+        changed = (image_rows(adapter, _with_pixels(batch, moved))[unfed] != plain).any(dim=1)
+    return unfed[changed.cpu().numpy()]
 
 
 def _owned(rows: torch.Tensor, leaf: torch.Tensor, members: list[int], bounds: np.ndarray, cells: np.ndarray):

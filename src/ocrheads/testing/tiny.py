@@ -622,6 +622,30 @@ def got_ocr2() -> Tiny:
     return Tiny(tf.GotOcr2ForConditionalGeneration(config).eval(), processor, "<imgpad>")
 
 
+def deepseek_ocr2() -> Tiny:
+    """DeepSeek-OCR2 (generic adapter): a SAM encoder (4-px patches, hand-written windowed attention, a convolution
+    neck, two stride-2 convolutions) over up to six 192-px tiles and a 256-px global view, whose patches are read by
+    learned queries appended to them in a Qwen2-style encoder (144 a tile, 256 the global view: each attends to every
+    patch), then a view separator; a DeepSeek-V2 text model with a dense and a mixture-of-experts layer."""
+    tokenizer = byte_tokenizer(["<image>", "<|User|>", "<|Assistant|>"])
+    sam = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=256,
+               patch_size=4, window_size=8, global_attn_indexes=[1], mlp_dim=64, downsample_channels=[16, 32],
+               initializer_range=0.02)  # fmt: skip
+    encoder = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=1, vocab_size=len(tokenizer))  # fmt: skip
+    text = text_config(len(tokenizer), n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                       n_shared_experts=1, mlp_layer_types=["dense", "sparse"])  # fmt: skip
+    config = tf.DeepseekOcr2Config(
+        vision_config=dict(sam_config=sam, encoder_config=encoder),
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    image_processor = tf.DeepseekOcr2ImageProcessorPil(size={"height": 256, "width": 256}, tile_size=192)
+    processor = tf.DeepseekOcr2Processor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                                         downsample_ratio=4)  # fmt: skip
+    return Tiny(tf.DeepseekOcr2ForConditionalGeneration(config).eval(), processor, "<image>")
+
+
 MINICPM_TOKENS = {"image_token": "<unk>", "video_token": "<video>", "image_start_token": "<image>",
                   "image_end_token": "</image>", "slice_start_token": "<slice>", "slice_end_token": "</slice>",
                   "image_id_start_token": "<image_id>", "image_id_end_token": "</image_id>"}  # fmt: skip
@@ -694,6 +718,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "hunyuan_vl": hunyuan_vl,
     "minicpmv4_6": minicpmv4_6,
     "got_ocr2": got_ocr2,
+    "deepseek_ocr2": deepseek_ocr2,
     "idefics2": idefics2,
 }
 
