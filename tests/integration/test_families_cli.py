@@ -33,6 +33,7 @@ FAMILIES = {  # a checkpoint of the family and the pixel options it runs with
     "hunyuan_vl": [],
     "minicpmv4_6": [],
     "got_ocr2": [],
+    "granite4_vision": [],
 }
 
 

@@ -31,9 +31,10 @@ class _Calls:
 
 def mixing_nothing(module, query, key, value, attention_mask, **kwargs) -> tuple[torch.Tensor, None]:
     """Each query's output is its own position's value (its head's key/value group). Cross-attention, whose queries
-    have no position among the keys (a resampler's latents), keeps its real attention: it is not a path between
+    have no position among the keys (a resampler's latents, a Q-former's queries; known by its lengths or by the
+    module's own flag where they agree), keeps its real attention: it is not a path between
     patches to cut, and a row it mixes is then measured as seeing every patch."""
-    if query.shape[2] != key.shape[2]:
+    if query.shape[2] != key.shape[2] or getattr(module, "is_cross_attention", False):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     _Calls.count += 1
     groups = query.shape[1] // value.shape[1]

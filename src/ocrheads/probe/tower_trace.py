@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from ocrheads.probe.processor_trace import ElementSources
 
 
-class _Embeddings(Exception):
-    """Raised from the text model's pre-hook: the embeddings are all the probe needs of the forward pass."""
+class _Received(Exception):
+    """Raised from the text model's pre-hook: what it is called with is all the probe needs of the forward pass."""
 
-    def __init__(self, embeddings: torch.Tensor):
-        self.embeddings = embeddings
+    def __init__(self, args: tuple, kwargs: dict):
+        self.args, self.kwargs = args, kwargs
 
 
 def _text_model(model) -> torch.nn.Module:
@@ -47,24 +47,36 @@ def _text_model(model) -> torch.nn.Module:
     return text
 
 
+def _tensors(value) -> list[torch.Tensor]:
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [found for item in value for found in _tensors(item)] if isinstance(value, (list, tuple)) else []
+
+
 def image_rows(adapter: ModelAdapter, batch: BatchEncoding) -> torch.Tensor:
-    """(image tokens, hidden) the text model receives at the batch's image tokens, with a graph to pixel_values."""
+    """(image tokens, features) the text model receives for the batch's image tokens, with a graph to the pixels:
+    its input embeddings there, joined with every other (image tokens, hidden) float tensor it is called with (the
+    features Granite 4 Vision and Qwen3-VL add at later layers, "deepstack")."""
 
     def stop(_module, args, kwargs):
-        embeddings = kwargs.get("inputs_embeds", args[0] if args else None)
-        raise _Embeddings(embeddings)
+        raise _Received(args, kwargs)
 
     hook = _text_model(adapter.model).register_forward_pre_hook(stop, with_kwargs=True)
     try:
         adapter.model(**batch, use_cache=False)
-    except _Embeddings as found:
-        embeddings = found.embeddings
+    except _Received as found:
+        args, kwargs = found.args, dict(found.kwargs)
     else:
         raise OcrHeadsError("the model ran without calling its text model; cannot read its image rows")
     finally:
         hook.remove()
+    embeddings = kwargs.pop("inputs_embeds", args[0] if args else None)
     image = batch["input_ids"][0] == adapter.image_token
-    return embeddings[0, image.to(embeddings.device)]
+    rows = [embeddings[0, image.to(embeddings.device)]]
+    added = [tensor for tensor in _tensors(kwargs) if tensor.is_floating_point() and tensor.shape == rows[0].shape]
+    return torch.cat([rows[0], *(tensor.to(rows[0].device) for tensor in added)], dim=1)
 
 
 def _bands(count: int) -> int:

@@ -23,7 +23,7 @@ NEEDS = {
     "hunyuan_vl": "HunYuanVLForConditionalGeneration",
 }
 GENERIC = ("aya_vision", "lighton_ocr", "llava_onevision1_5", "paddleocr_vl", "ovis2", "hunyuan_vl", "minicpmv4_6",
-           "got_ocr2")  # fmt: skip
+           "got_ocr2", "granite4_vision")  # fmt: skip
 GENERIC_FAMILIES = tuple(family for family in GENERIC if hasattr(tf, NEEDS.get(family, "PreTrainedModel")))
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "llava", "smolvlm", "idefics3", "gemma3", "paligemma",
             "paligemma2", "pixtral", "mistral3", "llava_next", "llava_onevision", "qwen3_vl_moe", "glm4v",
@@ -646,6 +646,34 @@ def deepseek_ocr2() -> Tiny:
     return Tiny(tf.DeepseekOcr2ForConditionalGeneration(config).eval(), processor, "<image>")
 
 
+def granite4_vision() -> Tiny:
+    """Granite 4 Vision (generic adapter): LLaVA-NeXT's tiles (64-px CLIP views of 8 x 8 patches, CLS dropped,
+    unpadded, a newline row each), each view's patches read in 4 x 4 windows by a Q-former's 2 x 2 queries, from two
+    vision layers and four corner samplings; the text model gets none of it at its input (image tokens zeroed) but
+    adds each set at its own layer (deepstack: one layer for the vision layer's set, four for the corners')."""
+    tokenizer = byte_tokenizer(["<image>"])
+    pinpoints = [[64, 128], [128, 64], [128, 128], [192, 64], [64, 192]]
+    config = tf.Granite4VisionConfig(
+        vision_config=vision_tower(64, 8, model_type="clip_vision_model") | dict(hidden_size=64, num_attention_heads=1),
+        text_config=text_config(len(tokenizer), num_hidden_layers=5),
+        qformer_config=dict(intermediate_size=64),
+        image_grid_pinpoints=pinpoints,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        downsample_rate="2/4",
+        deepstack_layer_map=[[-2, 0]],
+        spatial_target_layers=[1, 2, 3, 4],
+        projector_dropout=0.0,
+    )
+    image_processor = tf.LlavaNextImageProcessorPil(
+        size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, image_grid_pinpoints=pinpoints
+    )
+    processor = tf.Granite4VisionProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                           downsample_rate="2/4")  # fmt: skip
+    return Tiny(tf.Granite4VisionForConditionalGeneration(config).eval(), processor, "<image>")
+
+
 MINICPM_TOKENS = {"image_token": "<unk>", "video_token": "<video>", "image_start_token": "<image>",
                   "image_end_token": "</image>", "slice_start_token": "<slice>", "slice_end_token": "</slice>",
                   "image_id_start_token": "<image_id>", "image_id_end_token": "</image_id>"}  # fmt: skip
@@ -719,6 +747,7 @@ BUILDERS: dict[str, Callable[[], Tiny]] = {
     "minicpmv4_6": minicpmv4_6,
     "got_ocr2": got_ocr2,
     "deepseek_ocr2": deepseek_ocr2,
+    "granite4_vision": granite4_vision,
     "idefics2": idefics2,
 }
 
