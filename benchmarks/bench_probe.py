@@ -2,8 +2,8 @@
 processor) and the tower trace (a forward pass per band of the page, then a gradient per group of rows whose
 bands do not meet; ocrheads.probe.tower_trace), against
 one OCR score of a one-page passkey sample at that size (generate 8 tokens capturing the answer rows), on the
-mid-sized random Qwen2-VL of mid_model.py (vision 4 x 192, text 6 x 384) and the tiny Aya Vision of the suite (no
-hand-written adapter). A probe runs once per page size and loaded model; every later page of that size reuses it.
+mid-sized random Qwen2-VL of mid_model.py (vision 4 x 192, text 6 x 384) and the tiny Aya Vision and GOT-OCR2 of
+the suite (no hand-written adapter; GOT-OCR2's SAM attends by hand). A probe runs once per page size and loaded model; every later page of that size reuses it.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_probe.py [--repeats 3]
 """
@@ -29,7 +29,7 @@ from ocrheads.data.manifest import open_pages
 from ocrheads.models import adapter_class
 from ocrheads.probe.geometry import compose
 from ocrheads.probe.processor_trace import coded_pages, trace_processor
-from ocrheads.probe.tower_trace import trace_tower
+from ocrheads.probe.tower_trace import flat_pixels, trace_tower
 from ocrheads.scoring.kind import Batch
 from ocrheads.scoring.kinds import scoring_kind
 from ocrheads.scoring.options import ScoringOptions
@@ -48,8 +48,9 @@ def _timed(work, repeats: int) -> float:
 def _models():
     model, processor = mid_qwen2_vl(256 * 28 * 28, 1024 * 28 * 28)
     yield "mid-sized Qwen2-VL", adapter_class(model.config)(model, processor)
-    tiny = build_tiny("aya_vision")
-    yield "tiny Aya Vision (generic)", adapter_class(tiny.model.config)(tiny.model, tiny.processor)
+    for family, name in (("aya_vision", "Aya Vision"), ("got_ocr2", "GOT-OCR2")):
+        tiny = build_tiny(family)
+        yield f"tiny {name} (generic)", adapter_class(tiny.model.config)(tiny.model, tiny.processor)
 
 
 def _row(name: str, adapter, sample, page, repeats: int) -> str:
@@ -59,7 +60,7 @@ def _row(name: str, adapter, sample, page, repeats: int) -> str:
     batch = adapter.encode([prompt], [[coded_pages(size, 0)[0]]])
 
     def process(image):
-        return adapter.processed(prompt, [image])["pixel_values"]
+        return flat_pixels(adapter.processed(prompt, [image]))
 
     processor = _timed(lambda: trace_processor(process, size), repeats)
     sources = trace_processor(process, size)

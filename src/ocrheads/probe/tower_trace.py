@@ -2,19 +2,22 @@
 with the vision tower's attention mixing nothing (ocrheads.attention.mixing_nothing), so only its local parts link
 a row to pixels.
 
-The rows are read where transformers puts them, at the image tokens of the text model's input embeddings (the
-projector's output, in order, whatever the family's `get_image_features` returns). Each row's elements are those
-its gradient reaches; one gradient per row would cost a backward pass per image token, so rows are first placed
-coarsely and then traced many at once:
+The rows are read where transformers puts them, at the image tokens of the text model's input (the projector's
+output, in order, whatever the family's `get_image_features` returns, with any features added at later layers).
+Each row's elements are those its gradient reaches; one gradient per row would cost a backward pass per image token,
+so rows are first placed coarsely and then traced many at once:
 1. stripes: the elements whose place (from the processor trace) lies in one of K vertical, then one of K horizontal
    bands are moved, one band a forward pass; a row that changes depends on that band. A row's bands bound every
-   element it depends on.
-2. colours: rows whose bounds (widened by a band) do not meet share a colour; one gradient of a colour's rows summed
-   reaches the union of their elements, and each element goes to the one row of the colour whose bounds hold its
-   place. Elements no bound holds (a band the first step missed) send that colour back to a gradient per row.
-A row that depends on more than half of the bands both ways sees the page at once (a resampler's latent); it is
-not traced further. A row that depends on no band may still read the page through attention, as learned queries
-do; one pass with the model's own attention tells those (the page at once) from rows that see no pixels.
+   element it depends on. K is what makes the whole trace cheapest, given how far one row's elements spread (a
+   row's gradient, taken first).
+2. colours: rows whose bounds keep a free band all round from each other share a colour; one gradient of a colour's
+   rows summed reaches the union of their elements, and each element goes to the one row of the colour whose bounds
+   hold its place. Elements no bound holds (a band the first step missed) send that colour back to a gradient per
+   row.
+A row that depends on more than three quarters of the bands both ways sees the page at once (a resampler's latent);
+it is not traced further. A row that depends on no band may still read the page through attention, as learned
+queries do; one pass with the model's own attention tells those (the page at once) from rows that see no pixels.
+Patch embeddings run as matmuls meanwhile (ocrheads.probe.patch_matmul): their input gradients are far cheaper so.
 """
 
 from __future__ import annotations
@@ -27,10 +30,15 @@ from transformers import BatchEncoding
 
 from ocrheads.attention.mixing_nothing import vision_mixing_nothing
 from ocrheads.errors import OcrHeadsError
+from ocrheads.probe.patch_matmul import PatchesAsMatmul
 
 if TYPE_CHECKING:
     from ocrheads.models.base import ModelAdapter
     from ocrheads.probe.processor_trace import ElementSources
+
+
+MIN_BANDS, MAX_BANDS = 4, 32  # below 4, a row across half the page would read as one across all of it
+GRADIENT_COST = 0.5  # a gradient of the tower, in its forward passes (the probe's benchmarks measure 0.1 to 0.8)
 
 
 class _Received(Exception):
@@ -79,9 +87,29 @@ def image_rows(adapter: ModelAdapter, batch: BatchEncoding) -> torch.Tensor:
     return torch.cat([rows[0], *(tensor.to(rows[0].device) for tensor in added)], dim=1)
 
 
-def _bands(count: int) -> int:
-    """Bands per axis: about the square root of the rows, so each row spans a few and few rows share one."""
-    return int(min(32, max(4, np.ceil(np.sqrt(count)) + 2)))
+def _one_rows_spread(rows: torch.Tensor, leaf: torch.Tensor, sources: ElementSources) -> tuple[float, float]:
+    """How far across the page (a fraction each way) one row's elements lie, from its gradient: the middle row's, or
+    a quarter's or three quarters' where it sees no pixels (the whole page where none does)."""
+    for row in (len(rows) // 2, len(rows) // 4, 3 * len(rows) // 4):
+        reached = _reached(rows, leaf, [row])
+        reached = reached[sources.sourced[reached]]
+        if len(reached):
+            spread_x, spread_y = (np.ptp(place[reached]) / np.nanmax(place) for place in (sources.x, sources.y))
+            return float(spread_x), float(spread_y)
+    return 1.0, 1.0
+
+
+def _band_count(count: int, spread_x: float, spread_y: float) -> int:
+    """Bands per axis that make the trace cheapest: each costs two forward passes (one per axis), and finer bands
+    place rows more tightly, so more of them share a gradient (a row's box and its free ring, about its spread plus
+    two bands each way, keep out the others of its group). A gradient is costed at GRADIENT_COST forward passes, a
+    constant rather than a timing, so that the bands, and the rows that span most of them, are the same on every
+    machine."""
+
+    def cost(bands: int) -> float:
+        return 2 * bands + count * (spread_x + 2 / bands) * (spread_y + 2 / bands) * GRADIENT_COST
+
+    return min(range(MIN_BANDS, MAX_BANDS + 1), key=cost)
 
 
 def _cells(sources: ElementSources, bands: int) -> np.ndarray:
@@ -132,17 +160,18 @@ def _spans(adapter: ModelAdapter, batch: BatchEncoding, plain: torch.Tensor, ban
 
 
 def _colours(bounds: np.ndarray, bands: int) -> list[list[int]]:
-    """Indices into `bounds` (x0, x1, y0, y1 in bands) grouped so that no two of a group meet, widened by a band."""
+    """Indices into `bounds` (x0, x1, y0, y1 in bands) grouped so that each group's boxes have a free band all round:
+    an element a band pass missed at a box's edge then lies in no box of its group, which _owned notices."""
     occupied: list[np.ndarray] = []
     groups: list[list[int]] = []
     for index, (x0, x1, y0, y1) in enumerate(bounds):
-        area = (slice(max(y0 - 1, 0), y1 + 2), slice(max(x0 - 1, 0), x1 + 2))
-        free = next((colour for colour, grid in enumerate(occupied) if not grid[area].any()), None)
+        ring = (slice(max(y0 - 1, 0), y1 + 2), slice(max(x0 - 1, 0), x1 + 2))
+        free = next((colour for colour, grid in enumerate(occupied) if not grid[ring].any()), None)
         if free is None:
             occupied.append(np.zeros((bands, bands), dtype=bool))
             groups.append([])
             free = len(groups) - 1
-        occupied[free][area] = True
+        occupied[free][y0 : y1 + 1, x0 : x1 + 1] = True
         groups[free].append(index)
     return groups
 
@@ -150,23 +179,23 @@ def _colours(bounds: np.ndarray, bands: int) -> list[list[int]]:
 def trace_tower(adapter: ModelAdapter, batch: BatchEncoding, sources: ElementSources) -> list[np.ndarray]:
     """Per image-token row (in input order), the indices (into `flat_pixels`) of the elements with a place that feed
     it (every such element for a row that sees the page at once)."""
-    with vision_mixing_nothing(adapter.model):
+    with vision_mixing_nothing(adapter.model), PatchesAsMatmul():
         with torch.no_grad():
             plain = image_rows(adapter, batch)
-        bands = _bands(plain.shape[0])
-        cells = _cells(sources, bands)
-        bounds = np.full((len(plain), 4), -1)  # rows no element feeds while attention mixes nothing (learned queries)
-        if (_spans(adapter, batch, plain, np.where(cells[0] >= 0, 0, -1), 1)[:, 0] >= 0).any():
-            bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
-        spanned = np.minimum(bounds[:, 1] - bounds[:, 0], bounds[:, 3] - bounds[:, 2]) + 1
-        whole = (bounds[:, 0] >= 0) & (spanned * 4 >= bands * 3)
-        traced = np.flatnonzero((bounds[:, 0] >= 0) & ~whole)
-        everything = np.flatnonzero(cells[0] >= 0)
-        fed = [everything if whole[row] else np.zeros(0, dtype=np.int64) for row in range(len(bounds))]
-        unfed = np.flatnonzero(bounds[:, 0] < 0)
         leaf = flat_pixels(batch).detach().clone().requires_grad_(True)
         with torch.enable_grad():
             rows = image_rows(adapter, _with_pixels(batch, leaf))
+            bands = _band_count(len(plain), *_one_rows_spread(rows, leaf, sources))
+            cells = _cells(sources, bands)
+            bounds = np.full((len(plain), 4), -1)  # rows no element feeds with attention cut (learned queries)
+            if (_spans(adapter, batch, plain, np.where(cells[0] >= 0, 0, -1), 1)[:, 0] >= 0).any():
+                bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
+            spanned = np.minimum(bounds[:, 1] - bounds[:, 0], bounds[:, 3] - bounds[:, 2]) + 1
+            whole = (bounds[:, 0] >= 0) & (spanned * 4 >= bands * 3)
+            traced = np.flatnonzero((bounds[:, 0] >= 0) & ~whole)
+            everything = np.flatnonzero(cells[0] >= 0)
+            fed = [everything if whole[row] else np.zeros(0, dtype=np.int64) for row in range(len(bounds))]
+            unfed = np.flatnonzero(bounds[:, 0] < 0)
             for group in _colours(bounds[traced], bands):
                 members = [int(traced[index]) for index in group]
                 for row, elements in zip(members, _owned(rows, leaf, members, bounds, cells), strict=True):
