@@ -20,7 +20,8 @@ from ocrheads.errors import OcrHeadsError
 from ocrheads.geometry import ImageTokens, box_tokens
 from ocrheads.probe import tower_trace
 from ocrheads.probe.geometry import GeometryProbe, probe_geometry
-from ocrheads.probe.tower_trace import image_rows
+from ocrheads.probe.processor_trace import coded_pages, trace_processor
+from ocrheads.probe.tower_trace import flat_pixels, image_rows
 from ocrheads.testing.tiny import FAMILIES, GENERIC_FAMILIES, build_tiny
 
 from .tiny_inputs import glyph_pages, tiny_adapter
@@ -89,12 +90,39 @@ def test_the_probe_gives_each_hand_written_adapters_tokens(family):
 
 
 def test_rows_traced_together_whose_bounds_meet_are_traced_again_one_by_one(monkeypatch):
-    """Every traced row in one gradient: their elements can no longer be told apart by place, which the trace must
-    notice and trace each row alone, giving the same cells."""
+    """By bands (as where an element feeds several rows), every traced row in one gradient: their elements can no
+    longer be told apart by place, which the trace must notice and trace each row alone, giving the same cells."""
     adapter = tiny_adapter("qwen2_vl")
     expected = probe_geometry(adapter, (300, 200)).rects
+    monkeypatch.setattr(tower_trace, "_coded", lambda *_: None)
     monkeypatch.setattr(tower_trace, "_colours", lambda bounds, bands: [list(range(len(bounds)))])
     assert np.array_equal(probe_geometry(adapter, (300, 200)).rects, expected)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl", "gemma3", "aya_vision", "minicpmv4_6", "hunyuan_vl"])
+def test_rows_told_apart_by_coded_gradients_are_the_rows_bands_find(family, monkeypatch):
+    """Where no element feeds two rows, a few power-of-two-coded gradients name each element's row; the trace by
+    bands, which needs no such thing, must find the same elements."""
+    adapter = tiny_adapter(family)
+    prompt, size = adapter.prompt("", 1), (300, 200)
+    sources = trace_processor(lambda page: flat_pixels(adapter.processed(prompt, [page])), size)
+    batch = adapter.encode([prompt], [[coded_pages(size, 0)[0]]])
+    coded = tower_trace.trace_tower(adapter, batch, sources)
+    calls = []
+    monkeypatch.setattr(tower_trace, "_coded", lambda *_: calls.append(1))
+    banded = tower_trace.trace_tower(adapter, batch, sources)
+    assert calls and len(coded) == len(banded)
+    assert all(np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(coded, banded, strict=True))
+
+
+def test_an_element_fed_by_two_rows_sends_the_trace_to_bands(monkeypatch):
+    """GOT-OCR2's convolutions give each patch to several tokens: no power of two can name its row."""
+    adapter = tiny_adapter("got_ocr2")
+    found = []
+    original = tower_trace._coded
+    monkeypatch.setattr(tower_trace, "_coded", lambda *args: found.append(original(*args)) or found[-1])
+    probe_geometry(adapter, (120, 90))
+    assert found == [None]
 
 
 @pytest.mark.parametrize("family", sorted(UNRESIZED))

@@ -4,8 +4,11 @@ a row to pixels.
 
 The rows are read where transformers puts them, at the image tokens of the text model's input (the projector's
 output, in order, whatever the family's `get_image_features` returns, with any features added at later layers).
-Each row's elements are those its gradient reaches; one gradient per row would cost a backward pass per image token,
-so rows are first placed coarsely and then traced many at once:
+Each row's elements are those its gradient reaches; one gradient per row would cost a backward pass per image token.
+Where no element feeds two rows (most towers: patch merges, pixel shuffles, pooling), a few gradients name every
+element's row: each weights the rows by powers of two whose exponents spell their indices, which floating point
+carries exactly (`_coded`). Elsewhere (overlapping receptive fields, interpolation, resamplers) rows are first
+placed coarsely and then traced many at once:
 1. stripes: the elements whose place (from the processor trace) lies in one of K vertical, then one of K horizontal
    bands are moved, one band a forward pass; a row that changes depends on that band. A row's bands bound every
    element it depends on. K is what makes the whole trace cheapest, given how far one row's elements spread (a
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 
 MIN_BANDS, MAX_BANDS = 4, 32  # below 4, a row across half the page would read as one across all of it
+MAX_RADIX = 32  # codes 2^0 .. 2^31: gradients of a few thousand stay far from float32's largest
 GRADIENT_COST = 0.5  # a gradient of the tower, in its forward passes (the probe's benchmarks measure 0.1 to 0.8)
 
 
@@ -180,39 +184,88 @@ def trace_tower(adapter: ModelAdapter, batch: BatchEncoding, sources: ElementSou
     """Per image-token row (in input order), the indices (into `flat_pixels`) of the elements with a place that feed
     it (every such element for a row that sees the page at once)."""
     with vision_mixing_nothing(adapter.model), PatchesAsMatmul():
-        with torch.no_grad():
-            plain = image_rows(adapter, batch)
         leaf = flat_pixels(batch).detach().clone().requires_grad_(True)
         with torch.enable_grad():
             rows = image_rows(adapter, _with_pixels(batch, leaf))
-            bands = _band_count(len(plain), *_one_rows_spread(rows, leaf, sources))
-            cells = _cells(sources, bands)
-            bounds = np.full((len(plain), 4), -1)  # rows no element feeds with attention cut (learned queries)
-            if (_spans(adapter, batch, plain, np.where(cells[0] >= 0, 0, -1), 1)[:, 0] >= 0).any():
-                bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
-            spanned = np.minimum(bounds[:, 1] - bounds[:, 0], bounds[:, 3] - bounds[:, 2]) + 1
-            whole = (bounds[:, 0] >= 0) & (spanned * 4 >= bands * 3)
-            traced = np.flatnonzero((bounds[:, 0] >= 0) & ~whole)
-            everything = np.flatnonzero(cells[0] >= 0)
-            fed = [everything if whole[row] else np.zeros(0, dtype=np.int64) for row in range(len(bounds))]
-            unfed = np.flatnonzero(bounds[:, 0] < 0)
-            for group in _colours(bounds[traced], bands):
-                members = [int(traced[index]) for index in group]
-                for row, elements in zip(members, _owned(rows, leaf, members, bounds, cells), strict=True):
-                    fed[row] = elements
-    for row in _read_through_attention(adapter, batch, unfed, cells):
+            fed = _coded(rows, leaf, sources)
+            if fed is None:
+                fed = _banded(adapter, batch, rows, leaf, sources)
+    everything = np.flatnonzero(sources.sourced)
+    unfed = np.array([row for row, elements in enumerate(fed) if len(elements) == 0], dtype=np.int64)
+    for row in _read_through_attention(adapter, batch, unfed, everything):
         fed[row] = everything
     return fed
 
 
-def _read_through_attention(adapter: ModelAdapter, batch: BatchEncoding, unfed: np.ndarray, cells: np.ndarray):
+def _coded(rows: torch.Tensor, leaf: torch.Tensor, sources: ElementSources) -> list[np.ndarray] | None:
+    """Every row's elements from a few gradients, where no element feeds two rows (patch merges, pixel shuffles,
+    pooling). Each gradient weights every row by a power of two, its code, whose exponent is one digit of the row's
+    index; scaling by a power of two is exact in floating point, and the backward pass is linear in what it is
+    given, so an element fed by one row has, in each gradient, exactly that row's code times what it has in the
+    uncoded one. Its ratios spell the row's index. None where some element's ratios are not powers of two (it feeds
+    several rows: overlapping receptive fields, interpolation, a resampler) or spell no row."""
+    count = len(rows)
+    radix = min(MAX_RADIX, int(np.log2(torch.finfo(leaf.dtype).max)) // 4)  # codes up to 2^(radix - 1), no overflow
+    digits = max(1, int(np.ceil(np.log(max(count, 2)) / np.log(radix))))
+    index = np.arange(count)
+    plain = _gradient(rows, leaf, np.ones(count))
+    reached = np.flatnonzero(sources.sourced & (plain != 0))
+    row = np.zeros(len(reached), dtype=np.int64)
+    for digit in range(digits):
+        exponent = index // radix**digit % radix
+        coded = _gradient(rows, leaf, np.exp2(exponent))
+        if ((coded != 0) & sources.sourced).sum() != len(reached):
+            return None
+        mantissa, power = np.frexp(coded[reached] / plain[reached])
+        if not (np.all(mantissa == 0.5) and np.all((power >= 1) & (power <= radix))):
+            return None
+        row += (power - 1) * radix**digit
+    if len(row) and row.max() >= count:
+        return None
+    order = np.argsort(row, kind="stable")
+    return np.split(reached[order], np.searchsorted(row[order], np.arange(1, count)))
+
+
+def _gradient(rows: torch.Tensor, leaf: torch.Tensor, code: np.ndarray) -> np.ndarray:
+    """The gradient, at every element, of the rows' outputs summed, each row in a fixed random direction of its
+    features and weighted by its code."""
+    chosen = rows.float()
+    weights = torch.randn(chosen.shape, generator=torch.Generator().manual_seed(0)).to(chosen.device)
+    scaled = weights * torch.from_numpy(code).to(chosen.device, torch.float32)[:, None]
+    (grad,) = torch.autograd.grad((chosen * scaled).sum(), leaf, retain_graph=True)
+    return grad.reshape(-1).double().cpu().numpy()
+
+
+def _banded(adapter: ModelAdapter, batch: BatchEncoding, rows, leaf, sources: ElementSources) -> list[np.ndarray]:
+    """Every row's elements by bands, then gradients of rows whose bands keep apart (where elements feed several
+    rows)."""
+    with torch.no_grad():
+        plain = image_rows(adapter, batch)
+    bands = _band_count(len(plain), *_one_rows_spread(rows, leaf, sources))
+    cells = _cells(sources, bands)
+    bounds = np.full((len(plain), 4), -1)  # rows no element feeds with attention cut (learned queries)
+    if (_spans(adapter, batch, plain, np.where(cells[0] >= 0, 0, -1), 1)[:, 0] >= 0).any():
+        bounds = np.concatenate([_spans(adapter, batch, plain, cells[axis], bands) for axis in (0, 1)], axis=1)
+    spanned = np.minimum(bounds[:, 1] - bounds[:, 0], bounds[:, 3] - bounds[:, 2]) + 1
+    whole = (bounds[:, 0] >= 0) & (spanned * 4 >= bands * 3)
+    traced = np.flatnonzero((bounds[:, 0] >= 0) & ~whole)
+    everything = np.flatnonzero(sources.sourced)
+    fed = [everything if whole[row] else np.zeros(0, dtype=np.int64) for row in range(len(bounds))]
+    for group in _colours(bounds[traced], bands):
+        members = [int(traced[index]) for index in group]
+        for row, elements in zip(members, _owned(rows, leaf, members, bounds, cells), strict=True):
+            fed[row] = elements
+    return fed
+
+
+def _read_through_attention(adapter: ModelAdapter, batch: BatchEncoding, unfed: np.ndarray, placed: np.ndarray):
     """Of the rows no element feeds while attention mixes nothing, those the page reaches with attention as the model
     has it: queries whose only way to the pixels is to attend to them (DeepSeek-OCR2's learned queries, which read
     every patch), so they see the page at once. The rest see no pixels at all (a newline token, a view separator)."""
     if len(unfed) == 0:
         return unfed
     moved = flat_pixels(batch).clone()
-    moved[torch.from_numpy(np.flatnonzero(cells[0] >= 0)).to(moved.device)] += 1
+    moved[torch.from_numpy(placed).to(moved.device)] += 1
     with torch.no_grad():
         plain = image_rows(adapter, batch)[unfed]
         changed = (image_rows(adapter, _with_pixels(batch, moved))[unfed] != plain).any(dim=1)
