@@ -16,7 +16,7 @@ compat_tests=(tests/unit/test_compat.py tests/integration/test_adapters.py tests
     tests/integration/test_generate.py tests/integration/test_load_settings.py tests/integration/test_paper_code.py
     tests/integration/test_geometry_anyres.py tests/integration/test_families_cli.py
     tests/integration/test_layer_kinds.py tests/integration/test_geometry_cross.py tests/integration/test_geometry_pooled.py
-    tests/integration/test_probe.py)
+    tests/integration/test_probe.py tests/integration/test_decoding_steps.py)
 
 fresh_env() {  # a new venv at $1 with the local CPU build of torch (so pip never pulls CUDA packages), then pip "$@"
     local env=$1; shift
