@@ -1,9 +1,10 @@
 """What the geometry probe costs next to scoring: per page size, the processor trace (eight pages through the
-processor) and the tower trace (a forward pass per band of the page, then a gradient per group of rows whose
-bands do not meet; ocrheads.probe.tower_trace), against
-one OCR score of a one-page passkey sample at that size (generate 8 tokens capturing the answer rows), on the
-mid-sized random Qwen2-VL of mid_model.py (vision 4 x 192, text 6 x 384) and the tiny Aya Vision and GOT-OCR2 of
-the suite (no hand-written adapter; GOT-OCR2's SAM attends by hand). A probe runs once per page size and loaded model; every later page of that size reuses it.
+processor) and the tower trace (coded gradients where no element feeds two rows, else a forward pass per band of the
+page and a gradient per group of rows whose bands do not meet; ocrheads.probe.tower_trace), against one OCR score of
+a one-page passkey sample at that size (generate 8 tokens capturing the answer rows), on the mid-sized random
+Qwen2-VL of mid_model.py (vision 4 x 192, text 6 x 384) and the tiny Aya Vision and GOT-OCR2 of the suite (no
+hand-written adapter; GOT-OCR2's SAM attends by hand, and its convolutions give each patch to several tokens). A
+probe runs once per page size and loaded model; every later page of that size reuses it.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_probe.py [--repeats 3]
 """
