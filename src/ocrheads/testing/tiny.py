@@ -607,10 +607,11 @@ def got_ocr2() -> Tiny:
     """GOT-OCR2 (generic adapter): a SAM encoder (4-px patches of a 256-px square, windowed attention with relative
     positions, written by hand, not through transformers' interface), a convolution neck and two stride-2
     convolutions into 16 x 16 tokens whose receptive fields overlap; a Qwen2 text model. No chat template (the
-    checkpoint's processor writes its own OCR prompt when given no text)."""
+    checkpoint's processor writes its own OCR prompt when given no text). The real encoder's global layers (the same
+    attention over all 4096 patches, window 0) are left out: here they cost five times the rest of the model."""
     tokenizer = byte_tokenizer(["<|im_start|>", "<|im_end|>", "<img>", "</img>", "<imgpad>"])
     vision = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=256,
-                  patch_size=4, window_size=8, global_attn_indexes=[1], mlp_dim=64)  # fmt: skip
+                  patch_size=4, window_size=8, global_attn_indexes=[], mlp_dim=64)  # fmt: skip
     config = tf.GotOcr2Config(
         vision_config=vision,
         text_config=dict(model_type="qwen2", **text_config(len(tokenizer))),
@@ -623,13 +624,14 @@ def got_ocr2() -> Tiny:
 
 
 def deepseek_ocr2() -> Tiny:
-    """DeepSeek-OCR2 (generic adapter): a SAM encoder (4-px patches, hand-written windowed attention, a convolution
-    neck, two stride-2 convolutions) over up to six 192-px tiles and a 256-px global view, whose patches are read by
-    learned queries appended to them in a Qwen2-style encoder (144 a tile, 256 the global view: each attends to every
-    patch), then a view separator; a DeepSeek-V2 text model with a dense and a mixture-of-experts layer."""
+    """DeepSeek-OCR2 (generic adapter): a SAM encoder (4-px patches, hand-written windowed attention, no global layer
+    as in GOT-OCR2's, a convolution neck, two stride-2 convolutions) over up to six 192-px tiles and a 256-px global
+    view, whose patches are read by learned queries appended to them in a Qwen2-style encoder (144 a tile, 256 the
+    global view: each attends to every patch), then a view separator; a DeepSeek-V2 text model with a dense and a
+    mixture-of-experts layer."""
     tokenizer = byte_tokenizer(["<image>", "<|User|>", "<|Assistant|>"])
     sam = dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=256,
-               patch_size=4, window_size=8, global_attn_indexes=[1], mlp_dim=64, downsample_channels=[16, 32],
+               patch_size=4, window_size=8, global_attn_indexes=[], mlp_dim=64, downsample_channels=[16, 32],
                initializer_range=0.02)  # fmt: skip
     encoder = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                    num_key_value_heads=1, vocab_size=len(tokenizer))  # fmt: skip
