@@ -6,6 +6,7 @@ to a model through this interface.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -133,7 +134,6 @@ class ModelAdapter(ABC):
         self.model = model
         self.processor = processor
         self.pixels = dict(pixels or {})  # the processor bounds the user set at load time
-        self._axes: dict[str, int] | None = None  # _item_axes, once measured
         self.prompt_format = prompt_format
         self.decoding = resolve_decoding(dict(decoding or {}), model.generation_config)
         self.check_agreement()
@@ -342,23 +342,20 @@ class ModelAdapter(ABC):
     def repeated(self, batch: BatchEncoding, copies: int) -> BatchEncoding:
         """`batch` `copies` times over, copy-major: each tensor joined along the axis on which the processor lays out
         its prompts (or their pages)."""
-        axes = self._item_axes()
+        axes = self._item_axes
         joined = {
             key: torch.cat([value] * copies, axes.get(key, 0)) for key, value in batch.items() if torch.is_tensor(value)
         }
         return BatchEncoding({**batch, **joined})
 
+    @functools.cached_property
     def _item_axes(self) -> dict[str, int]:
         """Per processor output, the axis a second prompt with a page extends: measured once, by processing one and
         two (MiniCPM-V 4.6 packs every page's patches into one row of pixels, so its pixel_values grow along the last
         axis; most grow along the first)."""
-        if self._axes is None:
-            pages = self.prepared_pages([Image.new("RGB", (64, 64), "white")])
-            one, two = (self._tokenized([self.prompt("", 1)] * count, [pages] * count) for count in (1, 2))
-            self._axes = {
-                key: _grown_axis(value.shape, two[key].shape) for key, value in one.items() if torch.is_tensor(value)
-            }
-        return self._axes
+        pages = self.prepared_pages([Image.new("RGB", (64, 64), "white")])
+        one, two = (self._tokenized([self.prompt("", 1)] * count, [pages] * count) for count in (1, 2))
+        return {key: _grown_axis(value.shape, two[key].shape) for key, value in one.items() if torch.is_tensor(value)}
 
     def forward(self, batch: BatchEncoding, logits: int = 1):
         """The model on `batch`, without a cache, computing logits for the last `logits` rows only where its forward

@@ -109,9 +109,8 @@ class GenericAdapter(ModelAdapter):
                 raise OcrHeadsError(
                     f"{self.model.config.model_type}: {probed.global_rows} of the {probed.tokens} image tokens of a "
                     f"{size[0]}x{size[1]} page each see most of it (a resampler's latents or learned queries), so no "
-                    "token sees a place; OCR "
-                    "scores, overlays and image-receiving sink edits need one; retrieval and causal scores, masking "
-                    "and sink edits run"
+                    "token sees a place; OCR scores, overlays and image-receiving sink edits need one; retrieval and "
+                    "causal scores, masking and sink edits run"
                 )
             images.append(probed.image_tokens(index, positions[used : used + probed.tokens]))
             used += probed.tokens

@@ -289,7 +289,6 @@ def _owned(rows: torch.Tensor, leaf: torch.Tensor, members: list[int], bounds: n
 
 def _reached(rows: torch.Tensor, leaf: torch.Tensor, members: list[int]) -> np.ndarray:
     """The elements the gradient of `members`' rows (summed, each in a random direction of its features) reaches."""
-    chosen = rows[members].float()
-    weights = torch.randn(chosen.shape, generator=torch.Generator().manual_seed(0)).to(chosen.device)
-    (grad,) = torch.autograd.grad((chosen * weights).sum(), leaf, retain_graph=True)
-    return np.flatnonzero((grad.reshape(-1) != 0).cpu().numpy())
+    code = np.zeros(len(rows))
+    code[members] = 1
+    return np.flatnonzero(_gradient(rows, leaf, code) != 0)
